@@ -1,0 +1,313 @@
+"""Datasets: a ``DatasetSpec`` -> train / val / test splits of images with integer labels.
+
+Splits follow the dataset's official train/test. Where there is no validation split,
+a stratified ``val_fraction`` of train is carved with a fixed seed; where there is no
+test split, a stratified ``test_fraction`` is carved first. ``max_train`` / ``max_test``
+subsample (stratified, seeded) before the validation split is carved, so
+``max_train=2000`` means 1,600 train + 400 val and a refit on all 2,000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import ZooSurveyError, ZooSurveyFailure
+from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource, ParquetSource
+
+SPLIT_SEED = 0  # fixed: every model and every run sees the same split
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class Images(Protocol):
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> Any: ...  # a PIL image, RGB
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: an image source, the selected positions in it, and their labels."""
+
+    name: str
+    images: Images
+    indices: np.ndarray  # positions in `images`
+    labels: np.ndarray  # int64, aligned with `indices`
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, row: int):
+        """The RGB PIL image of row ``row`` of this split."""
+        return self.images[int(self.indices[row])]
+
+    def indices_digest(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    spec: DatasetSpec
+    fingerprint: str  # identifies the underlying data (file hashes, or HF fingerprint + revision)
+    splits: dict[str, Split]
+    class_names: tuple[str, ...] | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class ArrayImages:
+    """Images held as a uint8 array (N, H, W) or (N, H, W, 3); converted to RGB PIL on access."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return Image.fromarray(self.array[i]).convert("RGB")
+
+
+class HFImages:
+    """Images from a column of a Hugging Face ``datasets.Dataset``; any PIL mode becomes RGB."""
+
+    def __init__(self, ds, column: str):
+        self.ds, self.column = ds, column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return self.ds[int(i)][self.column].convert("RGB")
+
+
+def _digits() -> tuple[dict[str, tuple[Images, np.ndarray]], str, tuple[str, ...]]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+    labels = d.target.astype(np.int64)
+    return {"train": (ArrayImages(images), labels)}, _digest(images, labels), tuple(str(n) for n in d.target_names)
+
+
+def _lfw_subset():
+    from skimage.data import lfw_subset
+
+    faces = lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
+    images = np.clip(faces * 255.0, 0, 255).astype(np.uint8)
+    labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
+    return {"train": (ArrayImages(images), labels)}, _digest(images, labels), ("non-face", "face")
+
+
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ZooSurveyFailure(f"{path} is not an idx file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ZooSurveyFailure(f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}")
+    return arr.reshape(shape)
+
+
+def _fashion_mnist(folder: Path | None):
+    folder = folder or FASHION_MNIST_DIR
+    missing = [n for pair in _FASHION_FILES.values() for n in pair if not (folder / n).is_file()]
+    if missing:
+        raise ZooSurveyError(
+            f"dataset 'fashion-mnist': {', '.join(missing)} not found in {folder}; install them with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or on a machine with internet add an "
+            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out with --datasets"
+        )
+    from .checkpoints import file_sha256
+
+    splits = {}
+    for split, (img_name, lab_name) in _FASHION_FILES.items():
+        images, labels = _read_idx(folder / img_name), _read_idx(folder / lab_name).astype(np.int64)
+        if len(images) != len(labels):
+            raise ZooSurveyFailure(f"{folder}: {img_name} has {len(images)} images but {lab_name} {len(labels)} labels")
+        splits[split] = (ArrayImages(images), labels)
+    fp = hashlib.sha256("".join(file_sha256(folder / n) for p in _FASHION_FILES.values() for n in p).encode())
+    return splits, fp.hexdigest()[:16], FASHION_CLASSES
+
+
+def _hf(spec: DatasetSpec):
+    import datasets as hfds
+
+    src = spec.source
+    try:
+        if isinstance(src, HFSource):
+            dd = hfds.load_dataset(src.path, src.name, revision=src.revision)
+            ident = f"{src.path}:{src.name}@{src.revision}"
+        elif isinstance(src, ImageFolderSource):
+            if not src.path.is_dir():
+                raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {src.path} is not a folder")
+            dd = hfds.load_dataset("imagefolder", data_dir=str(src.path))
+            ident = f"imagefolder:{src.path}"
+        else:
+            dd = hfds.load_dataset("parquet", data_files=src.data_files)
+            ident = f"parquet:{sorted(src.data_files.items())}"
+    except ZooSurveyError:
+        raise
+    except FileNotFoundError as e:
+        raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - the datasets library raises many types for "cannot load"
+        raise ZooSurveyFailure(f"dataset {spec.id!r}: cannot load ({type(e).__name__}: {e})") from e
+    wanted = [s for s in (spec.train_split, spec.val_split, spec.test_split) if s]
+    for s in wanted:
+        if s not in dd:
+            raise ZooSurveyError(
+                f"{spec.defined_in}: dataset {spec.id!r}: split {s!r} not found; the data has {sorted(dd)}"
+            )
+    first = dd[wanted[0]]
+    for col in (spec.image_column, spec.label_column):
+        if col not in first.column_names:
+            raise ZooSurveyError(
+                f"{spec.defined_in}: dataset {spec.id!r}: column {col!r} not found; columns are {first.column_names}"
+            )
+    feat = first.features[spec.label_column]
+    names = tuple(feat.names) if hasattr(feat, "names") else None
+    splits = {
+        s: (HFImages(dd[s], spec.image_column), np.asarray(dd[s][spec.label_column], dtype=np.int64)) for s in wanted
+    }
+    fp = hashlib.sha256((ident + "".join(dd[s]._fingerprint for s in wanted)).encode()).hexdigest()[:16]
+    return splits, fp, names
+
+
+def _digest(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256(images.tobytes())
+    h.update(labels.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_raw(spec: DatasetSpec):
+    src = spec.source
+    if isinstance(src, BuiltinSource):
+        if src.name == "digits":
+            return _digits()
+        if src.name == "lfw-subset":
+            return _lfw_subset()
+        return _fashion_mnist(src.path)
+    return _hf(spec)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def stratified_take(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Choose ``n`` positions of ``labels``, keeping class proportions; returns (taken, rest), sorted.
+
+    Each class gets its proportional share (largest remainder), and at least one row
+    when ``n`` allows, so a small validation split still sees every class.
+
+    >>> take, rest = stratified_take(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 4, seed=0)
+    >>> sorted(np.array([0, 0, 0, 0, 1, 1, 1, 1])[take].tolist())
+    [0, 0, 1, 1]
+    """
+    labels = np.asarray(labels)
+    n = int(min(max(n, 0), len(labels)))
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (n / max(len(labels), 1))
+    share = np.floor(exact).astype(int)
+    if n >= len(classes):
+        share = np.maximum(share, np.minimum(1, counts))
+    for i in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        if share.sum() >= n:
+            break
+        if share[i] < counts[i]:
+            share[i] += 1
+    while share.sum() > n:  # the at-least-one rule can overshoot: trim the largest shares
+        share[np.argmax(share)] -= 1
+    rng = np.random.default_rng(seed)
+    taken = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, share)]
+    take = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(labels)), take)
+    return take.astype(np.int64), rest.astype(np.int64)
+
+
+def prepare(
+    spec: DatasetSpec, *, max_train: int | None = None, max_test: int | None = None
+) -> PreparedDataset:
+    """Load ``spec`` and return its train / val / test splits (see the module docstring).
+
+    >>> ds = prepare(load_registry().dataset("digits"), max_train=200)   # doctest: +SKIP
+    >>> {k: len(v) for k, v in ds.splits.items()}                        # doctest: +SKIP
+    {'train': 160, 'val': 40, 'test': 450}
+    """
+    for name, v in (("--max-train", max_train), ("--max-test", max_test)):
+        if v is not None and v < 2:
+            raise ZooSurveyError(f"{name} must be at least 2, got {v}")
+    raw, fingerprint, class_names = _load_raw(spec)
+    notes: list[str] = []
+    train_images, train_labels = raw[spec.train_split if spec.train_split in raw else "train"]
+    train_pos = np.arange(len(train_labels))
+    if spec.test_split is None:
+        n_test = int(round(len(train_pos) * spec.test_fraction))
+        test_pos, train_pos = stratified_take(train_labels, n_test, SPLIT_SEED)
+        test_images, test_labels_all = train_images, train_labels
+        notes.append(f"no official test split: carved a stratified {spec.test_fraction:.0%} of train (seed {SPLIT_SEED})")
+    else:
+        test_images, test_labels_all = raw[spec.test_split]
+        test_pos = np.arange(len(test_labels_all))
+    if max_train is not None and len(train_pos) > max_train:
+        take, _ = stratified_take(train_labels[train_pos], max_train, SPLIT_SEED)
+        train_pos = train_pos[take]
+        notes.append(f"train subsampled to {max_train} (stratified, seed {SPLIT_SEED})")
+    if max_test is not None and len(test_pos) > max_test:
+        take, _ = stratified_take(test_labels_all[test_pos], max_test, SPLIT_SEED)
+        test_pos = test_pos[take]
+        notes.append(f"test subsampled to {max_test} (stratified, seed {SPLIT_SEED})")
+    if spec.val_split is None:
+        n_val = max(int(round(len(train_pos) * spec.val_fraction)), 1)
+        val_take, train_take = stratified_take(train_labels[train_pos], n_val, SPLIT_SEED + 1)
+        val_pos, train_pos = train_pos[val_take], train_pos[train_take]
+        val_images, val_labels_all = train_images, train_labels
+        notes.append(f"no official validation split: carved a stratified {spec.val_fraction:.0%} of train")
+    else:
+        val_images, val_labels_all = raw[spec.val_split]
+        val_pos = np.arange(len(val_labels_all))
+    splits = {
+        "train": Split("train", train_images, train_pos, train_labels[train_pos]),
+        "val": Split("val", val_images, val_pos, val_labels_all[val_pos]),
+        "test": Split("test", test_images, test_pos, test_labels_all[test_pos]),
+    }
+    _check_labels(spec, splits)
+    return PreparedDataset(spec, fingerprint, splits, class_names, tuple(notes))
+
+
+def _check_labels(spec: DatasetSpec, splits: dict[str, Split]) -> None:
+    for s in splits.values():
+        if len(s) == 0:
+            raise ZooSurveyError(f"dataset {spec.id!r}: split {s.name!r} is empty")
+        lo, hi = int(s.labels.min()), int(s.labels.max())
+        if lo < 0 or hi >= spec.num_classes:
+            raise ZooSurveyError(
+                f"{spec.defined_in}: dataset {spec.id!r}: field 'num_classes' is {spec.num_classes} but split "
+                f"{s.name!r} has labels in [{lo}, {hi}]; fix num_classes or label_column"
+            )
+
+
+def subset_sizes(ds: PreparedDataset) -> dict[str, int]:
+    return {k: len(v) for k, v in ds.splits.items()}
+
+
+__all__: Sequence[str] = ["PreparedDataset", "Split", "prepare", "stratified_take"]

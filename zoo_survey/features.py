@@ -1,0 +1,117 @@
+"""Features: get a checkpoint's features on a dataset split, from the cache or by extracting them.
+
+This is where the extract engine meets the cache: it builds the content key, takes
+the lock, resumes from complete shards and writes the rest. An ensemble never comes
+here with a model of its own: it reads its members' entries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .cache import FeatureCache, FeatureKey, Features
+from .checkpoints import ResolvedCheckpoint, load_model
+from .datasets import PreparedDataset
+from .errors import ZooSurveyFailure
+from .extract import ExtractOptions, run_forward
+
+
+def feature_key(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions) -> FeatureKey:
+    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see DESIGN: cache key)."""
+    s = ds.splits[split]
+    payload = {
+        **ckpt.key(),
+        **options.key(),
+        "dataset": ds.spec.id,
+        "dataset_fingerprint": ds.fingerprint,
+        "split": split,
+        "rows": len(s),
+        "indices": s.indices_digest(),
+    }
+    return FeatureKey(ckpt.spec.family, ckpt.spec.id, ds.spec.id, split, payload)
+
+
+@dataclass
+class FeatureSource:
+    """Reads features through the cache, extracting what is missing; counts forward batches.
+
+    One model is held at a time, so looping checkpoints outside datasets loads each once.
+    """
+
+    cache: FeatureCache
+    options: ExtractOptions
+    on_progress: Callable[[str, int, int], None] | None = None  # (label, done, total)
+    forward_batches: int = 0
+    _model: tuple[str, object] | None = None
+
+    def get(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Features:
+        key = feature_key(ckpt, ds, split, self.options)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        with self.cache.lock(key):
+            hit = self.cache.get(key)  # another process may have finished it while we waited
+            if hit is not None:
+                return hit
+            return self._extract(ckpt, ds, split, key)
+
+    def _model_for(self, ckpt: ResolvedCheckpoint):
+        if self._model is None or self._model[0] != ckpt.spec.id:
+            self._model = None  # free the previous model first
+            self._model = (ckpt.spec.id, load_model(ckpt))
+        return self._model[1]
+
+    def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey) -> Features:
+        s = ds.splits[split]
+        writer = self.cache.writer(key, total_rows=len(s), info={"zoo_survey": __version__})
+        pending = writer.pending()
+        label = f"{ckpt.spec.id} · {ds.spec.id}/{split}"
+        done = len(s) - sum(len(writer.shard_rows_range(p)) for p in pending)
+        if self.on_progress:
+            self.on_progress(label, done, len(s))
+        start = time.perf_counter()
+        if pending:
+            model = self._model_for(ckpt)
+            transform = ckpt.preprocessing.transform()
+            rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
+            buf_rows: list[np.ndarray] = []
+            buf_feats: list[np.ndarray] = []
+            shard_iter = iter(pending)
+            shard = next(shard_iter)
+            need = len(writer.shard_rows_range(shard))
+            for batch_rows, feats in run_forward(model, s, rows, transform, self.options):
+                self.forward_batches += 1
+                if feats.shape[1] != ckpt.spec.feature_dim:
+                    raise ZooSurveyFailure(
+                        f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
+                        f"{ckpt.spec.feature_dim} but the model gives {feats.shape[1]}-dimensional features; fix the entry"
+                    )
+                if not np.isfinite(feats).all():
+                    raise ZooSurveyFailure(f"checkpoint {ckpt.spec.id!r} produced NaN or inf features on {ds.spec.id}/{split}")
+                buf_rows.append(batch_rows)
+                buf_feats.append(feats)
+                # Flush every shard the buffer now covers (a batch may span two shards).
+                while sum(len(r) for r in buf_rows) >= need:
+                    r_all, f_all = np.concatenate(buf_rows), np.concatenate(buf_feats)
+                    r_sh, f_sh = r_all[:need], f_all[:need]
+                    writer.write(shard, f_sh, s.indices[r_sh], s.labels[r_sh])
+                    buf_rows, buf_feats = [r_all[need:]], [f_all[need:]]
+                    done += need
+                    if self.on_progress:
+                        self.on_progress(label, done, len(s))
+                    shard = next(shard_iter, None)
+                    if shard is None:
+                        break
+                    need = len(writer.shard_rows_range(shard))
+        seconds = time.perf_counter() - start
+        writer.info["extract_seconds"] = round(seconds, 3)
+        writer.finalize()
+        out = self.cache.get(key)
+        if out is None:  # pragma: no cover - finalize just wrote it
+            raise ZooSurveyFailure(f"feature cache entry {self.cache.path(key)} vanished after writing")
+        return out

@@ -1,0 +1,163 @@
+"""Plan: expand ``--family F --ensemble K`` into concrete comparisons.
+
+A comparison is a list of members and a combination rule; a single model is an
+ensemble of one. Each plan holds the family's baseline (by default its largest
+checkpoint by params), each ensemble member alone, and the ensemble.
+
+Member strategies (``--strategy``):
+
+- ``smallest`` (default): the K smallest checkpoints by params, baseline excluded.
+- ``same-arch``: K checkpoints of one architecture from independent pretraining runs
+  (e.g. timm's ``resnet50.a1/a2/a3/tv2`` recipes): the largest architecture, below
+  the baseline, that has K of them. This is the published setting.
+- ``budget``: the K checkpoints with the largest summed params that stay within the
+  baseline's params (``--budget-by flops``: GFLOPs).
+- ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import ZooSurveyError, unknown
+from .registry import CheckpointSpec, FamilySpec
+
+Strategy = Literal["smallest", "same-arch", "budget", "explicit"]
+STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One model or ensemble as the probes see it: its members' features concatenated."""
+
+    name: str
+    role: Literal["baseline", "member", "ensemble"]
+    members: tuple[CheckpointSpec, ...]
+    combine: Literal["single", "concat"]
+
+    @property
+    def params_m(self) -> float:
+        return sum(m.params_m for m in self.members)
+
+    @property
+    def gflops(self) -> float:
+        return sum(m.gflops for m in self.members)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(m.feature_dim for m in self.members)
+
+
+@dataclass(frozen=True)
+class Plan:
+    family: str
+    strategy: str
+    baseline: Comparison
+    ensemble: Comparison
+    comparisons: tuple[Comparison, ...]
+
+    @property
+    def checkpoints(self) -> tuple[CheckpointSpec, ...]:
+        """Every checkpoint whose features the plan needs, each once, baseline first."""
+        seen: dict[str, CheckpointSpec] = {}
+        for c in self.comparisons:
+            for m in c.members:
+                seen.setdefault(m.id, m)
+        return tuple(seen.values())
+
+
+def _single(spec: CheckpointSpec, role: Literal["baseline", "member"]) -> Comparison:
+    return Comparison(spec.id, role, (spec,), "single")
+
+
+def plan_family(
+    family: FamilySpec,
+    k: int,
+    strategy: str = "smallest",
+    against: str | None = None,
+    members: Sequence[str] | str | None = None,
+    budget_by: Literal["params", "flops"] = "params",
+) -> Plan:
+    """Choose the baseline and K ensemble members of ``family``.
+
+    >>> plan = plan_family(reg.family("efficientnet-lite"), k=2)   # doctest: +SKIP
+    >>> [m.id for m in plan.ensemble.members]                       # doctest: +SKIP
+    ['tf_efficientnet_lite0.pypi', 'tf_efficientnet_lite1.pypi']
+    """
+    if strategy not in STRATEGIES:
+        raise unknown("ensemble strategy", strategy, STRATEGIES)
+    if members is not None and strategy != "explicit":
+        strategy = "explicit"
+    if k < 1:
+        raise ZooSurveyError(f"--ensemble must be at least 1 (the number of ensemble members), got {k}")
+    ids = [c.id for c in family.checkpoints]
+    base_id = against or family.baseline or max(family.checkpoints, key=lambda c: (c.params_m, c.gflops)).id
+    if base_id not in ids:
+        raise unknown(f"--against checkpoint in family {family.name!r}:", base_id, ids)
+    baseline = family.get(base_id)
+    pool = [c for c in family.checkpoints if c.id != base_id]
+    fail = f"family {family.name!r} cannot supply an ensemble of {k} with strategy {strategy!r}"
+
+    if strategy == "explicit":
+        chosen = _explicit(family, members, baseline)
+    elif len(pool) < k:
+        raise ZooSurveyError(
+            f"--ensemble {k} is larger than family {family.name!r} allows: it has {len(pool)} checkpoint(s) "
+            f"besides the baseline {base_id!r}; use --ensemble {len(pool)} or less"
+        )
+    elif strategy == "smallest":
+        chosen = sorted(pool, key=lambda c: (c.params_m, c.gflops, c.id))[:k]
+    elif strategy == "same-arch":
+        by_arch: dict[str, list[CheckpointSpec]] = {}
+        for c in pool:
+            by_arch.setdefault(c.arch, []).append(c)
+        ok = {a: cs for a, cs in by_arch.items() if len(cs) >= k}
+        if not ok:
+            most = max(by_arch.items(), key=lambda kv: len(kv[1]))
+            raise ZooSurveyError(
+                f"{fail}: no architecture has {k} checkpoints besides the baseline (the most is {len(most[1])}, "
+                f"{most[0]!r}); lower --ensemble or add recipes of one architecture to the registry"
+            )
+        arch = max(ok, key=lambda a: (max(c.params_m for c in ok[a]), a))
+        chosen = sorted(ok[arch], key=lambda c: c.id)[:k]
+    else:  # budget
+        cost = (lambda c: c.params_m) if budget_by == "params" else (lambda c: c.gflops)
+        limit = cost(baseline)
+        best = max(
+            (combo for combo in itertools.combinations(pool, k) if sum(map(cost, combo)) <= limit),
+            key=lambda combo: (sum(map(cost, combo)), [c.id for c in combo]),
+            default=None,
+        )
+        if best is None:
+            cheapest = sum(sorted(map(cost, pool))[:k])
+            raise ZooSurveyError(
+                f"{fail}: the {k} cheapest members need {cheapest:.3g} {budget_by} but the baseline "
+                f"{base_id!r} has {limit:.3g}; lower --ensemble or choose a larger --against"
+            )
+        chosen = sorted(best, key=lambda c: (c.params_m, c.id))
+    if strategy != "explicit" and len(chosen) != k:  # pragma: no cover - guarded above
+        raise ZooSurveyError(fail)
+    name = "+".join(c.id for c in chosen)
+    ensemble = Comparison(name, "ensemble", tuple(chosen), "concat")
+    base = _single(baseline, "baseline")
+    comparisons = (base, *(_single(c, "member") for c in chosen), ensemble)
+    return Plan(family.name, strategy, base, ensemble, comparisons)
+
+
+def _explicit(family: FamilySpec, members: Sequence[str] | str | None, baseline: CheckpointSpec) -> list[CheckpointSpec]:
+    if members is None:
+        raise ZooSurveyError("strategy 'explicit' needs --members a,b,c or the name of an ensemble in the family YAML")
+    if isinstance(members, str):
+        if members in family.ensembles:
+            members = list(family.ensembles[members])
+        else:
+            members = [m for m in members.split(",") if m]
+    if len(set(members)) != len(members):
+        raise ZooSurveyError(f"--members names a checkpoint twice: {list(members)}")
+    chosen = [family.get(m) for m in members]
+    if baseline.id in members:
+        raise ZooSurveyError(f"--members includes the baseline {baseline.id!r}; choose another --against")
+    return chosen

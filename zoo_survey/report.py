@@ -1,0 +1,180 @@
+"""Report: reads the results store only, and writes Markdown, CSV or HTML.
+
+Per family, dataset and probe it sets the single baseline against the ensemble:
+accuracies, the difference, and each side's params and GFLOPs.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ZooSurveyError
+from .store import ResultRow
+
+FORMATS = ("md", "csv", "html")
+
+
+@dataclass(frozen=True)
+class ComparisonLine:
+    """Baseline against ensemble on one (family, dataset, probe); ``None`` marks a missing side."""
+
+    family: str
+    dataset: str
+    probe: str
+    baseline: ResultRow | None
+    ensemble: ResultRow | None
+    members: tuple[ResultRow, ...]
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.ensemble is None:
+            return None
+        return self.ensemble.top1 - self.baseline.top1
+
+
+def latest_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """Keep the newest row per (family, comparison, dataset, probe): a rerun with new inputs supersedes."""
+    best: dict[tuple, ResultRow] = {}
+    for r in rows:
+        k = (r.family, r.comparison, r.dataset, r.probe)
+        if k not in best or r.created_at > best[k].created_at:
+            best[k] = r
+    return sorted(best.values(), key=lambda r: (r.family, r.dataset, r.probe, r.role, r.comparison))
+
+
+def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
+    groups: dict[tuple[str, str, str], list[ResultRow]] = {}
+    for r in latest_rows(rows):
+        groups.setdefault((r.family, r.dataset, r.probe), []).append(r)
+    lines = []
+    for (fam, ds, probe), rs in sorted(groups.items()):
+        base = max((r for r in rs if r.role == "baseline"), key=lambda r: r.created_at, default=None)
+        ens = max((r for r in rs if r.role == "ensemble"), key=lambda r: r.created_at, default=None)
+        wanted = set(ens.members) if ens else set()
+        members = tuple(r for r in rs if r.role == "member" and (not wanted or r.comparison in wanted))
+        lines.append(ComparisonLine(fam, ds, probe, base, ens, members))
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "missing" if x is None else f"{100 * x:.1f}"
+
+
+def _delta(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+HEADER = (
+    "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
+    "best member top-1", "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs",
+    "ensemble feature dim",
+)
+
+
+def table_rows(lines: Sequence[ComparisonLine]) -> list[list[str]]:
+    out = []
+    for ln in lines:
+        b, e = ln.baseline, ln.ensemble
+        best_member = max((m.top1 for m in ln.members), default=None)
+        out.append([
+            ln.family, ln.dataset, ln.probe,
+            b.comparison if b else "missing", _pct(b.top1 if b else None),
+            " + ".join(e.members) if e else "missing", _pct(e.top1 if e else None),
+            _delta(ln.delta), _pct(best_member),
+            f"{b.params_m:.1f}" if b else "", f"{e.params_m:.1f}" if e else "",
+            f"{b.gflops:.2f}" if b else "", f"{e.gflops:.2f}" if e else "",
+            str(e.feature_dim) if e else "",
+        ])
+    return out
+
+
+def summary(lines: Sequence[ComparisonLine]) -> list[tuple[str, float, int, int]]:
+    """Per family: mean difference (points), datasets the ensemble wins, datasets compared."""
+    fams: dict[str, list[float]] = {}
+    for ln in lines:
+        if ln.delta is not None:
+            fams.setdefault(ln.family, []).append(ln.delta)
+    return [(f, 100 * sum(d) / len(d), sum(x > 0 for x in d), len(d)) for f, d in sorted(fams.items())]
+
+
+def render_markdown(rows: Sequence[ResultRow]) -> str:
+    lines = comparison_lines(rows)
+    out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones (concatenated features).",
+           "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.", ""]
+    out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(r) + " |" for r in table_rows(lines)]
+    out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
+    out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
+    out += ["", "## Every row", "", "| family | dataset | probe | model | role | top-1 | mean per-class | C | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in latest_rows(rows):
+        out.append(
+            f"| {r.family} | {r.dataset} | {r.probe} | {r.comparison} | {r.role} | {_pct(r.top1)} | {_pct(r.mean_per_class)} | "
+            f"{r.hparams.get('C', ''):.3g} | {r.params_m:.1f} | {r.gflops:.2f} | {r.feature_dim} | "
+            f"{r.n_train}/{r.n_val}/{r.n_test} | {'; '.join(r.warnings) or ''} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = (
+    "family", "dataset", "probe", "comparison", "role", "members", "top1", "mean_per_class", "top5", "C",
+    "params_m", "gflops", "feature_dim", "n_train", "n_val", "n_test", "extract_seconds", "warnings", "revisions",
+)
+
+
+def render_csv(rows: Sequence[ResultRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_FIELDS)
+    for r in latest_rows(rows):
+        w.writerow([
+            r.family, r.dataset, r.probe, r.comparison, r.role, "+".join(r.members), f"{r.top1:.6f}",
+            f"{r.mean_per_class:.6f}", "" if r.top5 is None else f"{r.top5:.6f}", r.hparams.get("C"),
+            r.params_m, r.gflops, r.feature_dim, r.n_train, r.n_val, r.n_test, r.extract_seconds,
+            "; ".join(r.warnings), "; ".join(f"{k}={v}" for k, v in r.provenance.get("revisions", {}).items()),
+        ])
+    return buf.getvalue()
+
+
+def render_html(rows: Sequence[ResultRow]) -> str:
+    lines = comparison_lines(rows)
+
+    def table(header, body) -> str:
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        tb = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
+        return f"<table><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>"
+
+    summ = [[f, f"{d:+.1f}", w, n] for f, d, w, n in summary(lines)]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>zoo-survey report</title><style>"
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}th{background:#f3f3f3}"
+        "</style></head><body><h1>zoo-survey report</h1>"
+        "<p>Single largest model against an ensemble of smaller ones (concatenated features). "
+        "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.</p>"
+        + table(HEADER, table_rows(lines))
+        + "<h2>Across architectures</h2>"
+        + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
+        + "</body></html>\n"
+    )
+
+
+def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> Path:
+    """Write ``report.<fmt>`` into ``out_dir`` atomically and return its path."""
+    from .cache import atomic_write
+
+    if fmt not in FORMATS:
+        from .errors import unknown
+
+        raise unknown("report format", fmt, FORMATS)
+    if not rows:
+        raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
+    text = {"md": render_markdown, "csv": render_csv, "html": render_html}[fmt](rows)
+    path = Path(out_dir) / f"report.{fmt}"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return path

@@ -1,0 +1,156 @@
+"""Store: one row per (comparison, dataset, probe) in an embedded SQLite file, with provenance.
+
+Rows are keyed by a digest of everything that determines them (members and their
+revisions, dataset fingerprint and split, probe settings), so a rerun skips finished
+work and a changed input never overwrites an old row. Each insert is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ZooSurveyError
+
+SCHEMA_VERSION = 1
+STORE_NAME = "results.sqlite"
+
+_COLUMNS = """
+    row_key TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    comparison TEXT NOT NULL,
+    role TEXT NOT NULL,
+    members TEXT NOT NULL,
+    combine TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    top1 REAL NOT NULL,
+    mean_per_class REAL NOT NULL,
+    top5 REAL,
+    hparams TEXT NOT NULL,
+    params_m REAL NOT NULL,
+    gflops REAL NOT NULL,
+    feature_dim INTEGER NOT NULL,
+    n_train INTEGER NOT NULL,
+    n_val INTEGER NOT NULL,
+    n_test INTEGER NOT NULL,
+    extract_seconds REAL,
+    warnings TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    created_at REAL NOT NULL
+"""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    row_key: str
+    family: str
+    comparison: str
+    role: str
+    members: list[str]
+    combine: str
+    dataset: str
+    probe: str
+    top1: float
+    mean_per_class: float
+    top5: float | None
+    hparams: dict[str, Any]
+    params_m: float
+    gflops: float
+    feature_dim: int
+    n_train: int
+    n_val: int
+    n_test: int
+    extract_seconds: float | None
+    warnings: list[str]
+    provenance: dict[str, Any]
+    created_at: float = field(default_factory=time.time)
+
+
+_JSON_FIELDS = ("members", "hparams", "warnings", "provenance")
+
+
+class ResultStore:
+    """The SQLite results file of one output folder.
+
+    >>> store = ResultStore(out_dir / "results.sqlite")   # doctest: +SKIP
+    >>> store.has(row_key), len(store.rows())             # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise ZooSurveyError(
+                f"no results store at {self.path}; run `zoo-survey run` first (or pass the --out folder it wrote)"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._init()
+        except sqlite3.DatabaseError as e:
+            raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another --out") from e
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=60)
+        try:
+            with con:  # one transaction: committed on success, rolled back on error
+                yield con
+        finally:
+            con.close()
+
+    def _init(self) -> None:
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute(f"CREATE TABLE IF NOT EXISTS results ({_COLUMNS})")
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise ZooSurveyError(
+                    f"{self.path} was written by schema version {row[0]}, this zoo-survey reads {SCHEMA_VERSION}; "
+                    "move it away and rerun (cached features are reused, only probes rerun)"
+                )
+
+    def has(self, row_key: str) -> bool:
+        with self._connect() as con:
+            return con.execute("SELECT 1 FROM results WHERE row_key=?", (row_key,)).fetchone() is not None
+
+    def put(self, row: ResultRow) -> bool:
+        """Insert ``row``; returns False when a row with its key already exists (it is left as it was)."""
+        data = asdict(row)
+        for k in _JSON_FIELDS:
+            data[k] = json.dumps(data[k], sort_keys=True)
+        cols = ", ".join(data)
+        marks = ", ".join("?" for _ in data)
+        with self._connect() as con:
+            cur = con.execute(f"INSERT OR IGNORE INTO results ({cols}) VALUES ({marks})", tuple(data.values()))
+            return cur.rowcount == 1
+
+    def rows(self, **where: str) -> list[ResultRow]:
+        clause = " AND ".join(f"{k}=?" for k in where) or "1"
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            raw = con.execute(
+                f"SELECT * FROM results WHERE {clause} ORDER BY family, dataset, probe, role, comparison",
+                tuple(where.values()),
+            ).fetchall()
+        out = []
+        for r in raw:
+            d: dict[str, Any] = dict(r)
+            for k in _JSON_FIELDS:
+                d[k] = json.loads(d[k])
+            out.append(ResultRow(**d))
+        return out
+
+
+def row_key(payload: Mapping[str, Any]) -> str:
+    from .cache import canonical_digest
+
+    return canonical_digest(payload)[:32]

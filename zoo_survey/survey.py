@@ -1,0 +1,205 @@
+"""Survey: run plans over datasets: extract through the cache, probe, and write rows to the store.
+
+``run_survey`` is what ``zoo-survey run`` calls; tests call it too. Checkpoints are
+looped outside datasets, so each model is loaded once; probes then read only cached
+features, and an ensemble concatenates its members' matrices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .cache import FeatureCache
+from .checkpoints import ResolvedCheckpoint, resolve
+from .datasets import PreparedDataset, prepare
+from .errors import ZooSurveyError
+from .extract import ExtractOptions
+from .features import FeatureSource
+from .plan import Comparison, Plan
+from .probes import LinearProbe
+from .registry import DatasetSpec
+from .store import ResultRow, ResultStore, row_key
+
+PROBES = ("linear",)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    probes: tuple[str, ...] = ("linear",)
+    image_size: int | None = None
+    max_train: int | None = None
+    max_test: int | None = None
+    grid: tuple[float, ...] | None = None
+    offline: bool = False
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
+
+
+@dataclass
+class RunReport:
+    """What a run did: rows written and skipped, forward batches run."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    written: int = 0
+    skipped: int = 0
+    forward_batches: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Hooks:
+    """Progress callbacks; the CLI passes rich progress bars, tests pass nothing."""
+
+    def stage(self, label: str, total: int) -> Callable[[int], None]:
+        return lambda done: None
+
+    def note(self, message: str) -> None:
+        return None
+
+
+def run_survey(
+    plans: Sequence[Plan],
+    datasets: Sequence[DatasetSpec],
+    cache: FeatureCache,
+    store: ResultStore,
+    options: RunOptions,
+    hooks: Hooks | None = None,
+) -> RunReport:
+    """Extract, probe and store every (comparison, dataset, probe) of ``plans``.
+
+    >>> run_survey([plan_family(fam, 2)], [reg.dataset("digits")], cache, store, RunOptions())  # doctest: +SKIP
+    """
+    hooks = hooks or Hooks()
+    for p in options.probes:
+        if p not in PROBES:
+            from .errors import unknown
+
+            raise unknown("probe", p, PROBES)
+    report = RunReport()
+    prepared: dict[str, PreparedDataset] = {}
+    for spec in datasets:
+        prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test)
+        for n in ds.notes:
+            report.notes.append(f"{spec.id}: {n}")
+    # Resolve every checkpoint first (cheap: files and configs, no network forward) so a
+    # missing weight file fails before any work starts.
+    resolved: dict[str, ResolvedCheckpoint] = {}
+    for plan in plans:
+        for spec in plan.checkpoints:
+            if spec.id not in resolved:
+                resolved[spec.id] = resolve(spec, offline=options.offline, image_size=options.image_size)
+
+    source = FeatureSource(cache, options.extract, on_progress=_progress_adapter(hooks))
+    for ckpt in resolved.values():
+        for ds in prepared.values():
+            for split in ("train", "val", "test"):
+                source.get(ckpt, ds, split)
+
+    for plan in plans:
+        for ds in prepared.values():
+            for comp in plan.comparisons:
+                for probe in options.probes:
+                    key = row_key(_row_payload(comp, ds, probe, options, resolved))
+                    if store.has(key):
+                        report.skipped += 1
+                        continue
+                    tick = hooks.stage(f"{probe} probe · {comp.name} · {ds.spec.id}", 1)
+                    row = _probe_row(key, plan, comp, ds, probe, options, resolved, source)
+                    tick(1)
+                    if store.put(row):
+                        report.written += 1
+                    else:
+                        report.skipped += 1  # another process wrote it meanwhile
+    report.forward_batches = source.forward_batches
+    keys = {
+        row_key(_row_payload(c, ds, p, options, resolved))
+        for plan in plans
+        for ds in prepared.values()
+        for c in plan.comparisons
+        for p in options.probes
+    }
+    report.rows = [r for r in store.rows() if r.row_key in keys]
+    return report
+
+
+def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
+    bars: dict[str, Callable[[int], None]] = {}
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        if label not in bars:
+            bars[label] = hooks.stage(f"extract · {label}", total)
+        bars[label](done)
+
+    return on_progress
+
+
+def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, options: RunOptions, resolved) -> dict[str, Any]:
+    return {
+        "members": [resolved[m.id].key() for m in comp.members],
+        "combine": comp.combine,
+        "extract": options.extract.key(),
+        "dataset": ds.spec.id,
+        "fingerprint": ds.fingerprint,
+        "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},
+        "probe": probe,
+        "grid": list(options.grid) if options.grid else "default",
+    }
+
+
+def combine_features(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate members' feature matrices column-wise (rows must be the same samples)."""
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+
+def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultRow:
+    mats: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    labels: dict[str, np.ndarray] = {}
+    seconds = 0.0
+    for m in comp.members:
+        for split in mats:
+            f = source.get(resolved[m.id], ds, split)
+            if split in labels and not np.array_equal(labels[split], f.labels):
+                raise ZooSurveyError(
+                    f"ensemble {comp.name!r}: members disagree on the {split} samples of {ds.spec.id!r}; "
+                    "they must use the same dataset and split"
+                )
+            labels[split] = f.labels
+            mats[split].append(f.features)
+            seconds += float(f.manifest.get("extract_seconds", 0.0))
+    X = {s: combine_features(b) for s, b in mats.items()}
+    est = LinearProbe(grid=options.grid).fit(X["train"], labels["train"], X["val"], labels["val"])
+    res = est.score(X["test"], labels["test"])
+    return ResultRow(
+        row_key=key,
+        family=plan.family,
+        comparison=comp.name,
+        role=comp.role,
+        members=[m.id for m in comp.members],
+        combine=comp.combine,
+        dataset=ds.spec.id,
+        probe=probe,
+        top1=res.top1,
+        mean_per_class=res.mean_per_class,
+        top5=res.top5,
+        hparams=res.hparams,
+        params_m=comp.params_m,
+        gflops=comp.gflops,
+        feature_dim=int(X["train"].shape[1]),
+        n_train=len(labels["train"]),
+        n_val=len(labels["val"]),
+        n_test=len(labels["test"]),
+        extract_seconds=round(seconds, 3),
+        warnings=list(res.warnings),
+        provenance={
+            "zoo_survey": __version__,
+            "strategy": plan.strategy,
+            "revisions": {m.id: resolved[m.id].revision for m in comp.members},
+            "preprocessing": {m.id: resolved[m.id].key()["preprocessing"] for m in comp.members},
+            "dataset_fingerprint": ds.fingerprint,
+            "dataset_notes": list(ds.notes),
+            "extract": options.extract.key(),
+        },
+    )
