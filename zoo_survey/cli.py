@@ -109,7 +109,7 @@ def run(
     from .cache import FeatureCache, cache_root
     from .extract import ExtractOptions, default_workers, resolve_device
     from .plan import plan_family
-    from .store import STORE_NAME, ResultStore
+    from .store import STORE_NAME
     from .survey import PROBES, RunOptions, run_survey
 
     reg = _registry(registry)
@@ -159,15 +159,14 @@ def run(
             "images per dataset (override with --image-size/--max-train/--max-test, or --full)"
         )
     cache = FeatureCache(cache_root(cache_dir))
-    store = ResultStore(out / STORE_NAME)
     with _RichHooks() as hooks:
-        result = run_survey(plans, ds_specs, cache, store, options, hooks)
+        result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks)
     for n in result.notes:
         console.print(f"[dim]note: {n}[/]")
     _print_summary(result.rows)
     console.print(
         f"{result.written} result row(s) written, {result.skipped} already done; "
-        f"{result.forward_batches} forward batch(es) run. Store: {store.path}  Cache: {cache.root}"
+        f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}"
     )
     console.print(f"Next: zoo-survey report --out {out}")
 

@@ -287,6 +287,8 @@ def load_files(files: Iterable[Path], folders: tuple[Path, ...] = ()) -> Registr
     """Validate and merge the given YAML files into one :class:`Registry`."""
     fam_parts: dict[str, list[tuple[Path, dict]]] = {}
     datasets: dict[str, DatasetSpec] = {}
+    files = list(files)
+    files_order = {p: i for i, p in enumerate(files)}
     for path in files:
         doc = _read_yaml(path)
         if "checkpoints" in doc or "family" in doc:
@@ -306,16 +308,16 @@ def load_files(files: Iterable[Path], folders: tuple[Path, ...] = ()) -> Registr
                 f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
                 f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
             )
-    families = {name: _build_family(name, parts) for name, parts in sorted(fam_parts.items())}
+    # In load order (shipped folder first), so a duplicate blames the later, usually the user's, file.
+    families = {name: _build_family(name, parts) for name, parts in fam_parts.items()}
     seen: dict[str, CheckpointSpec] = {}
-    for fam in families.values():
-        for c in fam.checkpoints:
-            if c.id in seen:
-                raise ZooSurveyError(
-                    f"{c.defined_in}: checkpoint {c.id!r}: duplicate id, already defined in {seen[c.id].defined_in}"
-                )
-            seen[c.id] = c
-    return Registry(families=families, datasets=dict(sorted(datasets.items())), folders=tuple(folders))
+    for c in sorted((c for f in families.values() for c in f.checkpoints), key=lambda c: files_order[c.defined_in]):
+        if c.id in seen:
+            raise ZooSurveyError(
+                f"{c.defined_in}: checkpoint {c.id!r}: duplicate id, already defined in {seen[c.id].defined_in}"
+            )
+        seen[c.id] = c
+    return Registry(families=dict(sorted(families.items())), datasets=dict(sorted(datasets.items())), folders=tuple(folders))
 
 
 def _read_yaml(path: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ class RunReport:
     skipped: int = 0
     forward_batches: int = 0
     notes: list[str] = field(default_factory=list)
+    store: Path | None = None
 
 
 class Hooks:
@@ -64,13 +66,16 @@ def run_survey(
     plans: Sequence[Plan],
     datasets: Sequence[DatasetSpec],
     cache: FeatureCache,
-    store: ResultStore,
+    store_path: Path,
     options: RunOptions,
     hooks: Hooks | None = None,
 ) -> RunReport:
-    """Extract, probe and store every (comparison, dataset, probe) of ``plans``.
+    """Extract, probe and store every (comparison, dataset, probe) of ``plans`` in ``store_path``.
 
-    >>> run_survey([plan_family(fam, 2)], [reg.dataset("digits")], cache, store, RunOptions())  # doctest: +SKIP
+    Datasets are loaded and every checkpoint resolved before anything is written, so
+    bad input (a missing weights file, an unknown split) stops the run with nothing done.
+
+    >>> run_survey([plan_family(fam, 2)], [reg.dataset("digits")], cache, out / "results.sqlite", RunOptions())  # doctest: +SKIP
     """
     hooks = hooks or Hooks()
     for p in options.probes:
@@ -92,6 +97,8 @@ def run_survey(
             if spec.id not in resolved:
                 resolved[spec.id] = resolve(spec, offline=options.offline, image_size=options.image_size)
 
+    store = ResultStore(store_path)
+    report.store = store.path
     source = FeatureSource(cache, options.extract, on_progress=_progress_adapter(hooks))
     for ckpt in resolved.values():
         for ds in prepared.values():

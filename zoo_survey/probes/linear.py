@@ -5,11 +5,17 @@ The inverse regularization strength ``C`` is swept over a log grid (45 values fr
 1e-6 to 1e5) coarse-to-fine: every 4th value first, then the neighbours of the best.
 ``C`` is chosen on the validation split, the model is refitted on train+val, and it
 is evaluated once on test.
+
+The solver is full-batch L-BFGS in torch (float32, CPU or CUDA), warm-started along
+the path from strong to weak regularization, with scikit-learn's objective and
+stopping rule (mean log-loss + ||W||^2 / (2 C n); max |gradient| <= tol). When there
+are fewer samples than dimensions (common for concatenated ensembles) it solves in
+the data's row space, which is exact for L2-regularized models: the optimal weights
+are a combination of the training rows.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +33,7 @@ def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -
         raise ZooSurveyError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}")
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ZooSurveyError(f"{what} contain NaN or inf in {bad} of {len(X)} rows; re-extract them (zoo-survey cache verify)")
+        raise ZooSurveyError(f"{what} contain NaN or inf in {bad} of {len(X)} rows; re-extract them (delete their cache entry)")
     if y is None:
         return X.astype(np.float32, copy=False), None
     y = np.asarray(y)
@@ -66,11 +72,19 @@ class LinearProbe:
     >>> probe.best_C_, probe.score(X_test, y_test).top1              # doctest: +SKIP
     """
 
-    def __init__(self, grid: tuple[float, ...] | None = None, search: str = "coarse-to-fine", max_iter: int = 1000, tol: float = 1e-4):
+    def __init__(
+        self,
+        grid: tuple[float, ...] | None = None,
+        search: str = "coarse-to-fine",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        device: str = "cpu",
+    ):
         self.grid = grid
         self.search = search
         self.max_iter = max_iter
         self.tol = tol
+        self.device = device
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -83,11 +97,6 @@ class LinearProbe:
             raise ZooSurveyError(f"search must be 'coarse-to-fine' or 'full', got {self.search!r}")
         return np.sort(grid)
 
-    def _model(self, C: float):
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol, warm_start=True)
-
     @staticmethod
     def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean = X.mean(axis=0)
@@ -97,12 +106,13 @@ class LinearProbe:
 
     def fit(self, X, y, X_val, y_val) -> LinearProbe:
         """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C``."""
-        from sklearn.exceptions import ConvergenceWarning
-
         X, y = validate_features(X, y, what="train features")
         X_val, y_val = validate_features(X_val, y_val, what="validation features")
         if X_val.shape[1] != X.shape[1]:
-            raise ZooSurveyError(f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}")
+            raise ZooSurveyError(
+                f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}; "
+                "they must come from the same model"
+            )
         classes = np.unique(y)
         if len(classes) < 2:
             raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
@@ -112,24 +122,28 @@ class LinearProbe:
                 f"classes {missing[:10].tolist()} are missing from the validation split; use a larger --max-train "
                 "or a larger val_fraction so every class is validated"
             )
+        unseen = np.setdiff1d(np.unique(y_val), classes)
+        if len(unseen):
+            raise ZooSurveyError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
         grid = self._grid()
-        mean, std = self._standardize(X)
-        Xs, Xv = (X - mean) / std, (X_val - mean) / std
+        if self.max_iter < 1:
+            raise ZooSurveyError(f"max_iter must be at least 1, got {self.max_iter}")
         notes: list[str] = []
+        y_idx = np.searchsorted(classes, y)
+        mean, std = self._standardize(X)
+        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, self.tol, self.device)
+        Xv = solver.project((X_val - mean) / std)
         scores: dict[float, float] = {}
+        solutions: dict[float, tuple] = {}
 
-        def evaluate(cs):
-            model = None
+        def evaluate(cs) -> None:
             for C in sorted(c for c in cs if c not in scores):  # small C first: warm starts along the path
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    if model is None:
-                        model = self._model(C)
-                    model.set_params(C=C)
-                    model.fit(Xs, y)
-                if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                start = solutions[max((c for c in solutions if c < C), default=min(solutions, default=C))] if solutions else None
+                W, b, converged = solver.fit(C, start)
+                if not converged:
                     notes.append(f"C={C:.3g} did not converge in {self.max_iter} iterations")
-                scores[C] = float((model.predict(Xv) == y_val).mean())
+                solutions[C] = (W, b)
+                scores[C] = float((solver.predict(Xv, W, b) == np.searchsorted(classes, y_val)).mean())
 
         if self.search == "full" or len(grid) <= 12:
             evaluate(grid)
@@ -140,28 +154,34 @@ class LinearProbe:
         # Ties go to the strongest regularization (smallest C).
         self.best_C_ = max(scores, key=lambda c: (scores[c], -c))
         self.val_scores_ = dict(sorted(scores.items()))
-        X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y, y_val])
+        X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
         self.mean_, self.std_ = self._standardize(X_all)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            self.model_ = self._model(self.best_C_).fit((X_all - self.mean_) / self.std_, y_all)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device)
+        W, b, converged = refit.fit(self.best_C_, None)
+        if not converged:
             notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
-        self.classes_ = self.model_.classes_
+        # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
+        self.coef_ = refit.to_features(W).T.astype(np.float32)
+        self.intercept_ = b.cpu().numpy().astype(np.float32)
+        self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self.warnings_ = tuple(notes)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "coef_"):
             raise ZooSurveyError("this LinearProbe is not fitted yet; call fit() first")
         X, _ = validate_features(X, what="test features")
         if X.shape[1] != self.n_features_in_:
             raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
-        return self.model_.predict_proba((X - self.mean_) / self.std_)
+        logits = ((X - self.mean_) / self.std_) @ self.coef_.T + self.intercept_
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y) -> ProbeResult:
         """Test metrics, plus the chosen ``C`` and the validation accuracy at it."""
@@ -169,3 +189,69 @@ class LinearProbe:
         m = classification_metrics(self.predict_proba(X), y, self.classes_)
         hp = {"C": self.best_C_, "val_top1": self.val_scores_[self.best_C_], "grid_evaluated": len(self.val_scores_)}
         return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], hp, self.warnings_)
+
+
+class _Solver:
+    """Multinomial L2 logistic regression on one standardized matrix, for many ``C``.
+
+    Minimizes mean cross-entropy + ||W||^2 / (2 C n) with an unpenalized intercept,
+    which has scikit-learn's minimizer; stops when max |gradient| <= tol, as its lbfgs does.
+    With fewer rows than columns it works on ``Z = X V`` (V: the row space of X), which
+    is exact because the optimal W lies in that space; ``to_features`` maps back.
+    """
+
+    def __init__(self, Xs: np.ndarray, y: np.ndarray, n_classes: int, max_iter: int, tol: float, device: str):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        X = torch.as_tensor(np.ascontiguousarray(Xs, dtype=np.float32), device=self.device)
+        n, d = X.shape
+        self.V = None
+        if d > n:
+            # Row space basis from the SVD: X = U S Vt, so X W = (U S)(Vt W).
+            U, S, Vt = torch.linalg.svd(X, full_matrices=False)
+            keep = S > S.max() * 1e-6
+            X, self.V = U[:, keep] * S[keep], Vt[keep].T.contiguous()
+        self.Z = X
+        self.y = torch.as_tensor(y, device=self.device)
+        self.k, self.n = n_classes, n
+        self.max_iter, self.tol = max_iter, tol
+
+    def project(self, Xs: np.ndarray):
+        X = self.torch.as_tensor(np.ascontiguousarray(Xs, dtype=np.float32), device=self.device)
+        return X if self.V is None else X @ self.V
+
+    def fit(self, C: float, start):
+        torch = self.torch
+        d = self.Z.shape[1]
+        if start is None:
+            W = torch.zeros(d, self.k, device=self.device)
+            b = torch.zeros(self.k, device=self.device)
+        else:
+            W, b = (torch.as_tensor(a, device=self.device).clone() for a in start)
+        W.requires_grad_(True)
+        b.requires_grad_(True)
+        lam = 1.0 / (C * self.n)
+        opt = torch.optim.LBFGS(
+            [W, b], lr=1, max_iter=self.max_iter, tolerance_grad=self.tol, tolerance_change=1e-12,
+            history_size=10, line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            opt.zero_grad(set_to_none=False)
+            loss = torch.nn.functional.cross_entropy(torch.addmm(b, self.Z, W), self.y) + 0.5 * lam * W.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        converged = opt.state[W].get("n_iter", 0) < self.max_iter
+        return W.detach(), b.detach(), converged
+
+    def predict(self, Z, W, b) -> np.ndarray:
+        return (self.torch.addmm(b, Z, W)).argmax(1).cpu().numpy()
+
+    def to_features(self, W) -> np.ndarray:
+        W = W if self.V is None else self.V @ W
+        return W.cpu().numpy()

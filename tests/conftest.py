@@ -1,0 +1,120 @@
+"""Shared fixtures. Everything is offline: tiny timm architectures saved as a local HF-hub
+cache snapshot, tiny local weight files, and the built-in datasets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads these at import time; the tests never reach a network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+TINY_ARCHS = ("test_resnet", "test_vit", "test_convnext")
+FAKE_COMMIT = {a: hashlib.sha1(a.encode()).hexdigest() for a in TINY_ARCHS}
+
+
+def _tiny_model(arch: str, num_classes: int = 10, seed: int = 0):
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes).eval()
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory) -> Path:
+    """A Hugging Face hub cache holding ``zoo-test/<arch>`` repos in the hub's on-disk layout
+    (blobs, refs/main, snapshots/<commit>), as `hf download` would leave them."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("hf-hub-cache")
+    for arch in TINY_ARCHS:
+        model = _tiny_model(arch)
+        repo = root / f"models--zoo-test--{arch}"
+        commit = FAKE_COMMIT[arch]
+        snap = repo / "snapshots" / commit
+        snap.mkdir(parents=True)
+        (repo / "blobs").mkdir()
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        files = {
+            "config.json": json.dumps(
+                {"architecture": arch, "num_classes": 10, "pretrained_cfg": {**model.pretrained_cfg, "num_classes": 10}}
+            ).encode(),
+        }
+        tmp = root / f"{arch}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        files["model.safetensors"] = tmp.read_bytes()
+        tmp.unlink()
+        for name, blob in files.items():
+            digest = hashlib.sha256(blob).hexdigest()
+            (repo / "blobs" / digest).write_bytes(blob)
+            (snap / name).symlink_to(Path("..") / ".." / "blobs" / digest)
+    return root
+
+
+@pytest.fixture()
+def hub_env(hub_cache, monkeypatch) -> Path:
+    """Point huggingface_hub at the fixture cache (module constant and env, for subprocesses)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
+    return hub_cache
+
+
+@pytest.fixture()
+def cache_env(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "feature-cache"
+    monkeypatch.setenv("ZOO_SURVEY_CACHE", str(root))
+    monkeypatch.delenv("ZOO_SURVEY_REGISTRY", raising=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pth(tmp_path_factory) -> Path:
+    """A user's local checkpoint: a test_resnet state_dict saved as .pth."""
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "tiny_resnet.pth"
+    torch.save(_tiny_model("test_resnet", seed=1).state_dict(), path)
+    return path
+
+
+def write_family(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture()
+def tiny_registry(tmp_path, hub_env, tiny_pth) -> Path:
+    """A user registry folder: a 'tiny' family of hub snapshots and a local .pth."""
+    folder = tmp_path / "user-registry"
+    write_family(
+        folder,
+        "tiny",
+        f"""
+        family: tiny
+        defaults:
+          pretrain: {{data: random-init}}
+        checkpoints:
+          - {{id: test_resnet.hub, source: {{type: hf-hub, repo: zoo-test/test_resnet}}, params_m: 0.37, gflops: 0.01, feature_dim: 96}}
+          - {{id: test_vit.hub, source: {{type: hf-hub, repo: zoo-test/test_vit}}, params_m: 0.31, gflops: 0.02, feature_dim: 64}}
+          - {{id: test_convnext.hub, source: {{type: hf-hub, repo: zoo-test/test_convnext}}, params_m: 0.21, gflops: 0.03, feature_dim: 64}}
+          - id: test_resnet.mine
+            source: {{type: file, path: {tiny_pth}}}
+            params_m: 0.5
+            gflops: 0.05
+            feature_dim: 96
+        """,
+    )
+    return folder

