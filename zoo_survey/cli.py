@@ -76,6 +76,7 @@ def run(
         ),
     ] = "smallest",
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
+    budget_by: Annotated[str, typer.Option(help="What --strategy budget matches: params or flops.")] = "params",
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
     datasets: Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")] = DEFAULT_DATASETS,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -129,7 +130,7 @@ def run(
     k = ensemble if ensemble is not None else (len(_member_names(fams, members)) if members else 2)
     plans = []
     for fam in fams:
-        plan = plan_family(fam, k, strategy, against=against, members=member_list)
+        plan = plan_family(fam, k, strategy, against=against, members=member_list, budget_by=budget_by)
         if len(plan.ensemble.members) != k:
             raise ZooSurveyError(f"--ensemble {k} but --members names {len(plan.ensemble.members)} checkpoints; make them agree")
         plans.append(plan)

@@ -89,6 +89,8 @@ def plan_family(
     """
     if strategy not in STRATEGIES:
         raise unknown("ensemble strategy", strategy, STRATEGIES)
+    if budget_by not in ("params", "flops"):
+        raise unknown("--budget-by value", budget_by, ("params", "flops"))
     if members is not None and strategy != "explicit":
         strategy = "explicit"
     if k < 1:
