@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 TINY_ARCHS = ("test_resnet", "test_vit", "test_convnext")
 FAKE_COMMIT = {a: hashlib.sha1(a.encode()).hexdigest() for a in TINY_ARCHS}
+TIMM_TAG_REPO = "timm/test_vit.r160_in1k"  # where timm's pretrained cfg for that tag points
 
 
 def _tiny_model(arch: str, num_classes: int = 10, seed: int = 0):
@@ -35,10 +36,11 @@ def hub_cache(tmp_path_factory) -> Path:
     from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("hf-hub-cache")
-    for arch in TINY_ARCHS:
-        model = _tiny_model(arch)
-        repo = root / f"models--zoo-test--{arch}"
-        commit = FAKE_COMMIT[arch]
+    repos = [(f"zoo-test/{a}", a, 10) for a in TINY_ARCHS] + [(TIMM_TAG_REPO, "test_vit", 1000)]
+    for repo_id, arch, classes in repos:
+        model = _tiny_model(arch, num_classes=classes)
+        repo = root / ("models--" + repo_id.replace("/", "--"))
+        commit = FAKE_COMMIT.get(arch) if classes == 10 else hashlib.sha1(repo_id.encode()).hexdigest()
         snap = repo / "snapshots" / commit
         snap.mkdir(parents=True)
         (repo / "blobs").mkdir()
@@ -46,7 +48,7 @@ def hub_cache(tmp_path_factory) -> Path:
         (repo / "refs" / "main").write_text(commit)
         files = {
             "config.json": json.dumps(
-                {"architecture": arch, "num_classes": 10, "pretrained_cfg": {**model.pretrained_cfg, "num_classes": 10}}
+                {"architecture": arch, "num_classes": classes, "pretrained_cfg": {**model.pretrained_cfg, "num_classes": classes}}
             ).encode(),
         }
         tmp = root / f"{arch}.safetensors"

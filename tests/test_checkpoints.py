@@ -169,9 +169,23 @@ def test_unknown_timm_arch_is_named(tmp_path, tiny_pth):
         resolve(load_registry([tmp_path]).checkpoint("not_an_arch.x"))
 
 
+def test_timm_tag_source_follows_the_pretrained_cfg_to_the_hub(tmp_path, hub_env):
+    write_family(tmp_path, "t", """
+        family: t
+        checkpoints:
+          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gflops: 0.1, feature_dim: 64}
+        """)
+    ckpt = resolve(load_registry([tmp_path]).checkpoint("test_vit.r160_in1k"), offline=True)
+    assert ckpt.weights.parent.parent.parent.name == "models--timm--test_vit.r160_in1k"
+    assert ckpt.preprocessing.mean == (0.5, 0.5, 0.5) and ckpt.preprocessing.interpolation == "bicubic"
+    model = load_model(ckpt)
+    x = torch.randn(1, 3, 64, 64)
+    np.testing.assert_allclose(_features(model, x), _features(_tiny_model("test_vit", num_classes=1000), x), rtol=1e-5, atol=1e-5)
+
+
 def test_fixture_cache_is_a_real_hub_layout(hub_cache: Path):
     from huggingface_hub import scan_cache_dir
 
     info = scan_cache_dir(hub_cache)
-    assert {r.repo_id for r in info.repos} == {f"zoo-test/{a}" for a in TINY_ARCHS}
+    assert {r.repo_id for r in info.repos} == {f"zoo-test/{a}" for a in TINY_ARCHS} | {"timm/test_vit.r160_in1k"}
     assert not info.warnings

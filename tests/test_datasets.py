@@ -116,3 +116,34 @@ def test_local_image_folder_with_mixed_modes_becomes_rgb(tmp_path):
     assert len(ds.splits["train"]) + len(ds.splits["val"]) == 12
     assert ds.class_names == ("cat", "dog")
     assert {ds.splits["train"].image(i).mode for i in range(len(ds.splits["train"]))} == {"RGB"}
+
+
+def test_local_parquet_files(tmp_path):
+    import datasets as hfds
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 8)):
+        rows = {"picture": [Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)) for _ in range(n)],
+                "y": [i % 2 for i in range(n)]}
+        feats = hfds.Features({"picture": hfds.Image(), "y": hfds.ClassLabel(names=["a", "b"])})
+        hfds.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / f"{split}.parquet"))
+    (tmp_path / "ds.yaml").write_text(
+        "datasets:\n  - id: pq\n    source: {type: parquet, data_files: {train: %s, test: %s}}\n"
+        "    num_classes: 2\n    image_column: picture\n    label_column: y\n" % (tmp_path / "train.parquet", tmp_path / "test.parquet")
+    )
+    ds = prepare(load_registry([tmp_path]).dataset("pq"))
+    assert len(ds.splits["test"]) == 8 and len(ds.splits["train"]) + len(ds.splits["val"]) == 20
+    assert ds.class_names == ("a", "b") and ds.splits["val"].image(0).mode == "RGB"
+
+
+def test_wrong_column_is_named(tmp_path):
+    import datasets as hfds
+
+    hfds.Dataset.from_dict({"x": [1, 2], "label": [0, 1]}).to_parquet(str(tmp_path / "t.parquet"))
+    (tmp_path / "ds.yaml").write_text(
+        "datasets:\n  - {id: pq, source: {type: parquet, data_files: {train: %s}}, num_classes: 2, test_split: null}\n"
+        % (tmp_path / "t.parquet")
+    )
+    with pytest.raises(ZooSurveyError, match=r"dataset 'pq': column 'image' not found; columns are \['x', 'label'\]"):
+        prepare(load_registry([tmp_path]).dataset("pq"))

@@ -340,8 +340,17 @@ def load_model(ckpt: ResolvedCheckpoint):
     if num_classes is None:
         cfg = timm.models.get_pretrained_cfg(spec.arch)
         num_classes = _infer_num_classes(sd, cfg.classifier if cfg else None)
+    kwargs = dict(ckpt.model_args)
+    arch_cfg = timm.models.get_pretrained_cfg(spec.arch)  # the resolution the model is built for
+    if arch_cfg is not None and arch_cfg.input_size and arch_cfg.input_size[-1] != ckpt.preprocessing.input_size:
+        # Transformers with a fixed grid interpolate their position embeddings at another resolution.
+        kwargs.setdefault("dynamic_img_size", True)
     try:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **ckpt.model_args)
+        try:
+            model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **kwargs)
+        except TypeError:  # the architecture has no dynamic_img_size (convnets need none)
+            kwargs.pop("dynamic_img_size", None)
+            model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **kwargs)
     except Exception as e:  # noqa: BLE001
         raise ZooSurveyFailure(f"{where}: timm cannot build {spec.arch!r}: {e}") from e
     missing, unexpected = _compare_keys(model.state_dict(), sd)

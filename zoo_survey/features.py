@@ -66,6 +66,21 @@ class FeatureSource:
             self._model = (ckpt.spec.id, load_model(ckpt))
         return self._model[1]
 
+    def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows, transform):
+        """The engine's batches; a model that cannot run at this resolution is a clear failure."""
+        batches = run_forward(model, split, rows, transform, self.options)
+        while True:
+            try:
+                item = next(batches)
+            except StopIteration:
+                return
+            except (RuntimeError, AssertionError, ValueError) as e:
+                raise ZooSurveyFailure(
+                    f"checkpoint {ckpt.spec.id!r}: the forward pass failed at {ckpt.preprocessing.input_size} px "
+                    f"on {self.options.device}: {str(e).splitlines()[0]}; try another --image-size or --batch-size"
+                ) from e
+            yield item
+
     def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey) -> Features:
         s = ds.splits[split]
         writer = self.cache.writer(key, total_rows=len(s), info={"zoo_survey": __version__})
@@ -84,7 +99,7 @@ class FeatureSource:
             shard_iter = iter(pending)
             shard = next(shard_iter)
             need = len(writer.shard_rows_range(shard))
-            for batch_rows, feats in run_forward(model, s, rows, transform, self.options):
+            for batch_rows, feats in self._forward(ckpt, model, s, rows, transform):
                 self.forward_batches += 1
                 if feats.shape[1] != ckpt.spec.feature_dim:
                     raise ZooSurveyFailure(

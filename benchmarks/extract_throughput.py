@@ -1,0 +1,73 @@
+"""End-to-end extraction rate divided by the forward-only rate of the same model, side by side.
+
+End to end: decode Fashion-MNIST images from the Debian files, resize, normalize (DataLoader
+workers), forward, and write feature shards to a fresh cache. Forward only: the same model,
+batch size, resolution, dtype and memory format on tensors already in memory. Prints a final
+JSON line with both rates (images/s) and their ratio.
+
+    python benchmarks/extract_throughput.py [--device cpu|cuda] [--images 2000] [--image-size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from _common import LITE
+from zoo_survey.cache import FeatureCache
+from zoo_survey.checkpoints import load_model, resolve
+from zoo_survey.datasets import prepare
+from zoo_survey.extract import ExtractOptions, default_workers
+from zoo_survey.features import FeatureSource
+from zoo_survey.registry import load_registry
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--images", type=int, default=1000)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--dtype", default="float32", help="float32, or bfloat16/float16 (CUDA autocast)")
+    args = ap.parse_args()
+    reg = load_registry()
+    ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
+    ds = prepare(reg.dataset("fashion-mnist"), max_test=args.images)
+    opts = ExtractOptions(device=args.device, batch_size=args.batch_size, workers=default_workers(), dtype=args.dtype)
+
+    # Forward only, same model / batch / resolution / dtype / channels_last, tensors in memory.
+    model = load_model(ckpt).to(args.device).to(memory_format=torch.channels_last)
+    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=args.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.dtype)
+    n_batches = max(1, args.images // args.batch_size)
+    with torch.inference_mode(), torch.autocast(torch.device(args.device).type, dtype=amp, enabled=amp is not None):
+        model.forward_head(model.forward_features(x), pre_logits=True)  # warm-up
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n_batches):
+            model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
+        forward_rate = n_batches * args.batch_size / (time.perf_counter() - t)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = FeatureSource(FeatureCache(Path(tmp)), opts)
+        src._model = (ckpt.spec.id, model)  # the same model object: only the pipeline around it differs
+        t = time.perf_counter()
+        src.get(ckpt, ds, "test")
+        e2e_rate = len(ds.splits["test"]) / (time.perf_counter() - t)
+    print(f"{LITE[0]} at {args.image_size}px on {args.device}: end to end {e2e_rate:.1f} img/s, "
+          f"forward only {forward_rate:.1f} img/s")
+    print(json.dumps({"benchmark": "extract_throughput", "model": LITE[0], "device": args.device,
+                      "image_size": args.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
+                      "end_to_end_img_s": round(e2e_rate, 1), "forward_only_img_s": round(forward_rate, 1),
+                      "ratio": round(e2e_rate / forward_rate, 3)}))
+
+
+if __name__ == "__main__":
+    main()
