@@ -40,7 +40,7 @@ def test_key_changes_with_what_changes_the_features(setup):
         "preprocessing": feature_key(dataclasses.replace(ckpt, preprocessing=pre), ds, "train", OPTS),
         "revision": feature_key(dataclasses.replace(ckpt, revision="0" * 40), ds, "train", OPTS),
         "split": feature_key(ckpt, ds, "test", OPTS),
-        "dtype": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, dtype="bfloat16")),
+        "dtype": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, device="cuda", dtype="bfloat16")),
         "indices": feature_key(ckpt, prepare(ds.spec, max_train=50), "train", OPTS),
         "fingerprint": feature_key(ckpt, dataclasses.replace(ds, fingerprint="other"), "train", OPTS),
     }

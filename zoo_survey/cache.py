@@ -5,14 +5,15 @@ Layout (readable folders, hashed leaf)::
     <root>/CACHEDIR.TAG
     <root>/<family>/<checkpoint>/<dataset>/<split>/<digest>/
         shard-00000.feat.npy   float32 (rows, dim)
-        shard-00000.meta.npy   int64 (rows, 2): sample index, label
+        shard-00000.meta.npy   int64 (rows, 3): sample index, label, valid (0: image failed to decode, skipped)
         shard-00000.json       rows and sha256 of both files: written last, so it marks a complete shard
         manifest.json          written last of all: marks a complete entry
 
 Every file is written to ``<name>.<random>.incomplete`` beside the target and then
 ``os.replace``-d, so a reader never sees a torn file. A killed extraction resumes
 from its last complete shard. A file lock stops two processes from computing the
-same entry; correctness does not depend on it.
+same entry; correctness does not depend on it. Reads check every shard's size and
+sha256 against the manifest; a corrupt shard is deleted, reported and recomputed.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ZooSurveyError
+from .errors import ZooSurveyError, ZooSurveyFailure
 
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2
 CACHE_ENV = "ZOO_SURVEY_CACHE"
 DEFAULT_SHARD_ROWS = 4096
 _TAG = (
@@ -84,27 +85,54 @@ class FeatureKey:
 
 @dataclass(frozen=True)
 class Features:
-    """A complete cache entry, read into memory."""
+    """A complete cache entry, read into memory: the rows whose image decoded."""
 
     features: np.ndarray  # float32 (n, d)
     indices: np.ndarray  # int64 (n,) sample positions in the dataset source
     labels: np.ndarray  # int64 (n,)
     manifest: dict[str, Any]
 
+    @property
+    def skipped(self) -> int:
+        """Rows left out because their image could not be decoded (``--bad-images skip``)."""
+        return int(self.manifest.get("skipped", 0))
+
+
+class CacheWriteError(ZooSurveyFailure):
+    """The cache folder cannot be written (read-only, full, missing permissions)."""
+
 
 def atomic_write(target: Path, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``target``, then ``os.replace`` it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".incomplete", dir=target.parent)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".incomplete", dir=target.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        raise CacheWriteError(
+            f"cannot write {target}: {e.strerror or e} (errno {e.errno}); free space or permissions there, "
+            "or pass --cache-dir / --out on another disk; nothing half-written was kept"
+        ) from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _shard_intact(folder: Path, shard: dict[str, Any]) -> bool:
+    """Both files of a shard exist with the recorded size and sha256."""
+    for k in ("features", "meta"):
+        p = folder / shard[k]
+        try:
+            if p.stat().st_size != shard[k + "_bytes"] or _sha256(p) != shard[k + "_sha256"]:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
 
 
 def _sha256(path: Path) -> str:
@@ -127,6 +155,7 @@ class FeatureCache:
     def __init__(self, root: Path, shard_rows: int = DEFAULT_SHARD_ROWS):
         self.root = Path(root)
         self.shard_rows = int(shard_rows)
+        self.repaired: list[str] = []  # damaged entries found by get(), for the run's report
 
     def _ensure_root(self) -> None:
         try:
@@ -135,9 +164,15 @@ class FeatureCache:
             if not tag.exists():
                 atomic_write(tag, lambda f: f.write(_TAG.encode()))
         except OSError as e:
-            raise ZooSurveyError(
+            raise CacheWriteError(
                 f"cannot create the feature cache at {self.root}: {e.strerror or e}; pass --cache-dir or set {CACHE_ENV}"
             ) from e
+
+    def check_writable(self) -> None:
+        """Fail before any work when the cache root cannot take a file (read-only disk, permissions)."""
+        self._ensure_root()
+        atomic_write(self.root / ".write-test", lambda f: f.write(b"ok"))
+        (self.root / ".write-test").unlink(missing_ok=True)
 
     def path(self, key: FeatureKey) -> Path:
         return self.root / key.relpath
@@ -146,24 +181,33 @@ class FeatureCache:
         return (self.path(key) / "manifest.json").is_file()
 
     def get(self, key: FeatureKey) -> Features | None:
-        """The entry if it is complete, else None. Shards are memory-mapped, then stacked."""
+        """The entry if it is complete and intact, else None (a corrupt shard is removed, to be recomputed)."""
         folder = self.path(key)
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:
             return None
-        feats, metas = [], []
-        for shard in manifest["shards"]:
-            try:
-                feats.append(np.load(folder / shard["features"], mmap_mode="r"))
-                metas.append(np.load(folder / shard["meta"], mmap_mode="r"))
-            except (FileNotFoundError, ValueError):
-                return None  # a deleted or damaged shard: the entry is recomputed
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._drop(folder, [], "its manifest is not valid JSON")
+            return None
+        bad = [i for i, shard in enumerate(manifest.get("shards", [])) if not _shard_intact(folder, shard)]
+        if bad or manifest.get("format") != FEATURE_FORMAT:
+            self._drop(folder, bad, f"shard(s) {bad} are missing or fail their checksum" if bad else "it has an old format")
+            return None
+        feats = [np.load(folder / sh["features"], mmap_mode="r") for sh in manifest["shards"]]
+        metas = [np.load(folder / sh["meta"], mmap_mode="r") for sh in manifest["shards"]]
         f = np.concatenate(feats) if feats else np.zeros((0, manifest["dim"]), np.float32)
-        m = np.concatenate(metas) if metas else np.zeros((0, 2), np.int64)
-        if f.shape != (manifest["rows"], manifest["dim"]) or len(m) != manifest["rows"]:
-            return None
-        return Features(np.ascontiguousarray(f), np.ascontiguousarray(m[:, 0]), np.ascontiguousarray(m[:, 1]), manifest)
+        m = np.concatenate(metas) if metas else np.zeros((0, 3), np.int64)
+        keep = m[:, 2] == 1
+        return Features(np.ascontiguousarray(f[keep]), m[keep, 0].copy(), m[keep, 1].copy(), manifest)
+
+    def _drop(self, folder: Path, shards: list[int], why: str) -> None:
+        """Forget a damaged entry's manifest and bad shards; complete shards stay for the resume."""
+        self.repaired.append(f"{folder.relative_to(self.root)}: {why}; recomputing")
+        for i in shards:
+            for p in folder.glob(f"shard-{i:05d}.*"):
+                p.unlink(missing_ok=True)
+        (folder / "manifest.json").unlink(missing_ok=True)
 
     @contextmanager
     def lock(self, key: FeatureKey) -> Iterator[None]:
@@ -179,6 +223,89 @@ class FeatureCache:
     def writer(self, key: FeatureKey, total_rows: int, info: Mapping[str, Any] | None = None) -> EntryWriter:
         self._ensure_root()
         return EntryWriter(self.path(key), key, total_rows, self.shard_rows, dict(info or {}))
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One cache entry as ``cache ls`` / ``cache verify`` report it."""
+
+    path: Path
+    family: str
+    checkpoint: str
+    dataset: str
+    split: str
+    status: str  # complete | partial | corrupt
+    rows: int | None
+    dim: int | None
+    bytes: int
+    detail: str = ""
+
+
+def scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
+    """Every entry under the cache root; ``verify`` re-checks each shard's sha256 (slow, thorough)."""
+    root = cache.root
+    if not root.is_dir():
+        return []
+    leaves = sorted({p.parent for p in root.rglob("manifest.json")} | {p.parent for p in root.rglob("shard-*.json")})
+    out = []
+    for leaf in leaves:
+        rel = leaf.relative_to(root).parts
+        names = (list(rel[:4]) + ["?"] * 4)[:4]
+        size = sum(p.stat().st_size for p in leaf.iterdir() if p.is_file())
+        try:
+            manifest = json.loads((leaf / "manifest.json").read_text())
+        except FileNotFoundError:
+            done = len(list(leaf.glob("shard-*.json")))
+            out.append(EntryInfo(leaf, *names, "partial", None, None, size, f"{done} shard(s) written, no manifest"))
+            continue
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            out.append(EntryInfo(leaf, *names, "corrupt", None, None, size, "manifest is not valid JSON"))
+            continue
+        status, detail = "complete", ""
+        if verify:
+            bad = [sh["features"] for sh in manifest.get("shards", []) if not _shard_intact(leaf, sh)]
+            if bad:
+                status, detail = "corrupt", f"checksum or size mismatch: {', '.join(bad)}"
+        out.append(EntryInfo(leaf, *names, status, manifest.get("rows"), manifest.get("dim"), size, detail))
+    return out
+
+
+def gc_plan(cache: FeatureCache, verify: bool = True) -> list[tuple[Path, str, int]]:
+    """What ``cache gc`` would delete: (path, reason, bytes). Partial entries are kept for resume
+    unless nothing is writing them (their lock is free)."""
+    from filelock import FileLock, Timeout
+
+    plan: list[tuple[Path, str, int]] = []
+    if not cache.root.is_dir():
+        return plan
+    for tmp in cache.root.rglob("*.incomplete"):
+        plan.append((tmp, "temporary file of an interrupted write", tmp.stat().st_size))
+    for e in scan(cache, verify=verify):
+        if e.status == "corrupt":
+            plan.append((e.path, f"corrupt entry ({e.detail})", e.bytes))
+        elif e.status == "partial":
+            digest = e.path.name
+            lock = cache.root / ".locks" / (digest + ".lock")
+            try:
+                with FileLock(str(lock), timeout=0):
+                    plan.append((e.path, f"partial entry not being written ({e.detail})", e.bytes))
+            except Timeout:
+                continue  # a process is extracting it right now
+    return plan
+
+
+def gc_execute(plan: list[tuple[Path, str, int]]) -> int:
+    """Delete what ``gc_plan`` listed; returns bytes freed."""
+    import shutil
+
+    freed = 0
+    for path, _, size in plan:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        freed += size
+    return freed
 
 
 class EntryWriter:
@@ -215,14 +342,17 @@ class EntryWriter:
     def pending(self) -> list[int]:
         return [s for s in range(self.n_shards) if not self.shard_complete(s)]
 
-    def write(self, shard: int, features: np.ndarray, indices: np.ndarray, labels: np.ndarray) -> None:
+    def write(
+        self, shard: int, features: np.ndarray, indices: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None
+    ) -> None:
         rows = len(self.shard_rows_range(shard))
         if features.shape[0] != rows or len(indices) != rows or len(labels) != rows:
             raise ValueError(f"shard {shard} needs {rows} rows, got {features.shape[0]}")
         feats = np.ascontiguousarray(features, dtype=np.float32)
-        meta = np.stack([np.asarray(indices, np.int64), np.asarray(labels, np.int64)], axis=1)
+        valid = np.ones(rows, np.int64) if valid is None else np.asarray(valid, np.int64)
+        meta = np.stack([np.asarray(indices, np.int64), np.asarray(labels, np.int64), valid], axis=1)
         names = {"features": f"shard-{shard:05d}.feat.npy", "meta": f"shard-{shard:05d}.meta.npy"}
-        side: dict[str, Any] = {"rows": rows, "dim": int(feats.shape[1]), **names}
+        side: dict[str, Any] = {"rows": rows, "dim": int(feats.shape[1]), "skipped": int(rows - valid.sum()), **names}
         for k, arr in (("features", feats), ("meta", meta)):
             target = self.folder / names[k]
             atomic_write(target, lambda f, a=arr: np.save(f, a, allow_pickle=False))
@@ -251,6 +381,7 @@ class EntryWriter:
             "dim": dims.pop(),
             "dtype": "float32",
             "shard_rows": self.shard_rows,
+            "skipped": sum(s.get("skipped", 0) for s in shards),
             "shards": shards,
             **self.info,
         }

@@ -50,6 +50,12 @@ CacheOpt = Annotated[
 ]
 
 
+DtypeOpt = Annotated[str, typer.Option(help="Forward dtype: float32, or bfloat16/float16 autocast on CUDA (part of the cache key).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile each model (pays off on CUDA for long extractions).")]
+BadImagesOpt = Annotated[str, typer.Option(help="An image that cannot be decoded: fail (stop, naming it) or skip (leave it out, counted).")]
+ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Rows per cache shard (the unit of resume after an interruption).")]
+
+
 def _registry(folders: list[Path] | None):
     from .registry import load_registry, registry_folders
 
@@ -92,6 +98,10 @@ def run(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward batch.")] = 64,
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: half the cores].", show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
+    dtype: DtypeOpt = "float32",
+    compile: CompileOpt = False,
+    bad_images: BadImagesOpt = "fail",
+    shard_rows: ShardRowsOpt = 4096,
 ) -> None:
     """Extract features (cached), probe singles and the ensemble, and store one row per result.
 
@@ -103,22 +113,15 @@ def run(
 
       zoo-survey run -f efficientnet-lite --members lite01 -d digits
     """
-    offline = offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    if offline:  # huggingface_hub and datasets read this at import time: set it before importing them
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    offline = _offline(offline)
     from .cache import FeatureCache, cache_root
-    from .extract import ExtractOptions, default_workers, resolve_device
     from .plan import plan_family
     from .store import STORE_NAME
-    from .survey import PROBES, RunOptions, run_survey
+    from .survey import PROBES, run_survey
 
     reg = _registry(registry)
-    names = list(reg.families) if "all" in family else family
-    fams = [reg.family(n) for n in dict.fromkeys(names)]
-    ds_specs = [reg.dataset(d) for d in dict.fromkeys(_csv(datasets))]
-    if not ds_specs:
-        raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+    fams = _families(reg, family)
+    ds_specs = _datasets(reg, datasets)
     probe_list = tuple(dict.fromkeys(_csv(probes)))
     for p in probe_list:
         if p not in PROBES:
@@ -126,27 +129,16 @@ def run(
 
             raise unknown("probe", p, PROBES)
     grid_values = _parse_grid(grid)
-    member_list = members
     k = ensemble if ensemble is not None else (len(_member_names(fams, members)) if members else 2)
     plans = []
     for fam in fams:
-        plan = plan_family(fam, k, strategy, against=against, members=member_list, budget_by=budget_by)
+        plan = plan_family(fam, k, strategy, against=against, members=members, budget_by=budget_by)
         if len(plan.ensemble.members) != k:
             raise ZooSurveyError(f"--ensemble {k} but --members names {len(plan.ensemble.members)} checkpoints; make them agree")
         plans.append(plan)
-    dev = resolve_device(device)
-    budget = {}
-    if dev == "cpu" and not full:
-        given = {"image_size": image_size, "max_train": max_train, "max_test": max_test}
-        budget = {name: v for name, v in CPU_BUDGET.items() if given[name] is None}
-    options = RunOptions(
-        probes=probe_list,
-        image_size=image_size or budget.get("image_size"),
-        max_train=max_train or budget.get("max_train"),
-        max_test=max_test or budget.get("max_test"),
-        grid=grid_values,
-        offline=offline,
-        extract=ExtractOptions(device=dev, batch_size=batch_size, workers=default_workers() if workers is None else workers),
+    options, budget = _run_options(
+        device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline,
+        probes=probe_list, grid=grid_values,
     )
     for plan in plans:
         console.print(
@@ -154,12 +146,8 @@ def run(
             f"{plan.baseline.gflops:.2f} GFLOPs) vs ensemble of {k} ({plan.strategy}): [cyan]{plan.ensemble.name}[/] "
             f"({plan.ensemble.params_m:.1f}M, {plan.ensemble.gflops:.2f} GFLOPs)"
         )
-    if budget:
-        console.print(
-            f"[yellow]CPU budget[/]: {options.image_size} px, at most {options.max_train} train / {options.max_test} test "
-            "images per dataset (override with --image-size/--max-train/--max-test, or --full)"
-        )
-    cache = FeatureCache(cache_root(cache_dir))
+    _print_budget(budget, options)
+    cache = FeatureCache(cache_root(cache_dir), shard_rows=shard_rows)
     with _RichHooks() as hooks:
         result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks)
     for n in result.notes:
@@ -170,6 +158,50 @@ def run(
         f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}"
     )
     console.print(f"Next: zoo-survey report --out {out}")
+
+
+def _offline(flag: bool) -> bool:
+    """--offline or HF_HUB_OFFLINE; set before huggingface_hub / datasets are imported (they read it then)."""
+    offline = flag or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return offline
+
+
+def _families(reg, names: list[str]):
+    return [reg.family(n) for n in dict.fromkeys(list(reg.families) if "all" in names else names)]
+
+
+def _datasets(reg, datasets: str):
+    specs = [reg.dataset(d) for d in dict.fromkeys(_csv(datasets))]
+    if not specs:
+        raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+    return specs
+
+
+def _run_options(device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline, **probe_args):
+    """RunOptions from the shared flags; on CPU without --full, the CPU budget fills unset sizes."""
+    from .extract import ExtractOptions, default_workers, resolve_device
+    from .survey import RunOptions
+
+    dev = resolve_device(device)
+    given = {"image_size": image_size, "max_train": max_train, "max_test": max_test}
+    budget = {k: v for k, v in CPU_BUDGET.items() if given[k] is None} if dev == "cpu" and not full else {}
+    extract = ExtractOptions(
+        device=dev, batch_size=batch_size, workers=default_workers() if workers is None else workers,
+        dtype=dtype, compile=compile, bad_images=bad_images,
+    )
+    sizes = {k: given[k] or budget.get(k) for k in given}
+    return RunOptions(offline=offline, extract=extract, **sizes, **probe_args), budget
+
+
+def _print_budget(budget: dict, options) -> None:
+    if budget:
+        console.print(
+            f"[yellow]CPU budget[/]: {options.image_size} px, at most {options.max_train} train / {options.max_test} test "
+            "images per dataset (override with --image-size/--max-train/--max-test, or --full)"
+        )
 
 
 def _member_names(fams, members: str) -> list[str]:
@@ -232,6 +264,134 @@ class _RichHooks:
 
     def note(self, message: str) -> None:
         self.progress.console.print(message)
+
+
+@app.command()
+def extract(
+    family: Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")] = [DEFAULT_FAMILY],  # noqa: B006
+    checkpoints: Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")] = None,
+    datasets: Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")] = DEFAULT_DATASETS,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    cache_dir: CacheOpt = None,
+    registry: RegistryOpt = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input resolution [default: each checkpoint's own; 96 on CPU].", show_default=False)] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Subsample train [default: all; 2000 on CPU].", show_default=False)] = None,
+    max_test: Annotated[Optional[int], typer.Option(help="Subsample test [default: all; 1000 on CPU].", show_default=False)] = None,
+    full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward batch.")] = 64,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: half the cores].", show_default=False)] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
+    dtype: DtypeOpt = "float32",
+    compile: CompileOpt = False,
+    bad_images: BadImagesOpt = "fail",
+    shard_rows: ShardRowsOpt = 4096,
+) -> None:
+    """Extract and cache features only (e.g. on a GPU node), without probing.
+
+    A later `zoo-survey run` with the same settings reads them and runs no forward pass.
+
+    Example: zoo-survey extract -f resnet -d cifar10,cifar100 --device cuda --dtype bfloat16
+    """
+    offline = _offline(offline)
+    from .cache import FeatureCache, cache_root
+    from .survey import extract_all, RunReport
+
+    reg = _registry(registry)
+    specs = [c for fam in _families(reg, family) for c in fam.checkpoints]
+    if checkpoints:
+        wanted = _csv(checkpoints)
+        for cid in wanted:
+            if cid not in {c.id for c in specs}:
+                from .errors import unknown
+
+                raise unknown("checkpoint", cid, [c.id for c in specs])
+        specs = [c for c in specs if c.id in wanted]
+    options, budget = _run_options(device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline)
+    _print_budget(budget, options)
+    cache = FeatureCache(cache_root(cache_dir), shard_rows=shard_rows)
+    result = RunReport()
+    with _RichHooks() as hooks:
+        extract_all(specs, _datasets(reg, datasets), cache, options, hooks, result)
+    for n in result.notes:
+        console.print(f"[dim]note: {n}[/]")
+    console.print(f"{len(specs)} checkpoint(s) cached; {result.forward_batches} forward batch(es) run. Cache: {cache.root}")
+
+
+cache_app = typer.Typer(help="Inspect, verify and clean the feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _entries_table(entries, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("family", "checkpoint", "dataset", "split", "rows", "dim", "size", "status"):
+        table.add_column(col)
+    for e in entries:
+        colour = {"complete": "green", "partial": "yellow", "corrupt": "red"}[e.status]
+        table.add_row(e.family, e.checkpoint, e.dataset, e.split, str(e.rows or ""), str(e.dim or ""), _human(e.bytes),
+                      f"[{colour}]{e.status}[/]" + (f" ({e.detail})" if e.detail else ""))
+    return table
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheOpt = None) -> None:
+    """List cache entries with their size and what they are."""
+    from .cache import FeatureCache, cache_root, scan
+
+    cache = FeatureCache(cache_root(cache_dir))
+    entries = scan(cache)
+    console.print(_entries_table(entries, f"feature cache {cache.root}"))
+    console.print(f"{len(entries)} entr(ies), {_human(sum(e.bytes for e in entries))}")
+
+
+@cache_app.command("verify")
+def cache_verify(cache_dir: CacheOpt = None) -> None:
+    """Re-check every shard's size and sha256; report corrupt and partial entries (exit 1 if any is corrupt)."""
+    from .cache import FeatureCache, cache_root, scan
+
+    cache = FeatureCache(cache_root(cache_dir))
+    entries = scan(cache, verify=True)
+    bad = [e for e in entries if e.status != "complete"]
+    if bad:
+        console.print(_entries_table(bad, "entries that are not complete"))
+    corrupt = sum(e.status == "corrupt" for e in entries)
+    console.print(f"{len(entries)} entr(ies) checked: {corrupt} corrupt, {sum(e.status == 'partial' for e in entries)} partial. "
+                  + ("Run `zoo-survey cache gc` to remove them; the next run recomputes what it needs." if bad else "All intact."))
+    if corrupt:
+        raise typer.Exit(1)
+
+
+@cache_app.command("gc")
+def cache_gc(
+    cache_dir: CacheOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete what the plan lists (without it, only show the plan).")] = False,
+) -> None:
+    """Remove corrupt entries, abandoned partial entries and temporary files: shows a plan, --yes executes it."""
+    from .cache import FeatureCache, cache_root, gc_execute, gc_plan
+
+    cache = FeatureCache(cache_root(cache_dir))
+    plan = gc_plan(cache)
+    if not plan:
+        console.print(f"Nothing to clean in {cache.root}.")
+        return
+    table = Table(title="cache gc plan")
+    for col in ("path", "reason", "size"):
+        table.add_column(col)
+    for path, reason, size in plan:
+        table.add_row(str(path.relative_to(cache.root)), reason, _human(size))
+    console.print(table)
+    total = _human(sum(size for _, _, size in plan))
+    if not yes:
+        console.print(f"{len(plan)} item(s), {total}. Nothing deleted: rerun with --yes to delete them.")
+        return
+    console.print(f"Deleted {len(plan)} item(s), freed {_human(gc_execute(plan))}.")
 
 
 @app.command()
@@ -330,13 +490,13 @@ def registry_validate(
 
 def main() -> None:
     """Entry point: run the app, format user errors on one line, map them to exit codes."""
-    from .errors import ZooSurveyFailure
-
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except ZooSurveyError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code if isinstance(e, ZooSurveyFailure) else 2)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished shards and result rows are kept; rerun the same command to resume")
         sys.exit(130)

@@ -9,7 +9,7 @@ Features are the pooled pre-logit features, ``forward_head(pre_logits=True)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +26,19 @@ class ExtractOptions:
     workers: int = 2
     dtype: str = "float32"  # compute dtype: float32, or bfloat16/float16 autocast on CUDA
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model (worth it on CUDA for large runs)
+    bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
 
     def key(self) -> dict[str, str]:
         return {"dtype": self.dtype, "layer": "pre_logits"}
+
+    def __post_init__(self) -> None:
+        if self.bad_images not in ("fail", "skip"):
+            raise ZooSurveyError(f"--bad-images must be 'fail' or 'skip', got {self.bad_images!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ZooSurveyError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype != "float32" and not self.device.startswith("cuda"):
+            raise ZooSurveyError(f"--dtype {self.dtype} needs a CUDA device; on CPU use float32")
 
 
 def resolve_device(name: str) -> str:
@@ -50,18 +60,31 @@ def default_workers() -> int:
     return max(1, min(8, cores // 2))
 
 
-class _Rows:
-    """A torch Dataset over chosen rows of a split: returns (image tensor, row)."""
+@dataclass(frozen=True)
+class Batch:
+    rows: np.ndarray  # positions in the split
+    features: np.ndarray  # float32 (len(rows), dim); zeros where ok is False
+    ok: np.ndarray  # bool: the image decoded
+    errors: tuple[str, ...]  # one message per row that did not decode
 
-    def __init__(self, split, rows: Sequence[int], transform):
-        self.split, self.rows, self.transform = split, np.asarray(rows), transform
+
+class _Rows:
+    """A torch Dataset over chosen rows of a split: returns (image tensor, row, error message or "")."""
+
+    def __init__(self, split, rows: Sequence[int], transform, size: int):
+        self.split, self.rows, self.transform, self.size = split, np.asarray(rows), transform, size
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int):
+        import torch
+
         row = int(self.rows[i])
-        return self.transform(self.split.image(row)), row
+        try:
+            return self.transform(self.split.image(row)), row, ""
+        except Exception as e:  # noqa: BLE001 - any decoder error: reported by the caller
+            return torch.zeros(3, self.size, self.size), row, f"{type(e).__name__}: {e}"
 
 
 def run_forward(
@@ -70,12 +93,15 @@ def run_forward(
     rows: Sequence[int],
     transform,
     options: ExtractOptions,
-    on_batch: Callable[[int], None] | None = None,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(rows, features)`` batches for ``rows`` of ``split``, in order.
+    size: int,
+) -> Iterator[Batch]:
+    """Yield feature batches for ``rows`` of ``split``, in order.
 
-    >>> for rows, feats in run_forward(model, ds.splits["test"], range(100), tf, ExtractOptions()):  # doctest: +SKIP
-    ...     print(rows.shape, feats.shape)
+    On out-of-memory the batch is split in halves and retried, and later batches keep
+    the smaller size (automatic batch-size backoff).
+
+    >>> for b in run_forward(model, ds.splits["test"], range(100), tf, ExtractOptions(), 224):  # doctest: +SKIP
+    ...     print(b.rows.shape, b.features.shape)
     """
     import torch
     from torch.utils.data import DataLoader
@@ -86,7 +112,7 @@ def run_forward(
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = DataLoader(
-        _Rows(split, rows, transform),
+        _Rows(split, rows, transform, size),
         batch_size=options.batch_size,
         shuffle=False,
         num_workers=options.workers,
@@ -94,15 +120,25 @@ def run_forward(
         persistent_workers=False,
     )
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
+    chunk = options.batch_size
     with torch.inference_mode():
-        for images, batch_rows in loader:
+        for images, batch_rows, errors in loader:
             images = images.to(device, non_blocking=cuda)
             if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                feats = model.forward_head(model.forward_features(images), pre_logits=True)
-            if feats.ndim != 2:
-                feats = feats.flatten(1)
-            yield batch_rows.numpy(), feats.float().cpu().numpy()
-            if on_batch is not None:
-                on_batch(len(batch_rows))
+            outs, start = [], 0
+            while start < len(images):
+                try:
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        x = images[start : start + chunk]
+                        f = model.forward_head(model.forward_features(x), pre_logits=True)
+                    outs.append(f.flatten(1).float().cpu())
+                    start += len(x)
+                except torch.OutOfMemoryError:
+                    if chunk == 1:
+                        raise
+                    chunk = max(1, chunk // 2)
+                    if cuda:
+                        torch.cuda.empty_cache()
+            errs = tuple(errors)
+            yield Batch(batch_rows.numpy(), torch.cat(outs).numpy(), np.array([e == "" for e in errs]), tuple(e for e in errs if e))

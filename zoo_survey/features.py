@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,7 +47,26 @@ class FeatureSource:
     options: ExtractOptions
     on_progress: Callable[[str, int, int], None] | None = None  # (label, done, total)
     forward_batches: int = 0
+    notes: list[str] = field(default_factory=list)
     _model: tuple[str, object] | None = None
+
+    def _check(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, s, batch) -> None:
+        if batch.errors and self.options.bad_images == "fail":
+            first = int(s.indices[batch.rows[~batch.ok][0]])
+            raise ZooSurveyFailure(
+                f"dataset {ds.spec.id!r} split {split!r}: the image at index {first} cannot be decoded "
+                f"({batch.errors[0]}); fix or remove it, or pass --bad-images skip to leave such images out"
+            )
+        if batch.features.shape[1] != ckpt.spec.feature_dim:
+            raise ZooSurveyFailure(
+                f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
+                f"{ckpt.spec.feature_dim} but the model gives {batch.features.shape[1]}-dimensional features; fix the entry"
+            )
+        if not np.isfinite(batch.features[batch.ok]).all():
+            raise ZooSurveyFailure(
+                f"checkpoint {ckpt.spec.id!r} produced NaN or inf features on {ds.spec.id}/{split}; "
+                "its weights or --dtype may be unsuitable (try --dtype float32)"
+            )
 
     def get(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Features:
         key = feature_key(ckpt, ds, split, self.options)
@@ -60,15 +79,9 @@ class FeatureSource:
                 return hit
             return self._extract(ckpt, ds, split, key)
 
-    def _model_for(self, ckpt: ResolvedCheckpoint):
-        if self._model is None or self._model[0] != ckpt.spec.id:
-            self._model = None  # free the previous model first
-            self._model = (ckpt.spec.id, load_model(ckpt))
-        return self._model[1]
-
     def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows, transform):
         """The engine's batches; a model that cannot run at this resolution is a clear failure."""
-        batches = run_forward(model, split, rows, transform, self.options)
+        batches = run_forward(model, split, rows, transform, self.options, ckpt.preprocessing.input_size)
         while True:
             try:
                 item = next(batches)
@@ -80,6 +93,17 @@ class FeatureSource:
                     f"on {self.options.device}: {str(e).splitlines()[0]}; try another --image-size or --batch-size"
                 ) from e
             yield item
+
+    def _model_for(self, ckpt: ResolvedCheckpoint):
+        if self._model is None or self._model[0] != ckpt.spec.id:
+            self._model = None  # free the previous model first
+            model = load_model(ckpt)
+            if self.options.compile:
+                import torch
+
+                model = torch.compile(model)
+            self._model = (ckpt.spec.id, model)
+        return self._model[1]
 
     def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey) -> Features:
         s = ds.splits[split]
@@ -94,39 +118,31 @@ class FeatureSource:
             model = self._model_for(ckpt)
             transform = ckpt.preprocessing.transform()
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
-            buf_rows: list[np.ndarray] = []
-            buf_feats: list[np.ndarray] = []
+            buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             shard_iter = iter(pending)
             shard = next(shard_iter)
             need = len(writer.shard_rows_range(shard))
-            for batch_rows, feats in self._forward(ckpt, model, s, rows, transform):
+            for batch in self._forward(ckpt, model, s, rows, transform):
                 self.forward_batches += 1
-                if feats.shape[1] != ckpt.spec.feature_dim:
-                    raise ZooSurveyFailure(
-                        f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
-                        f"{ckpt.spec.feature_dim} but the model gives {feats.shape[1]}-dimensional features; fix the entry"
-                    )
-                if not np.isfinite(feats).all():
-                    raise ZooSurveyFailure(f"checkpoint {ckpt.spec.id!r} produced NaN or inf features on {ds.spec.id}/{split}")
-                buf_rows.append(batch_rows)
-                buf_feats.append(feats)
+                self._check(ckpt, ds, split, s, batch)
+                buf.append((batch.rows, batch.features, batch.ok))
                 # Flush every shard the buffer now covers (a batch may span two shards).
-                while sum(len(r) for r in buf_rows) >= need:
-                    r_all, f_all = np.concatenate(buf_rows), np.concatenate(buf_feats)
-                    r_sh, f_sh = r_all[:need], f_all[:need]
-                    writer.write(shard, f_sh, s.indices[r_sh], s.labels[r_sh])
-                    buf_rows, buf_feats = [r_all[need:]], [f_all[need:]]
+                while shard is not None and sum(len(b[0]) for b in buf) >= need:
+                    r_all, f_all, ok_all = (np.concatenate(parts) for parts in zip(*buf))
+                    r_sh = r_all[:need]
+                    writer.write(shard, f_all[:need], s.indices[r_sh], s.labels[r_sh], ok_all[:need])
+                    buf = [(r_all[need:], f_all[need:], ok_all[need:])]
                     done += need
                     if self.on_progress:
                         self.on_progress(label, done, len(s))
                     shard = next(shard_iter, None)
-                    if shard is None:
-                        break
-                    need = len(writer.shard_rows_range(shard))
+                    need = len(writer.shard_rows_range(shard)) if shard is not None else 0
         seconds = time.perf_counter() - start
         writer.info["extract_seconds"] = round(seconds, 3)
         writer.finalize()
         out = self.cache.get(key)
+        if out is not None and out.skipped:
+            self.notes.append(f"{label}: {out.skipped} image(s) could not be decoded and were skipped (--bad-images skip)")
         if out is None:  # pragma: no cover - finalize just wrote it
             raise ZooSurveyFailure(f"feature cache entry {self.cache.path(key)} vanished after writing")
         return out

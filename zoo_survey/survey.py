@@ -23,7 +23,7 @@ from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
 from .probes import LinearProbe
-from .registry import DatasetSpec
+from .registry import CheckpointSpec, DatasetSpec
 from .store import ResultRow, ResultStore, row_key
 
 PROBES = ("linear",)
@@ -84,26 +84,10 @@ def run_survey(
 
             raise unknown("probe", p, PROBES)
     report = RunReport()
-    prepared: dict[str, PreparedDataset] = {}
-    for spec in datasets:
-        prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test)
-        for n in ds.notes:
-            report.notes.append(f"{spec.id}: {n}")
-    # Resolve every checkpoint first (cheap: files and configs, no network forward) so a
-    # missing weight file fails before any work starts.
-    resolved: dict[str, ResolvedCheckpoint] = {}
-    for plan in plans:
-        for spec in plan.checkpoints:
-            if spec.id not in resolved:
-                resolved[spec.id] = resolve(spec, offline=options.offline, image_size=options.image_size)
-
+    checkpoints = list({spec.id: spec for plan in plans for spec in plan.checkpoints}.values())
+    prepared, resolved, source = extract_all(checkpoints, datasets, cache, options, hooks, report)
     store = ResultStore(store_path)
     report.store = store.path
-    source = FeatureSource(cache, options.extract, on_progress=_progress_adapter(hooks))
-    for ckpt in resolved.values():
-        for ds in prepared.values():
-            for split in ("train", "val", "test"):
-                source.get(ckpt, ds, split)
 
     for plan in plans:
         for ds in prepared.values():
@@ -130,6 +114,38 @@ def run_survey(
     }
     report.rows = [r for r in store.rows() if r.row_key in keys]
     return report
+
+
+def extract_all(
+    checkpoints: Sequence[CheckpointSpec],
+    datasets: Sequence[DatasetSpec],
+    cache: FeatureCache,
+    options: RunOptions,
+    hooks: Hooks | None = None,
+    report: RunReport | None = None,
+) -> tuple[dict[str, PreparedDataset], dict[str, ResolvedCheckpoint], FeatureSource]:
+    """Fill the cache with every checkpoint's features on every split of ``datasets``.
+
+    Datasets load and checkpoints resolve first (cheap: files and configs), and the cache
+    must be writable, so bad input fails before any forward pass. ``zoo-survey extract``
+    is this alone.
+    """
+    hooks = hooks or Hooks()
+    report = report if report is not None else RunReport()
+    prepared: dict[str, PreparedDataset] = {}
+    for spec in datasets:
+        prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test)
+        report.notes += [f"{spec.id}: {n}" for n in ds.notes]
+    resolved = {c.id: resolve(c, offline=options.offline, image_size=options.image_size) for c in checkpoints}
+    cache.check_writable()
+    source = FeatureSource(cache, options.extract, on_progress=_progress_adapter(hooks))
+    for ckpt in resolved.values():  # checkpoints outside datasets: each model loads once
+        for ds in prepared.values():
+            for split in ("train", "val", "test"):
+                source.get(ckpt, ds, split)
+    report.forward_batches = source.forward_batches
+    report.notes += source.notes + cache.repaired
+    return prepared, resolved, source
 
 
 def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
