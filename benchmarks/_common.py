@@ -21,7 +21,7 @@ def lite_features(max_train: int = 2000, max_test: int = 1000, image_size: int =
     """{checkpoint id: {split: Features}} for the efficientnet-lite family on Fashion-MNIST (cached)."""
     reg = load_registry()
     ds = prepare(reg.dataset("fashion-mnist"), max_train=max_train, max_test=max_test)
-    src = FeatureSource(FeatureCache(cache_root(cache_dir)), ExtractOptions(workers=default_workers()))
+    src = FeatureSource(FeatureCache(cache_root(cache_dir)), ExtractOptions(workers=default_workers("cpu")))
     out = {}
     for cid in LITE:
         ckpt = resolve(reg.checkpoint(cid), image_size=image_size)

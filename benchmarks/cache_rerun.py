@@ -1,10 +1,10 @@
 """Wall time of a second identical `zoo-survey run` divided by the first, on a fresh cache.
 
-Runs the default offline survey (efficientnet-lite, digits + lfw-subset, CPU budget) twice
+Runs the default offline survey (efficientnet-lite on digits, lfw-subset and fashion-mnist, CPU budget) twice
 in subprocesses with a new cache and output folder, and checks the rerun's forward-batch
 count. Prints a final JSON line: {"first_s", "rerun_s", "ratio", "rerun_forward_batches"}.
 
-    python benchmarks/cache_rerun.py [--datasets digits,lfw-subset]
+    python benchmarks/cache_rerun.py [--datasets digits,lfw-subset,fashion-mnist]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="digits,lfw-subset")
+    ap.add_argument("--datasets", default="digits,lfw-subset,fashion-mnist", help="[default: the default run's]")
     args = ap.parse_args()
     exe = Path(sys.executable).parent / "zoo-survey"
     with tempfile.TemporaryDirectory() as tmp:

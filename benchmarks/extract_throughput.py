@@ -20,7 +20,7 @@ from _common import LITE
 from zoo_survey.cache import FeatureCache
 from zoo_survey.checkpoints import load_model, resolve
 from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions, default_workers
+from zoo_survey.extract import ExtractOptions, default_batch_size, default_workers
 from zoo_survey.features import FeatureSource
 from zoo_survey.registry import load_registry
 
@@ -32,13 +32,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None, help="[default: zoo-survey's default for the device]")
     ap.add_argument("--dtype", default="float32", help="float32, or bfloat16/float16 (CUDA autocast)")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [default: zoo-survey's default]")
     args = ap.parse_args()
+    args.batch_size = args.batch_size or default_batch_size(args.device)
     reg = load_registry()
     ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
     ds = prepare(reg.dataset("fashion-mnist"), max_test=args.images)
-    opts = ExtractOptions(device=args.device, batch_size=args.batch_size, workers=default_workers(), dtype=args.dtype)
+    opts = ExtractOptions(device=args.device, batch_size=args.batch_size, workers=default_workers(args.device) if args.workers is None else args.workers, dtype=args.dtype)
 
     # Forward only, same model / batch / resolution / dtype / channels_last, tensors in memory.
     model = load_model(ckpt).to(args.device).to(memory_format=torch.channels_last)
@@ -63,7 +65,7 @@ def main() -> None:
         e2e_rate = len(ds.splits["test"]) / (time.perf_counter() - t)
     print(f"{LITE[0]} at {args.image_size}px on {args.device}: end to end {e2e_rate:.1f} img/s, "
           f"forward only {forward_rate:.1f} img/s")
-    print(json.dumps({"benchmark": "extract_throughput", "model": LITE[0], "device": args.device,
+    print(json.dumps({"benchmark": "extract_throughput", "model": LITE[0], "device": args.device, "workers": opts.workers,
                       "image_size": args.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
                       "end_to_end_img_s": round(e2e_rate, 1), "forward_only_img_s": round(forward_rate, 1),
                       "ratio": round(e2e_rate / forward_rate, 3)}))

@@ -43,6 +43,7 @@ def test_key_changes_with_what_changes_the_features(setup):
         "dtype": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, device="cuda", dtype="bfloat16")),
         "indices": feature_key(ckpt, prepare(ds.spec, max_train=50), "train", OPTS),
         "fingerprint": feature_key(ckpt, dataclasses.replace(ds, fingerprint="other"), "train", OPTS),
+        "layer": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, layer="avg")),
     }
     for what, key in changed.items():
         assert key.digest != base, what
@@ -145,3 +146,14 @@ def test_deleted_shard_makes_the_entry_recompute(setup, tmp_path):
     manifest = json.loads((cache.path(key) / "manifest.json").read_text())
     (cache.path(key) / manifest["shards"][0]["features"]).unlink()
     assert cache.get(key) is None
+
+
+def test_another_layer_is_another_entry_with_other_features(setup, tmp_path):
+    reg, ckpt, ds = setup
+    ckpt = dataclasses.replace(ckpt, preprocessing=dataclasses.replace(ckpt.preprocessing, input_size=96))  # a 3x3 map
+    cache = FeatureCache(tmp_path)
+    pre = FeatureSource(cache, OPTS).get(ckpt, ds, "val")
+    mx = FeatureSource(cache, dataclasses.replace(OPTS, layer="max")).get(ckpt, ds, "val")
+    assert pre.features.shape == mx.features.shape == (30, 96)
+    assert not np.allclose(pre.features, mx.features)
+    assert mx.manifest["key"]["layer"] == "max"

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ZooSurveyError, ZooSurveyFailure
+from .errors import ZooSurveyFailure
 
 FEATURE_FORMAT = 2
 CACHE_ENV = "ZOO_SURVEY_CACHE"

@@ -53,6 +53,7 @@ CacheOpt = Annotated[
 DtypeOpt = Annotated[str, typer.Option(help="Forward dtype: float32, or bfloat16/float16 autocast on CUDA (part of the cache key).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile each model (pays off on CUDA for long extractions).")]
 BadImagesOpt = Annotated[str, typer.Option(help="An image that cannot be decoded: fail (stop, naming it) or skip (leave it out, counted).")]
+LayerOpt = Annotated[str, typer.Option("--features", help="Which features: pre_logits (timm's pooled pre-logits), avg or max (pooling of the last feature map / tokens).")]
 ShardRowsOpt = Annotated[int, typer.Option(min=1, help="Rows per cache shard (the unit of resume after an interruption).")]
 
 
@@ -93,15 +94,16 @@ def run(
     max_train: Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)] = None,
     max_test: Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)] = None,
     full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
-    probes: Annotated[str, typer.Option(help="Comma-separated probes.")] = "linear",
+    probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean).")] = "linear",
     grid: Annotated[Optional[str], typer.Option(help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward batch.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: half the cores].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
     dtype: DtypeOpt = "float32",
     compile: CompileOpt = False,
     bad_images: BadImagesOpt = "fail",
     shard_rows: ShardRowsOpt = 4096,
+    features: LayerOpt = "pre_logits",
 ) -> None:
     """Extract features (cached), probe singles and the ensemble, and store one row per result.
 
@@ -137,7 +139,7 @@ def run(
             raise ZooSurveyError(f"--ensemble {k} but --members names {len(plan.ensemble.members)} checkpoints; make them agree")
         plans.append(plan)
     options, budget = _run_options(
-        device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline,
+        device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, features, offline,
         probes=probe_list, grid=grid_values,
     )
     for plan in plans:
@@ -180,17 +182,19 @@ def _datasets(reg, datasets: str):
     return specs
 
 
-def _run_options(device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline, **probe_args):
+def _run_options(
+    device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, layer, offline, **probe_args
+):
     """RunOptions from the shared flags; on CPU without --full, the CPU budget fills unset sizes."""
-    from .extract import ExtractOptions, default_workers, resolve_device
+    from .extract import ExtractOptions, default_batch_size, default_workers, resolve_device
     from .survey import RunOptions
 
     dev = resolve_device(device)
     given = {"image_size": image_size, "max_train": max_train, "max_test": max_test}
     budget = {k: v for k, v in CPU_BUDGET.items() if given[k] is None} if dev == "cpu" and not full else {}
     extract = ExtractOptions(
-        device=dev, batch_size=batch_size, workers=default_workers() if workers is None else workers,
-        dtype=dtype, compile=compile, bad_images=bad_images,
+        device=dev, batch_size=batch_size or default_batch_size(dev), workers=default_workers(dev) if workers is None else workers,
+        dtype=dtype, compile=compile, bad_images=bad_images, layer=layer,
     )
     sizes = {k: given[k] or budget.get(k) for k in given}
     return RunOptions(offline=offline, extract=extract, **sizes, **probe_args), budget
@@ -262,9 +266,6 @@ class _RichHooks:
         task = self.progress.add_task(label, total=total)
         return lambda done: self.progress.update(task, completed=done)
 
-    def note(self, message: str) -> None:
-        self.progress.console.print(message)
-
 
 @app.command()
 def extract(
@@ -278,13 +279,14 @@ def extract(
     max_train: Annotated[Optional[int], typer.Option(help="Subsample train [default: all; 2000 on CPU].", show_default=False)] = None,
     max_test: Annotated[Optional[int], typer.Option(help="Subsample test [default: all; 1000 on CPU].", show_default=False)] = None,
     full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward batch.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: half the cores].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
     dtype: DtypeOpt = "float32",
     compile: CompileOpt = False,
     bad_images: BadImagesOpt = "fail",
     shard_rows: ShardRowsOpt = 4096,
+    features: LayerOpt = "pre_logits",
 ) -> None:
     """Extract and cache features only (e.g. on a GPU node), without probing.
 
@@ -306,7 +308,9 @@ def extract(
 
                 raise unknown("checkpoint", cid, [c.id for c in specs])
         specs = [c for c in specs if c.id in wanted]
-    options, budget = _run_options(device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, offline)
+    options, budget = _run_options(
+        device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, features, offline
+    )
     _print_budget(budget, options)
     cache = FeatureCache(cache_root(cache_dir), shard_rows=shard_rows)
     result = RunReport()
@@ -500,7 +504,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: finished shards and result rows are kept; rerun the same command to resume")
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(130)
     except Exception as e:  # click usage errors arrive here in standalone_mode=False
         import click

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ZooSurveyError, ZooSurveyFailure
-from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource, ParquetSource
+from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource
 
 SPLIT_SEED = 0  # fixed: every model and every run sees the same split
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -305,9 +304,3 @@ def _check_labels(spec: DatasetSpec, splits: dict[str, Split]) -> None:
                 f"{s.name!r} has labels in [{lo}, {hi}]; fix num_classes or label_column"
             )
 
-
-def subset_sizes(ds: PreparedDataset) -> dict[str, int]:
-    return {k: len(v) for k, v in ds.splits.items()}
-
-
-__all__: Sequence[str] = ["PreparedDataset", "Split", "prepare", "stratified_take"]

@@ -17,22 +17,37 @@ import numpy as np
 from .errors import ZooSurveyError
 
 
+LAYERS = ("pre_logits", "avg", "max")
+
+
+def pooled(model, x, layer: str):
+    """Features of a batch: timm's pooled pre-logits, or avg / max pooling over positions of forward_features."""
+    if layer == "pre_logits":
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    f = model.forward_features(x)
+    dims = (2, 3) if f.ndim == 4 else (1,)  # NCHW maps, or (batch, tokens, dim) sequences
+    return f.mean(dims) if layer == "avg" else f.amax(dims)
+
+
 @dataclass(frozen=True)
 class ExtractOptions:
     """How to run the forward. ``dtype`` and ``pooling`` change the features, so they are part of the cache key."""
 
     device: str = "cpu"  # resolved: "cpu" or "cuda[:N]"
-    batch_size: int = 64
+    batch_size: int = 16
     workers: int = 2
     dtype: str = "float32"  # compute dtype: float32, or bfloat16/float16 autocast on CUDA
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (worth it on CUDA for large runs)
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
+    layer: str = "pre_logits"  # pre_logits (forward_head(pre_logits=True)), or avg / max pooling of forward_features
 
     def key(self) -> dict[str, str]:
-        return {"dtype": self.dtype, "layer": "pre_logits"}
+        return {"dtype": self.dtype, "layer": self.layer}
 
     def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ZooSurveyError(f"--features must be one of {', '.join(LAYERS)}, got {self.layer!r}")
         if self.bad_images not in ("fail", "skip"):
             raise ZooSurveyError(f"--bad-images must be 'fail' or 'skip', got {self.bad_images!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -54,10 +69,23 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def default_workers() -> int:
-    """Leave the cores to the forward on CPU; decode in parallel on GPU nodes."""
+def default_batch_size(device: str = "cpu") -> int:
+    """Images per forward: small on CPU, where batches past ~16 fall out of cache (efficientnet-lite0 at
+    224 px on 2 cores: 47-51 img/s at 4-8, 39 at 16, 29 at 64), large on CUDA."""
+    return 256 if device.startswith("cuda") else 16
+
+
+def default_workers(device: str = "cpu") -> int:
+    """DataLoader workers: on CUDA, decode in parallel; on a small CPU, decode inline.
+
+    On a CPU the forward already uses every core, and a worker process steals one from it:
+    on 2 cores, inline decoding (~0.5 ms an image) costs ~2% of a 224 px forward, while one
+    worker cost 20% (measured by benchmarks/extract_throughput.py).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // 2))
+    if device.startswith("cuda"):
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
 
 
 @dataclass(frozen=True)
@@ -131,7 +159,7 @@ def run_forward(
                 try:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                         x = images[start : start + chunk]
-                        f = model.forward_head(model.forward_features(x), pre_logits=True)
+                        f = pooled(model, x, options.layer)
                     outs.append(f.flatten(1).float().cpu())
                     start += len(x)
                 except torch.OutOfMemoryError:

@@ -57,7 +57,7 @@ class FeatureSource:
                 f"dataset {ds.spec.id!r} split {split!r}: the image at index {first} cannot be decoded "
                 f"({batch.errors[0]}); fix or remove it, or pass --bad-images skip to leave such images out"
             )
-        if batch.features.shape[1] != ckpt.spec.feature_dim:
+        if self.options.layer == "pre_logits" and batch.features.shape[1] != ckpt.spec.feature_dim:
             raise ZooSurveyFailure(
                 f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
                 f"{ckpt.spec.feature_dim} but the model gives {batch.features.shape[1]}-dimensional features; fix the entry"

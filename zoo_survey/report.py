@@ -102,27 +102,39 @@ def summary(lines: Sequence[ComparisonLine]) -> list[tuple[str, float, int, int]
     return [(f, 100 * sum(d) / len(d), sum(x > 0 for x in d), len(d)) for f, d in sorted(fams.items())]
 
 
+def _resolutions(rows: Sequence[ResultRow]) -> str:
+    sizes = sorted({p["input_size"] for r in rows for p in r.provenance.get("preprocessing", {}).values()})
+    return "features were extracted at " + ", ".join(f"{s} px" for s in sizes) if sizes else "resolution not recorded"
+
+
+def chosen_hparams(r: ResultRow) -> str:
+    """The probe's chosen hyper-parameters, e.g. ``C=0.0178`` or ``k=20``."""
+    shown = {k: v for k, v in r.hparams.items() if k in ("C", "k")}
+    return ", ".join(f"{k}={v:.3g}" for k, v in shown.items())
+
+
 def render_markdown(rows: Sequence[ResultRow]) -> str:
     lines = comparison_lines(rows)
     out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones (concatenated features).",
-           "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.", ""]
+           "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
+           f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {_resolutions(rows)}.", ""]
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(lines)]
     out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
-    out += ["", "## Every row", "", "| family | dataset | probe | model | role | top-1 | mean per-class | C | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
+    out += ["", "## Every row", "", "| family | dataset | probe | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in latest_rows(rows):
         out.append(
             f"| {r.family} | {r.dataset} | {r.probe} | {r.comparison} | {r.role} | {_pct(r.top1)} | {_pct(r.mean_per_class)} | "
-            f"{r.hparams.get('C', ''):.3g} | {r.params_m:.1f} | {r.gflops:.2f} | {r.feature_dim} | "
+            f"{chosen_hparams(r)} | {r.params_m:.1f} | {r.gflops:.2f} | {r.feature_dim} | "
             f"{r.n_train}/{r.n_val}/{r.n_test} | {'; '.join(r.warnings) or ''} |"
         )
     return "\n".join(out) + "\n"
 
 
 CSV_FIELDS = (
-    "family", "dataset", "probe", "comparison", "role", "members", "top1", "mean_per_class", "top5", "C",
+    "family", "dataset", "probe", "comparison", "role", "members", "top1", "mean_per_class", "top5", "chosen",
     "params_m", "gflops", "feature_dim", "n_train", "n_val", "n_test", "extract_seconds", "warnings", "revisions",
 )
 
@@ -134,7 +146,7 @@ def render_csv(rows: Sequence[ResultRow]) -> str:
     for r in latest_rows(rows):
         w.writerow([
             r.family, r.dataset, r.probe, r.comparison, r.role, "+".join(r.members), f"{r.top1:.6f}",
-            f"{r.mean_per_class:.6f}", "" if r.top5 is None else f"{r.top5:.6f}", r.hparams.get("C"),
+            f"{r.mean_per_class:.6f}", "" if r.top5 is None else f"{r.top5:.6f}", chosen_hparams(r),
             r.params_m, r.gflops, r.feature_dim, r.n_train, r.n_val, r.n_test, r.extract_seconds,
             "; ".join(r.warnings), "; ".join(f"{k}={v}" for k, v in r.provenance.get("revisions", {}).items()),
         ])
@@ -156,7 +168,8 @@ def render_html(rows: Sequence[ResultRow]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}th{background:#f3f3f3}"
         "</style></head><body><h1>zoo-survey report</h1>"
         "<p>Single largest model against an ensemble of smaller ones (concatenated features). "
-        "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.</p>"
+        "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
+        f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {html.escape(_resolutions(rows))}.</p>"
         + table(HEADER, table_rows(lines))
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)

@@ -22,11 +22,20 @@ from .errors import ZooSurveyError
 from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
-from .probes import LinearProbe
+from .probes import KNNProbe, LinearProbe, NCMProbe
 from .registry import CheckpointSpec, DatasetSpec
 from .store import ResultRow, ResultStore, row_key
 
-PROBES = ("linear",)
+PROBES = ("linear", "knn", "ncm")
+
+
+def make_probe(name: str, options: RunOptions):
+    """A fresh estimator for probe ``name`` (``--probes``)."""
+    if name == "linear":
+        return LinearProbe(grid=options.grid, device=options.extract.device)
+    if name == "knn":
+        return KNNProbe(device=options.extract.device)
+    return NCMProbe()
 
 
 @dataclass(frozen=True)
@@ -57,9 +66,6 @@ class Hooks:
 
     def stage(self, label: str, total: int) -> Callable[[int], None]:
         return lambda done: None
-
-    def note(self, message: str) -> None:
-        return None
 
 
 def run_survey(
@@ -193,7 +199,7 @@ def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultR
             mats[split].append(f.features)
             seconds += float(f.manifest.get("extract_seconds", 0.0))
     X = {s: combine_features(b) for s, b in mats.items()}
-    est = LinearProbe(grid=options.grid).fit(X["train"], labels["train"], X["val"], labels["val"])
+    est = make_probe(probe, options).fit(X["train"], labels["train"], X["val"], labels["val"])
     res = est.score(X["test"], labels["test"])
     return ResultRow(
         row_key=key,

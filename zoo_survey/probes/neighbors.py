@@ -1,0 +1,136 @@
+"""Non-parametric probes on L2-normalized features: kNN (DINO-style weighted votes) and NCM.
+
+Both follow the estimator shape of :class:`~zoo_survey.probes.linear.LinearProbe`:
+``fit(X, y, X_val, y_val)`` chooses hyper-parameters on the validation split and then
+uses train+val as the final memory; ``score(X_test, y_test)`` evaluates once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ZooSurveyError
+from .linear import ProbeResult, classification_metrics, validate_features
+
+DEFAULT_KS = (10, 20, 100, 200)
+
+
+def _normalize(X: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+def _check_fit(X, y, X_val, y_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    X, y = validate_features(X, y, what="train features")
+    X_val, y_val = validate_features(X_val, y_val, what="validation features")
+    if X_val.shape[1] != X.shape[1]:
+        raise ZooSurveyError(f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
+    return X, y, X_val, y_val, classes
+
+
+class KNNProbe:
+    """Cosine-similarity kNN with temperature-weighted votes (Wu et al. 2018, as in DINO's eval).
+
+    Each of the ``k`` nearest training samples votes ``exp(sim / T)`` for its class. ``k``
+    is chosen on the validation split among ``ks``. Similarities are computed in blocks of
+    ``batch_size`` queries, so memory stays bounded (block x bank) for 100k x 100k.
+
+    >>> KNNProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).hparams["k"]   # doctest: +SKIP
+    20
+    """
+
+    def __init__(self, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07, batch_size: int = 1024, device: str = "cpu"):
+        self.ks = ks
+        self.temperature = temperature
+        self.batch_size = batch_size
+        self.device = device
+
+    def _proba(self, Q: np.ndarray, bank: np.ndarray, bank_y: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+        import torch
+
+        dev = torch.device(self.device)
+        B = torch.as_tensor(bank, device=dev)
+        labels = torch.as_tensor(np.searchsorted(self.classes_, bank_y), device=dev)
+        kmax = min(max(ks), len(bank))
+        out = {k: np.zeros((len(Q), len(self.classes_)), np.float32) for k in ks}
+        for start in range(0, len(Q), self.batch_size):
+            q = torch.as_tensor(Q[start : start + self.batch_size], device=dev)
+            sims, idx = (q @ B.T).topk(kmax, dim=1)
+            w = (sims / self.temperature).exp()
+            votes_all = labels[idx]
+            for k in ks:
+                kk = min(k, kmax)
+                votes = torch.zeros(len(q), len(self.classes_), device=dev)
+                votes.scatter_add_(1, votes_all[:, :kk], w[:, :kk])
+                out[k][start : start + len(q)] = (votes / votes.sum(1, keepdim=True)).cpu().numpy()
+        return out
+
+    def fit(self, X, y, X_val, y_val) -> KNNProbe:
+        X, y, X_val, y_val, classes = _check_fit(X, y, X_val, y_val)
+        ks = sorted(set(int(k) for k in self.ks))
+        if not ks or ks[0] < 1:
+            raise ZooSurveyError(f"kNN needs k >= 1, got {list(self.ks)}")
+        if not self.temperature > 0:
+            raise ZooSurveyError(f"kNN temperature must be positive, got {self.temperature}")
+        self.classes_ = classes
+        Xn, Xv = _normalize(X), _normalize(X_val)
+        probas = self._proba(Xv, Xn, y, ks)
+        self.val_scores_ = {k: float((classes[p.argmax(1)] == y_val).mean()) for k, p in probas.items()}
+        self.best_k_ = max(self.val_scores_, key=lambda k: (self.val_scores_[k], -k))
+        self.bank_ = np.concatenate([Xn, Xv])
+        self.bank_y_ = np.concatenate([y, y_val])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        if not hasattr(self, "bank_"):
+            raise ZooSurveyError("this KNNProbe is not fitted yet; call fit() first")
+        X, _ = validate_features(X, what="test features")
+        if X.shape[1] != self.n_features_in_:
+            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        return self._proba(_normalize(X), self.bank_, self.bank_y_, [self.best_k_])[self.best_k_]
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def score(self, X, y) -> ProbeResult:
+        X, y = validate_features(X, y, what="test features")
+        m = classification_metrics(self.predict_proba(X), y, self.classes_)
+        hp = {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}
+        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], hp)
+
+
+class NCMProbe:
+    """Nearest class mean on L2-normalized features; class means of train+val, cosine similarity.
+
+    >>> NCMProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).top1   # doctest: +SKIP
+    """
+
+    def fit(self, X, y, X_val, y_val) -> NCMProbe:
+        X, y, X_val, y_val, classes = _check_fit(X, y, X_val, y_val)
+        Xa, ya = _normalize(np.concatenate([X, X_val])), np.concatenate([y, y_val])
+        self.classes_ = classes
+        self.means_ = _normalize(np.stack([Xa[ya == c].mean(0) for c in classes]))
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        if not hasattr(self, "means_"):
+            raise ZooSurveyError("this NCMProbe is not fitted yet; call fit() first")
+        X, _ = validate_features(X, what="test features")
+        if X.shape[1] != self.n_features_in_:
+            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        sims = _normalize(X) @ self.means_.T
+        e = np.exp((sims - sims.max(1, keepdims=True)) / 0.07)  # a softmax over cosine, for top-5 ordering
+        return e / e.sum(1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def score(self, X, y) -> ProbeResult:
+        X, y = validate_features(X, y, what="test features")
+        m = classification_metrics(self.predict_proba(X), y, self.classes_)
+        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], {})
