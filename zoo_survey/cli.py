@@ -94,8 +94,10 @@ def run(
     max_train: Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)] = None,
     max_test: Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)] = None,
     full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
-    probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean).")] = "linear",
+    probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean), fewshot (k per class, seeds).")] = "linear",
     grid: Annotated[Optional[str], typer.Option(help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
+    shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
+    seeds: Annotated[int, typer.Option(min=1, help="Few-shot seeds per k; differences get paired 95% intervals over them.")] = 5,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
@@ -119,6 +121,7 @@ def run(
     from .cache import FeatureCache, cache_root
     from .plan import plan_family
     from .store import STORE_NAME
+    from .probes.fewshot import parse_shots
     from .survey import PROBES, run_survey
 
     reg = _registry(registry)
@@ -140,7 +143,7 @@ def run(
         plans.append(plan)
     options, budget = _run_options(
         device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, features, offline,
-        probes=probe_list, grid=grid_values,
+        probes=probe_list, grid=grid_values, shots=parse_shots(shots), seeds=seeds,
     )
     for plan in plans:
         console.print(

@@ -41,15 +41,17 @@ def latest_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
     """Keep the newest row per (family, comparison, dataset, probe): a rerun with new inputs supersedes."""
     best: dict[tuple, ResultRow] = {}
     for r in rows:
-        k = (r.family, r.comparison, r.dataset, r.probe)
+        k = (r.family, r.comparison, r.dataset, r.probe, r.setting, r.seed)
         if k not in best or r.created_at > best[k].created_at:
             best[k] = r
-    return sorted(best.values(), key=lambda r: (r.family, r.dataset, r.probe, r.role, r.comparison))
+    return sorted(best.values(), key=lambda r: (r.family, r.dataset, r.probe, r.setting, r.seed or 0, r.role, r.comparison))
 
 
 def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
     groups: dict[tuple[str, str, str], list[ResultRow]] = {}
     for r in latest_rows(rows):
+        if r.setting:
+            continue  # few-shot rows: see fewshot_lines
         groups.setdefault((r.family, r.dataset, r.probe), []).append(r)
     lines = []
     for (fam, ds, probe), rs in sorted(groups.items()):
@@ -59,6 +61,55 @@ def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
         members = tuple(r for r in rs if r.role == "member" and (not wanted or r.comparison in wanted))
         lines.append(ComparisonLine(fam, ds, probe, base, ens, members))
     return lines
+
+
+@dataclass(frozen=True)
+class FewShotLine:
+    """Baseline against ensemble at one k: means with 95% t intervals over seeds, and the paired difference."""
+
+    family: str
+    dataset: str
+    setting: str
+    seeds: int
+    baseline: tuple[float, float] | None  # (mean, half-width)
+    ensemble: tuple[float, float] | None
+    delta: tuple[float, float] | None  # paired over the seeds both sides have
+
+
+def fewshot_lines(rows: Sequence[ResultRow]) -> list[FewShotLine]:
+    from .probes.fewshot import paired_interval, t_interval
+
+    groups: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
+    for r in latest_rows(rows):
+        if r.probe == "fewshot" and r.role in ("baseline", "ensemble"):
+            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r.top1
+    out = []
+    for (fam, ds, setting), sides in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], int(kv[0][2].split("-")[0]))):
+        b, e = sides.get("baseline", {}), sides.get("ensemble", {})
+        common = sorted(set(b) & set(e))
+        out.append(FewShotLine(
+            fam, ds, setting, len(common),
+            t_interval(list(b.values())) if b else None,
+            t_interval(list(e.values())) if e else None,
+            paired_interval([b[s] for s in common], [e[s] for s in common]) if common else None,
+        ))
+    return out
+
+
+def _ci(x: tuple[float, float] | None, signed: bool = False) -> str:
+    if x is None:
+        return "missing"
+    mean, half = x
+    body = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return body if half != half else f"{body} ± {100 * half:.1f}"  # nan half-width: a single seed
+
+
+def fewshot_table(lines: Sequence[FewShotLine]) -> list[list[str]]:
+    return [[ln.family, ln.dataset, ln.setting, str(ln.seeds), _ci(ln.baseline), _ci(ln.ensemble), _ci(ln.delta, signed=True)]
+            for ln in lines]
+
+
+FEWSHOT_HEADER = ("family", "dataset", "shots", "seeds", "single top-1", "ensemble top-1", "difference (paired, points)")
 
 
 def _pct(x: float | None) -> str:
@@ -120,13 +171,19 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
            f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {_resolutions(rows)}.", ""]
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(lines)]
+    fs = fewshot_lines(rows)
+    if fs:
+        out += ["", "## Few-shot", "", "Mean over seeds ± the 95% t interval; the difference is paired over seeds (same examples on both sides).", ""]
+        out += ["| " + " | ".join(FEWSHOT_HEADER) + " |", "|" + "---|" * len(FEWSHOT_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in fewshot_table(fs)]
     out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
-    out += ["", "## Every row", "", "| family | dataset | probe | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "## Every row", "", "| family | dataset | probe | setting | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in latest_rows(rows):
+        setting = f"{r.setting} seed {r.seed}" if r.setting else ""
         out.append(
-            f"| {r.family} | {r.dataset} | {r.probe} | {r.comparison} | {r.role} | {_pct(r.top1)} | {_pct(r.mean_per_class)} | "
+            f"| {r.family} | {r.dataset} | {r.probe} | {setting} | {r.comparison} | {r.role} | {_pct(r.top1)} | {_pct(r.mean_per_class)} | "
             f"{chosen_hparams(r)} | {r.params_m:.1f} | {r.gflops:.2f} | {r.feature_dim} | "
             f"{r.n_train}/{r.n_val}/{r.n_test} | {'; '.join(r.warnings) or ''} |"
         )
@@ -134,7 +191,7 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
 
 
 CSV_FIELDS = (
-    "family", "dataset", "probe", "comparison", "role", "members", "top1", "mean_per_class", "top5", "chosen",
+    "family", "dataset", "probe", "setting", "seed", "comparison", "role", "members", "top1", "mean_per_class", "top5", "chosen",
     "params_m", "gflops", "feature_dim", "n_train", "n_val", "n_test", "extract_seconds", "warnings", "revisions",
 )
 
@@ -145,7 +202,8 @@ def render_csv(rows: Sequence[ResultRow]) -> str:
     w.writerow(CSV_FIELDS)
     for r in latest_rows(rows):
         w.writerow([
-            r.family, r.dataset, r.probe, r.comparison, r.role, "+".join(r.members), f"{r.top1:.6f}",
+            r.family, r.dataset, r.probe, r.setting, "" if r.seed is None else r.seed, r.comparison, r.role,
+            "+".join(r.members), f"{r.top1:.6f}",
             f"{r.mean_per_class:.6f}", "" if r.top5 is None else f"{r.top5:.6f}", chosen_hparams(r),
             r.params_m, r.gflops, r.feature_dim, r.n_train, r.n_val, r.n_test, r.extract_seconds,
             "; ".join(r.warnings), "; ".join(f"{k}={v}" for k, v in r.provenance.get("revisions", {}).items()),
@@ -171,6 +229,8 @@ def render_html(rows: Sequence[ResultRow]) -> str:
         "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
         f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {html.escape(_resolutions(rows))}.</p>"
         + table(HEADER, table_rows(lines))
+        + ("<h2>Few-shot</h2><p>Mean over seeds ± the 95% t interval; the difference is paired over seeds.</p>"
+           + table(FEWSHOT_HEADER, fewshot_table(fewshot_lines(rows))) if fewshot_lines(rows) else "")
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
         + "</body></html>\n"

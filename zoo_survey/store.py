@@ -1,4 +1,4 @@
-"""Store: one row per (comparison, dataset, probe) in an embedded SQLite file, with provenance.
+"""Store: one row per (comparison, dataset, probe, setting, seed) in an embedded SQLite file, with provenance.
 
 Rows are keyed by a digest of everything that determines them (members and their
 revisions, dataset fingerprint and split, probe settings), so a rerun skips finished
@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ZooSurveyError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_NAME = "results.sqlite"
 
 _COLUMNS = """
@@ -30,6 +30,8 @@ _COLUMNS = """
     combine TEXT NOT NULL,
     dataset TEXT NOT NULL,
     probe TEXT NOT NULL,
+    setting TEXT NOT NULL,
+    seed INTEGER,
     top1 REAL NOT NULL,
     mean_per_class REAL NOT NULL,
     top5 REAL,
@@ -70,6 +72,8 @@ class ResultRow:
     extract_seconds: float | None
     warnings: list[str]
     provenance: dict[str, Any]
+    setting: str = ""  # e.g. "5-shot" for few-shot rows; "" for the full-data probes
+    seed: int | None = None
     created_at: float = field(default_factory=time.time)
 
 
@@ -138,7 +142,7 @@ class ResultStore:
         with self._connect() as con:
             con.row_factory = sqlite3.Row
             raw = con.execute(
-                f"SELECT * FROM results WHERE {clause} ORDER BY family, dataset, probe, role, comparison",
+                f"SELECT * FROM results WHERE {clause} ORDER BY family, dataset, probe, setting, seed, role, comparison",
                 tuple(where.values()),
             ).fetchall()
         out = []

@@ -23,10 +23,11 @@ from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
 from .probes import KNNProbe, LinearProbe, NCMProbe
+from .probes.fewshot import DEFAULT_SEEDS, DEFAULT_SHOTS, FEWSHOT_GRID, sample_shots
 from .registry import CheckpointSpec, DatasetSpec
 from .store import ResultRow, ResultStore, row_key
 
-PROBES = ("linear", "knn", "ncm")
+PROBES = ("linear", "knn", "ncm", "fewshot")
 
 
 def make_probe(name: str, options: RunOptions):
@@ -35,6 +36,8 @@ def make_probe(name: str, options: RunOptions):
         return LinearProbe(grid=options.grid, device=options.extract.device)
     if name == "knn":
         return KNNProbe(device=options.extract.device)
+    if name == "fewshot":
+        return LinearProbe(grid=options.grid or FEWSHOT_GRID, search="full", refit=False, device=options.extract.device)
     return NCMProbe()
 
 
@@ -45,6 +48,8 @@ class RunOptions:
     max_train: int | None = None
     max_test: int | None = None
     grid: tuple[float, ...] | None = None
+    shots: tuple[int, ...] = DEFAULT_SHOTS
+    seeds: int = DEFAULT_SEEDS
     offline: bool = False
     extract: ExtractOptions = field(default_factory=ExtractOptions)
 
@@ -98,13 +103,15 @@ def run_survey(
     for plan in plans:
         for ds in prepared.values():
             for comp in plan.comparisons:
-                for probe in options.probes:
-                    key = row_key(_row_payload(comp, ds, probe, options, resolved))
+                data = None  # the comparison's features, read from the cache on first need
+                for probe, setting, seed in _settings(options):
+                    key = row_key(_row_payload(comp, ds, probe, setting, seed, options, resolved))
                     if store.has(key):
                         report.skipped += 1
                         continue
-                    tick = hooks.stage(f"{probe} probe · {comp.name} · {ds.spec.id}", 1)
-                    row = _probe_row(key, plan, comp, ds, probe, options, resolved, source)
+                    data = data or _comparison_features(comp, ds, resolved, source)
+                    tick = hooks.stage(f"{probe}{' ' + setting if setting else ''} probe · {comp.name} · {ds.spec.id}", 1)
+                    row = _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data)
                     tick(1)
                     if store.put(row):
                         report.written += 1
@@ -112,11 +119,11 @@ def run_survey(
                         report.skipped += 1  # another process wrote it meanwhile
     report.forward_batches = source.forward_batches
     keys = {
-        row_key(_row_payload(c, ds, p, options, resolved))
+        row_key(_row_payload(c, ds, p, setting, seed, options, resolved))
         for plan in plans
         for ds in prepared.values()
         for c in plan.comparisons
-        for p in options.probes
+        for p, setting, seed in _settings(options)
     }
     report.rows = [r for r in store.rows() if r.row_key in keys]
     return report
@@ -165,8 +172,21 @@ def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
     return on_progress
 
 
-def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, options: RunOptions, resolved) -> dict[str, Any]:
+def _settings(options: RunOptions) -> list[tuple[str, str, int | None]]:
+    """(probe, setting, seed) for every row a comparison gets: one per full-data probe, shots x seeds for few-shot."""
+    out: list[tuple[str, str, int | None]] = []
+    for p in options.probes:
+        if p == "fewshot":
+            out += [(p, f"{k}-shot", seed) for k in options.shots for seed in range(options.seeds)]
+        else:
+            out.append((p, "", None))
+    return out
+
+
+def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: str, seed: int | None, options: RunOptions, resolved) -> dict[str, Any]:
     return {
+        "setting": setting,
+        "seed": seed,
         "members": [resolved[m.id].key() for m in comp.members],
         "combine": comp.combine,
         "extract": options.extract.key(),
@@ -183,7 +203,15 @@ def combine_features(blocks: Sequence[np.ndarray]) -> np.ndarray:
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
 
-def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultRow:
+@dataclass(frozen=True)
+class _Data:
+    X: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    extract_seconds: float
+
+
+def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source: FeatureSource) -> _Data:
+    """The comparison's train / val / test matrices: its members' cached features side by side."""
     mats: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     labels: dict[str, np.ndarray] = {}
     seconds = 0.0
@@ -198,9 +226,18 @@ def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultR
             labels[split] = f.labels
             mats[split].append(f.features)
             seconds += float(f.manifest.get("extract_seconds", 0.0))
-    X = {s: combine_features(b) for s, b in mats.items()}
-    est = make_probe(probe, options).fit(X["train"], labels["train"], X["val"], labels["val"])
-    res = est.score(X["test"], labels["test"])
+    return _Data({s: combine_features(b) for s, b in mats.items()}, labels, seconds)
+
+
+def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data: _Data) -> ResultRow:
+    X, y = dict(data.X), dict(data.y)
+    notes: list[str] = []
+    if probe == "fewshot":
+        k = int(setting.split("-")[0])
+        idx, notes = sample_shots(y["train"], k, seed)
+        X["train"], y["train"] = X["train"][idx], y["train"][idx]
+    est = make_probe(probe, options).fit(X["train"], y["train"], X["val"], y["val"])
+    res = est.score(X["test"], y["test"])
     return ResultRow(
         row_key=key,
         family=plan.family,
@@ -210,6 +247,8 @@ def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultR
         combine=comp.combine,
         dataset=ds.spec.id,
         probe=probe,
+        setting=setting,
+        seed=seed,
         top1=res.top1,
         mean_per_class=res.mean_per_class,
         top5=res.top5,
@@ -217,11 +256,11 @@ def _probe_row(key, plan, comp, ds, probe, options, resolved, source) -> ResultR
         params_m=comp.params_m,
         gflops=comp.gflops,
         feature_dim=int(X["train"].shape[1]),
-        n_train=len(labels["train"]),
-        n_val=len(labels["val"]),
-        n_test=len(labels["test"]),
-        extract_seconds=round(seconds, 3),
-        warnings=list(res.warnings),
+        n_train=len(y["train"]),
+        n_val=len(y["val"]),
+        n_test=len(y["test"]),
+        extract_seconds=round(data.extract_seconds, 3),
+        warnings=list(res.warnings) + notes,
         provenance={
             "zoo_survey": __version__,
             "strategy": plan.strategy,

@@ -79,12 +79,14 @@ class LinearProbe:
         max_iter: int = 1000,
         tol: float = 1e-4,
         device: str = "cpu",
+        refit: bool = True,
     ):
         self.grid = grid
         self.search = search
         self.max_iter = max_iter
         self.tol = tol
         self.device = device
+        self.refit = refit  # False: keep the train-only fit at the best C (few-shot: val never trains)
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -117,7 +119,7 @@ class LinearProbe:
         if len(classes) < 2:
             raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
         missing = np.setdiff1d(classes, np.unique(y_val))
-        if len(missing):
+        if len(missing) and self.refit:
             raise ZooSurveyError(
                 f"classes {missing[:10].tolist()} are missing from the validation split; use a larger --max-train "
                 "or a larger val_fraction so every class is validated"
@@ -154,12 +156,16 @@ class LinearProbe:
         # Ties go to the strongest regularization (smallest C).
         self.best_C_ = max(scores, key=lambda c: (scores[c], -c))
         self.val_scores_ = dict(sorted(scores.items()))
-        X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
-        self.mean_, self.std_ = self._standardize(X_all)
-        refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device)
-        W, b, converged = refit.fit(self.best_C_, None)
-        if not converged:
-            notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
+        if self.refit:
+            X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
+            self.mean_, self.std_ = self._standardize(X_all)
+            refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device)
+            W, b, converged = refit.fit(self.best_C_, None)
+            if not converged:
+                notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
+        else:
+            self.mean_, self.std_ = mean, std
+            refit, (W, b) = solver, solutions[self.best_C_]
         # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
         self.coef_ = refit.to_features(W).T.astype(np.float32)
         self.intercept_ = b.cpu().numpy().astype(np.float32)

@@ -1,0 +1,70 @@
+"""Few-shot: same sampled indices for every model, k above a class's size is reported, paired intervals."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+
+from test_cli import TINY_RUN, zoo
+from zoo_survey.errors import ZooSurveyError
+from zoo_survey.probes.fewshot import paired_interval, parse_shots, sample_shots, t_interval
+
+
+def test_sampling_depends_only_on_labels_k_and_seed():
+    y = np.repeat(np.arange(5), 20)
+    a, _ = sample_shots(y, 3, seed=1)
+    b, _ = sample_shots(y.copy(), 3, seed=1)
+    c, _ = sample_shots(y, 3, seed=2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.bincount(y[a]).tolist() == [3] * 5
+
+
+def test_k_above_a_class_size_uses_what_it_has_and_says_so():
+    y = np.array([0] * 10 + [1] * 2)
+    idx, notes = sample_shots(y, 5, seed=0)
+    assert np.bincount(y[idx]).tolist() == [5, 2]
+    assert notes == ["class 1 has 2 example(s), fewer than k=5: used all of them"]
+
+
+@pytest.mark.parametrize("bad", ["0,5", "a,b", ""])
+def test_bad_shots(bad):
+    with pytest.raises(ZooSurveyError, match=r"--shots"):
+        parse_shots(bad)
+
+
+def test_intervals_match_scipy():
+    from scipy import stats
+
+    a, b = [0.50, 0.55, 0.52, 0.58, 0.51], [0.60, 0.62, 0.59, 0.66, 0.61]
+    m, h = t_interval(a)
+    lo, hi = stats.t.interval(0.95, len(a) - 1, loc=np.mean(a), scale=stats.sem(a))
+    assert math.isclose(m - h, lo) and math.isclose(m + h, hi)
+    d, hd = paired_interval(a, b)
+    diff = np.subtract(b, a)
+    lo, hi = stats.t.interval(0.95, 4, loc=diff.mean(), scale=stats.sem(diff))
+    assert math.isclose(d - hd, lo) and math.isclose(d + hd, hi)
+    assert hd < t_interval(b)[1] + t_interval(a)[1]  # pairing removes the shared seed noise
+    assert math.isnan(t_interval([0.5])[1])
+
+
+def test_fewshot_rows_share_indices_and_the_report_has_paired_intervals(tmp_path, monkeypatch, capsys, tiny_registry, cache_env):
+    out_dir = tmp_path / "out"
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(out_dir), *TINY_RUN,
+                         "--probes", "fewshot", "--shots", "1,4", "--seeds", "3")
+    assert code == 0, err
+    with sqlite3.connect(out_dir / "results.sqlite") as con:
+        rows = con.execute("SELECT comparison, role, setting, seed, n_train, top1 FROM results").fetchall()
+    assert len(rows) == 4 * 2 * 3  # comparisons x shots x seeds
+    assert {r[4] for r in rows if r[2] == "1-shot"} == {10} and {r[4] for r in rows if r[2] == "4-shot"} == {40}
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir))
+    md = (out_dir / "report.md").read_text()
+    assert "## Few-shot" in md and "| tiny | digits | 1-shot | 3 |" in md and "±" in md
+    # The report's paired difference is the mean of the per-seed differences in the store.
+    base = {r[3]: r[5] for r in rows if r[1] == "baseline" and r[2] == "4-shot"}
+    ens = {r[3]: r[5] for r in rows if r[1] == "ensemble" and r[2] == "4-shot"}
+    d, h = paired_interval([base[s] for s in range(3)], [ens[s] for s in range(3)])
+    line = next(line for line in md.splitlines() if line.startswith("| tiny | digits | 4-shot |"))
+    assert line.split("|")[7].strip().startswith(f"{100 * d:+.1f}")
