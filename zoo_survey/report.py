@@ -50,8 +50,8 @@ def latest_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
 def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
     groups: dict[tuple[str, str, str], list[ResultRow]] = {}
     for r in latest_rows(rows):
-        if r.setting:
-            continue  # few-shot rows: see fewshot_lines
+        if r.setting or r.top1 is None:
+            continue  # few-shot rows: see fewshot_lines; score rows (logme): see logme_lines
         groups.setdefault((r.family, r.dataset, r.probe), []).append(r)
     lines = []
     for (fam, ds, probe), rs in sorted(groups.items()):
@@ -94,6 +94,30 @@ def fewshot_lines(rows: Sequence[ResultRow]) -> list[FewShotLine]:
             paired_interval([b[s] for s in common], [e[s] for s in common]) if common else None,
         ))
     return out
+
+
+def logme_lines(rows: Sequence[ResultRow]) -> list[list[str]]:
+    """Per (family, dataset): each model's LogME, and Kendall's tau against its linear-probe top-1."""
+    from scipy.stats import kendalltau
+
+    latest = latest_rows(rows)
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    acc: dict[tuple[str, str], dict[str, float]] = {}
+    for r in latest:
+        if r.probe == "logme" and r.score is not None:
+            scores.setdefault((r.family, r.dataset), {})[r.comparison] = r.score
+        elif r.probe == "linear" and not r.setting and r.top1 is not None:
+            acc.setdefault((r.family, r.dataset), {})[r.comparison] = r.top1
+    out = []
+    for key, sc in sorted(scores.items()):
+        both = sorted(set(sc) & set(acc.get(key, {})))
+        tau = kendalltau([sc[c] for c in both], [acc[key][c] for c in both]).statistic if len(both) >= 2 else None
+        ranked = ", ".join(f"{c} {v:.3f}" for c, v in sorted(sc.items(), key=lambda kv: -kv[1]))
+        out.append([key[0], key[1], ranked, "n/a" if tau is None or tau != tau else f"{tau:+.2f} ({len(both)} models)"])
+    return out
+
+
+LOGME_HEADER = ("family", "dataset", "LogME, best first", "Kendall tau vs linear top-1")
 
 
 def _ci(x: tuple[float, float] | None, signed: bool = False) -> str:
@@ -176,6 +200,11 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
         out += ["", "## Few-shot", "", "Mean over seeds ± the 95% t interval; the difference is paired over seeds (same examples on both sides).", ""]
         out += ["| " + " | ".join(FEWSHOT_HEADER) + " |", "|" + "---|" * len(FEWSHOT_HEADER)]
         out += ["| " + " | ".join(r) + " |" for r in fewshot_table(fs)]
+    lm = logme_lines(rows)
+    if lm:
+        out += ["", "## Transferability (LogME)", "", "LogME ranks models without training; tau says how well it ordered them here.", ""]
+        out += ["| " + " | ".join(LOGME_HEADER) + " |", "|" + "---|" * len(LOGME_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in lm]
     out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
     out += ["", "## Every row", "", "| family | dataset | probe | setting | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
@@ -183,7 +212,7 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
     for r in latest_rows(rows):
         setting = f"{r.setting} seed {r.seed}" if r.setting else ""
         out.append(
-            f"| {r.family} | {r.dataset} | {r.probe} | {setting} | {r.comparison} | {r.role} | {_pct(r.top1)} | {_pct(r.mean_per_class)} | "
+            f"| {r.family} | {r.dataset} | {r.probe} | {setting} | {r.comparison} | {r.role} | {_pct(r.top1) if r.top1 is not None else f'score {r.score:.3f}'} | {_pct(r.mean_per_class)} | "
             f"{chosen_hparams(r)} | {r.params_m:.1f} | {r.gflops:.2f} | {r.feature_dim} | "
             f"{r.n_train}/{r.n_val}/{r.n_test} | {'; '.join(r.warnings) or ''} |"
         )
@@ -191,9 +220,13 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
 
 
 CSV_FIELDS = (
-    "family", "dataset", "probe", "setting", "seed", "comparison", "role", "members", "top1", "mean_per_class", "top5", "chosen",
+    "family", "dataset", "probe", "setting", "seed", "comparison", "role", "members", "top1", "mean_per_class", "top5", "score", "chosen",
     "params_m", "gflops", "feature_dim", "n_train", "n_val", "n_test", "extract_seconds", "warnings", "revisions",
 )
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"
 
 
 def render_csv(rows: Sequence[ResultRow]) -> str:
@@ -203,8 +236,7 @@ def render_csv(rows: Sequence[ResultRow]) -> str:
     for r in latest_rows(rows):
         w.writerow([
             r.family, r.dataset, r.probe, r.setting, "" if r.seed is None else r.seed, r.comparison, r.role,
-            "+".join(r.members), f"{r.top1:.6f}",
-            f"{r.mean_per_class:.6f}", "" if r.top5 is None else f"{r.top5:.6f}", chosen_hparams(r),
+            "+".join(r.members), _num(r.top1), _num(r.mean_per_class), _num(r.top5), _num(r.score), chosen_hparams(r),
             r.params_m, r.gflops, r.feature_dim, r.n_train, r.n_val, r.n_test, r.extract_seconds,
             "; ".join(r.warnings), "; ".join(f"{k}={v}" for k, v in r.provenance.get("revisions", {}).items()),
         ])
@@ -231,6 +263,7 @@ def render_html(rows: Sequence[ResultRow]) -> str:
         + table(HEADER, table_rows(lines))
         + ("<h2>Few-shot</h2><p>Mean over seeds ± the 95% t interval; the difference is paired over seeds.</p>"
            + table(FEWSHOT_HEADER, fewshot_table(fewshot_lines(rows))) if fewshot_lines(rows) else "")
+        + ("<h2>Transferability (LogME)</h2>" + table(LOGME_HEADER, logme_lines(rows)) if logme_lines(rows) else "")
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
         + "</body></html>\n"

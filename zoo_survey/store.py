@@ -32,9 +32,10 @@ _COLUMNS = """
     probe TEXT NOT NULL,
     setting TEXT NOT NULL,
     seed INTEGER,
-    top1 REAL NOT NULL,
-    mean_per_class REAL NOT NULL,
+    top1 REAL,
+    mean_per_class REAL,
     top5 REAL,
+    score REAL,
     hparams TEXT NOT NULL,
     params_m REAL NOT NULL,
     gflops REAL NOT NULL,
@@ -59,8 +60,8 @@ class ResultRow:
     combine: str
     dataset: str
     probe: str
-    top1: float
-    mean_per_class: float
+    top1: float | None  # None for a score-only probe (logme)
+    mean_per_class: float | None
     top5: float | None
     hparams: dict[str, Any]
     params_m: float
@@ -72,6 +73,7 @@ class ResultRow:
     extract_seconds: float | None
     warnings: list[str]
     provenance: dict[str, Any]
+    score: float | None = None  # a transferability score (logme); None for accuracy probes
     setting: str = ""  # e.g. "5-shot" for few-shot rows; "" for the full-data probes
     seed: int | None = None
     created_at: float = field(default_factory=time.time)

@@ -22,12 +22,13 @@ from .errors import ZooSurveyError
 from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
-from .probes import KNNProbe, LinearProbe, NCMProbe
+from .probes import KNNProbe, LinearProbe, NCMProbe, ProbeResult
+from .probes.logme import logme
 from .probes.fewshot import DEFAULT_SEEDS, DEFAULT_SHOTS, FEWSHOT_GRID, sample_shots
 from .registry import CheckpointSpec, DatasetSpec
 from .store import ResultRow, ResultStore, row_key
 
-PROBES = ("linear", "knn", "ncm", "fewshot")
+PROBES = ("linear", "knn", "ncm", "fewshot", "logme")
 
 
 def make_probe(name: str, options: RunOptions):
@@ -236,8 +237,13 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
         k = int(setting.split("-")[0])
         idx, notes = sample_shots(y["train"], k, seed)
         X["train"], y["train"] = X["train"][idx], y["train"][idx]
-    est = make_probe(probe, options).fit(X["train"], y["train"], X["val"], y["val"])
-    res = est.score(X["test"], y["test"])
+    if probe == "logme":  # a score from train+val alone: no training, no test
+        score = logme(np.concatenate([X["train"], X["val"]]), np.concatenate([y["train"], y["val"]]))
+        res = ProbeResult(None, None, None, {})
+    else:
+        score = None
+        est = make_probe(probe, options).fit(X["train"], y["train"], X["val"], y["val"])
+        res = est.score(X["test"], y["test"])
     return ResultRow(
         row_key=key,
         family=plan.family,
@@ -252,6 +258,7 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
         top1=res.top1,
         mean_per_class=res.mean_per_class,
         top5=res.top5,
+        score=score,
         hparams=res.hparams,
         params_m=comp.params_m,
         gflops=comp.gflops,

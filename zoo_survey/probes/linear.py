@@ -46,8 +46,8 @@ def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -
 class ProbeResult:
     """Test metrics and the hyper-parameters the probe chose."""
 
-    top1: float
-    mean_per_class: float
+    top1: float | None
+    mean_per_class: float | None
     top5: float | None
     hparams: dict[str, Any]
     warnings: tuple[str, ...] = field(default=())
