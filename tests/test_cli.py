@@ -117,3 +117,19 @@ def test_registry_validate_reports_a_bad_file(tmp_path, monkeypatch, capsys):
 def test_help_has_examples(monkeypatch, capsys):
     code, out, err = zoo(monkeypatch, capsys, "run", "--help")
     assert code == 0 and "zoo-survey run --family resnet --ensemble 4" in out and "smallest" in out
+
+
+def test_an_unknown_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys):
+    code, out, err = zoo(monkeypatch, capsys, "run", "--ensembel", "2")
+    assert code == 2 and "No such option: --ensembel" in err and "Traceback" not in err + out
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path, tiny_registry, cache_env):
+    import zoo_survey.survey as survey
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(survey, "extract_all", interrupted)
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(tmp_path / "o"), *TINY_RUN)
+    assert code == 130 and "interrupted: finished shards and result rows are kept; rerun the same command to resume" in err

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 from rich.table import Table
 
 from .errors import ZooSurveyError
@@ -495,29 +496,28 @@ def registry_validate(
     console.print(f"OK: {len(files)} file(s), {len(reg.families)} families, {n_ck} checkpoints, {len(reg.datasets)} datasets")
 
 
+def _interrupted() -> None:
+    err_console.print("interrupted: finished shards and result rows are kept; rerun the same command to resume")
+    sys.exit(130)
+
+
 def main() -> None:
     """Entry point: run the app, format user errors on one line, map them to exit codes."""
     try:
         rc = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
+        if rc == 130:  # typer turns Ctrl-C into Exit(130)
+            _interrupted()
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except ZooSurveyError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished shards and result rows are kept; rerun the same command to resume")
-        sys.exit(130)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as e:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
+    except TyperException as e:  # usage errors (unknown option, bad value): click's own message, exit 2
+        if hasattr(e, "show"):
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,19 @@ class LinearProbe:
             raise ZooSurveyError(f"search must be 'coarse-to-fine' or 'full', got {self.search!r}")
         return np.sort(grid)
 
+    def _restandardize(self, old: _Solver, solution, mean, std, new: _Solver):
+        """The sweep's solution re-expressed for the refit's standardization: the same logits on every
+        input, so the refit starts where the sweep ended instead of at zero (the objective is the refit's own)."""
+        import torch
+
+        W = torch.as_tensor(old.to_features(solution[0]))  # (d, k) in the train-standardized space
+        scale = torch.as_tensor(self.std_ / std, dtype=W.dtype)
+        W_new = W * scale[:, None]
+        b_new = solution[1].cpu() + torch.as_tensor((self.mean_ - mean) / std, dtype=W.dtype) @ W
+        if new.V is not None:
+            W_new = new.V.cpu().T @ W_new  # into the refit's row space (exact when the start lies in it)
+        return W_new, b_new
+
     @staticmethod
     def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mean = X.mean(axis=0)
@@ -160,7 +173,7 @@ class LinearProbe:
             X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
             self.mean_, self.std_ = self._standardize(X_all)
             refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device)
-            W, b, converged = refit.fit(self.best_C_, None)
+            W, b, converged = refit.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, refit))
             if not converged:
                 notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
         else:
@@ -206,6 +219,8 @@ class _Solver:
     is exact because the optimal W lies in that space; ``to_features`` maps back.
     """
 
+    HISTORY = 10  # L-BFGS memory
+
     def __init__(self, Xs: np.ndarray, y: np.ndarray, n_classes: int, max_iter: int, tol: float, device: str):
         import torch
 
@@ -241,7 +256,7 @@ class _Solver:
         lam = 1.0 / (C * self.n)
         opt = torch.optim.LBFGS(
             [W, b], lr=1, max_iter=self.max_iter, tolerance_grad=self.tol, tolerance_change=1e-12,
-            history_size=10, line_search_fn="strong_wolfe",
+            history_size=self.HISTORY, line_search_fn="strong_wolfe",
         )
 
         def closure():
