@@ -405,7 +405,7 @@ def cache_gc(
 @app.command()
 def report(
     out: OutOpt = DEFAULT_OUT,
-    format: Annotated[str, typer.Option("--format", help="md, csv or html.")] = "md",
+    format: Annotated[str, typer.Option("--format", help="md (with plots/), html (one self-contained file), csv or json.")] = "md",
 ) -> None:
     """Write the single-vs-ensemble report from the results store (it reads nothing else).
 
@@ -419,9 +419,9 @@ def report(
 
         raise unknown("report format", format, FORMATS)
     rows = ResultStore(out / STORE_NAME, create=False).rows()
-    path = write_report(rows, out, format)
+    paths = write_report(rows, out, format)
     _print_summary(rows)
-    console.print(f"Report written: {path}")
+    console.print("Written: " + ", ".join(str(p) for p in paths))
 
 
 @registry_app.command("list")

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import ZooSurveyError
 from .store import ResultRow
 
-FORMATS = ("md", "csv", "html")
+FORMATS = ("md", "csv", "html", "json")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def chosen_hparams(r: ResultRow) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in shown.items())
 
 
-def render_markdown(rows: Sequence[ResultRow]) -> str:
+def render_markdown(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
     lines = comparison_lines(rows)
     out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones (concatenated features).",
            "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
@@ -207,6 +207,8 @@ def render_markdown(rows: Sequence[ResultRow]) -> str:
         out += ["| " + " | ".join(r) + " |" for r in lm]
     out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name}) " for p in plots]
     out += ["", "## Every row", "", "| family | dataset | probe | setting | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in latest_rows(rows):
@@ -243,19 +245,48 @@ def render_csv(rows: Sequence[ResultRow]) -> str:
     return buf.getvalue()
 
 
-def render_html(rows: Sequence[ResultRow]) -> str:
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0], i = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
+    var key = function (tr) { var t = tr.children[i].textContent.trim(), n = parseFloat(t); return isNaN(n) ? t : n; };
+    Array.prototype.slice.call(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b); if (x === y) return 0;
+      return ((typeof x === typeof y) ? x < y : typeof x === 'number') === asc ? -1 : 1;
+    }).forEach(function (tr) { body.appendChild(tr); });
+  });
+});
+"""
+
+
+def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
+    """One self-contained file: plots embedded as base64 PNG, tables sortable by a click (no network)."""
+    import base64
+
     lines = comparison_lines(rows)
 
     def table(header, body) -> str:
         th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         tb = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>"
+        return f"<table class='sortable'><thead><tr>{th}</tr></thead><tbody>{tb}</tbody></table>"
+
+    images = "".join(
+        f"<figure><img alt='{html.escape(p.stem)}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+        f"<figcaption>{html.escape(p.stem.replace('_', ' '))}</figcaption></figure>"
+        for p in plots
+    )
+    every = [[r.family, r.dataset, r.probe, f"{r.setting} seed {r.seed}" if r.setting else "", r.comparison, r.role,
+              _pct(r.top1) if r.top1 is not None else f"score {r.score:.3f}", _pct(r.mean_per_class), chosen_hparams(r),
+              f"{r.params_m:.1f}", f"{r.gflops:.2f}", r.feature_dim, f"{r.n_train}/{r.n_val}/{r.n_test}"]
+             for r in latest_rows(rows)]
 
     summ = [[f, f"{d:+.1f}", w, n] for f, d, w, n in summary(lines)]
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>zoo-survey report</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}th{background:#f3f3f3}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}th{background:#f3f3f3;cursor:pointer}"
+        "img{max-width:100%}figure{margin:1em 0}"
         "</style></head><body><h1>zoo-survey report</h1>"
         "<p>Single largest model against an ensemble of smaller ones (concatenated features). "
         "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
@@ -266,12 +297,24 @@ def render_html(rows: Sequence[ResultRow]) -> str:
         + ("<h2>Transferability (LogME)</h2>" + table(LOGME_HEADER, logme_lines(rows)) if logme_lines(rows) else "")
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
-        + "</body></html>\n"
+        + ("<h2>Plots</h2>" + images if images else "")
+        + "<h2>Every row</h2>"
+        + table(("family", "dataset", "probe", "setting", "model", "role", "top-1", "mean per-class", "chosen",
+                 "params (M)", "GFLOPs", "feature dim", "train/val/test"), every)
+        + f"<script>{_SORT_JS}</script></body></html>\n"
     )
 
 
-def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> Path:
-    """Write ``report.<fmt>`` into ``out_dir`` atomically and return its path."""
+def render_json(rows: Sequence[ResultRow]) -> str:
+    """Every latest row, every field."""
+    import json
+    from dataclasses import asdict
+
+    return json.dumps([asdict(r) for r in latest_rows(rows)], indent=1, sort_keys=True) + "\n"
+
+
+def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> list[Path]:
+    """Write ``report.<fmt>`` into ``out_dir`` atomically (plus ``plots/`` for md and html); return the paths."""
     from .cache import atomic_write
 
     if fmt not in FORMATS:
@@ -280,7 +323,13 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> P
         raise unknown("report format", fmt, FORMATS)
     if not rows:
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
-    text = {"md": render_markdown, "csv": render_csv, "html": render_html}[fmt](rows)
+    plots: list[Path] = []
+    if fmt in ("md", "html"):
+        from .plots import write_plots
+
+        plots = write_plots(latest_rows(rows), comparison_lines(rows), Path(out_dir) / "plots")
+    render = {"md": render_markdown, "html": render_html}.get(fmt)
+    text = render(rows, plots) if render else {"csv": render_csv, "json": render_json}[fmt](rows)
     path = Path(out_dir) / f"report.{fmt}"
     atomic_write(path, lambda f: f.write(text.encode()))
-    return path
+    return [path, *plots]

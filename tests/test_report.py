@@ -1,0 +1,65 @@
+"""Report: numbers equal the store's rows; plots, self-contained HTML and JSON are written."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from test_cli import TINY_RUN, zoo
+from zoo_survey.plots import pareto_front
+from zoo_survey.report import comparison_lines
+from zoo_survey.store import ResultStore
+
+
+@pytest.fixture()
+def filled(tmp_path, monkeypatch, capsys, tiny_registry, cache_env):
+    out_dir = tmp_path / "out"
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(out_dir), *TINY_RUN,
+                         "--probes", "linear,fewshot", "--shots", "1,3", "--seeds", "2")
+    assert code == 0, err
+    return out_dir
+
+
+def test_markdown_numbers_are_the_store_rows(filled, monkeypatch, capsys):
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    md = (filled / "report.md").read_text()
+    rows = ResultStore(filled / "results.sqlite", create=False).rows()
+    (line,) = comparison_lines(rows)
+    cells = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | linear |")).split(" | ")
+    assert cells[4] == f"{100 * line.baseline.top1:.1f}" and cells[6] == f"{100 * line.ensemble.top1:.1f}"
+    assert cells[7] == f"{100 * line.delta:+.1f}"
+    for name in ("accuracy_vs_gflops", "difference_heatmap", "fewshot_curves"):
+        assert f"(plots/{name}.png)" in md
+        assert (filled / "plots" / f"{name}.png").stat().st_size > 1000 and (filled / "plots" / f"{name}.svg").is_file()
+
+
+def test_html_is_one_self_contained_file(filled, monkeypatch, capsys):
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "html")
+    assert code == 0, err
+    page = (filled / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from a network
+    assert "class='sortable'" in page and "addEventListener('click'" in page
+
+
+def test_json_has_every_row(filled, monkeypatch, capsys):
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "json")
+    rows = json.loads((filled / "report.json").read_text())
+    assert len(rows) == 4 + 4 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
+
+
+def test_partial_results_are_marked_missing(filled, monkeypatch, capsys):
+    import sqlite3
+
+    with sqlite3.connect(filled / "results.sqlite") as con:
+        con.execute("DELETE FROM results WHERE role='ensemble' AND probe='linear'")
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    assert "| missing |" in (filled / "report.md").read_text()
+
+
+def test_pareto_front():
+    assert pareto_front([(1, 50), (2, 40), (3, 70), (3, 60), (4, 70)]) == [(1, 50), (3, 70)]
