@@ -57,7 +57,7 @@ def test_fewshot_rows_share_indices_and_the_report_has_paired_intervals(tmp_path
     assert code == 0, err
     with sqlite3.connect(out_dir / "results.sqlite") as con:
         rows = con.execute("SELECT comparison, role, setting, seed, n_train, top1 FROM results").fetchall()
-    assert len(rows) == 4 * 2 * 3  # comparisons x shots x seeds
+    assert len(rows) == 5 * 2 * 3  # comparisons (baseline, 2 members, concat, averaged) x shots x seeds
     assert {r[4] for r in rows if r[2] == "1-shot"} == {10} and {r[4] for r in rows if r[2] == "4-shot"} == {40}
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir))
     md = (out_dir / "report.md").read_text()

@@ -15,7 +15,8 @@ def test_default_is_largest_baseline_against_the_k_smallest():
     plan = plan_family(REG.family("efficientnet-lite"), 2)
     assert plan.baseline.name == "tf_efficientnet_lite2.pypi"
     assert [m.id for m in plan.ensemble.members] == ["tf_efficientnet_lite0.pypi", "tf_efficientnet_lite1.pypi"]
-    assert [c.role for c in plan.comparisons] == ["baseline", "member", "member", "ensemble"]
+    assert [c.role for c in plan.comparisons] == ["baseline", "member", "member", "ensemble", "ensemble-avg"]
+    assert [c.combine for c in plan.comparisons[-2:]] == ["concat", "average"]
     assert plan.ensemble.feature_dim == 2560
     assert plan.ensemble.params_m == pytest.approx(4.65 + 5.42)
 

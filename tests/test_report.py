@@ -30,7 +30,7 @@ def test_markdown_numbers_are_the_store_rows(filled, monkeypatch, capsys):
     (line,) = comparison_lines(rows)
     cells = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | linear |")).split(" | ")
     assert cells[4] == f"{100 * line.baseline.top1:.1f}" and cells[6] == f"{100 * line.ensemble.top1:.1f}"
-    assert cells[7] == f"{100 * line.delta:+.1f}"
+    assert cells[7] == f"{100 * line.delta:+.1f}" and cells[8] == f"{100 * line.averaged.top1:.1f}"
     for name in ("accuracy_vs_gflops", "difference_heatmap", "fewshot_curves"):
         assert f"(plots/{name}.png)" in md
         assert (filled / "plots" / f"{name}.png").stat().st_size > 1000 and (filled / "plots" / f"{name}.svg").is_file()
@@ -48,7 +48,7 @@ def test_html_is_one_self_contained_file(filled, monkeypatch, capsys):
 def test_json_has_every_row(filled, monkeypatch, capsys):
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "json")
     rows = json.loads((filled / "report.json").read_text())
-    assert len(rows) == 4 + 4 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
+    assert len(rows) == 5 + 5 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
 
 
 def test_partial_results_are_marked_missing(filled, monkeypatch, capsys):

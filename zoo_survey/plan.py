@@ -31,12 +31,18 @@ STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
 
 @dataclass(frozen=True)
 class Comparison:
-    """One model or ensemble as the probes see it: its members' features concatenated."""
+    """One model or ensemble as the probes see it.
+
+    ``concat``: members' features side by side, each member's block standardized with
+    train statistics and scaled by 1/sqrt(its width), so every member weighs the same
+    whatever its feature dimension. ``average``: one probe per member, class
+    probabilities averaged (output averaging).
+    """
 
     name: str
-    role: Literal["baseline", "member", "ensemble"]
+    role: Literal["baseline", "member", "ensemble", "ensemble-avg"]
     members: tuple[CheckpointSpec, ...]
-    combine: Literal["single", "concat"]
+    combine: Literal["single", "concat", "average"]
 
     @property
     def params_m(self) -> float:
@@ -144,8 +150,9 @@ def plan_family(
         raise ZooSurveyError(fail)
     name = "+".join(c.id for c in chosen)
     ensemble = Comparison(name, "ensemble", tuple(chosen), "concat")
+    averaged = Comparison(f"avg({name})", "ensemble-avg", tuple(chosen), "average")
     base = _single(baseline, "baseline")
-    comparisons = (base, *(_single(c, "member") for c in chosen), ensemble)
+    comparisons = (base, *(_single(c, "member") for c in chosen), ensemble, averaged)
     return Plan(family.name, strategy, base, ensemble, comparisons)
 
 

@@ -27,8 +27,9 @@ class ComparisonLine:
     dataset: str
     probe: str
     baseline: ResultRow | None
-    ensemble: ResultRow | None
+    ensemble: ResultRow | None  # concatenated features
     members: tuple[ResultRow, ...]
+    averaged: ResultRow | None = None  # output averaging of per-member probes
 
     @property
     def delta(self) -> float | None:
@@ -57,9 +58,10 @@ def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
     for (fam, ds, probe), rs in sorted(groups.items()):
         base = max((r for r in rs if r.role == "baseline"), key=lambda r: r.created_at, default=None)
         ens = max((r for r in rs if r.role == "ensemble"), key=lambda r: r.created_at, default=None)
+        avg = max((r for r in rs if r.role == "ensemble-avg"), key=lambda r: r.created_at, default=None)
         wanted = set(ens.members) if ens else set()
         members = tuple(r for r in rs if r.role == "member" and (not wanted or r.comparison in wanted))
-        lines.append(ComparisonLine(fam, ds, probe, base, ens, members))
+        lines.append(ComparisonLine(fam, ds, probe, base, ens, members, avg))
     return lines
 
 
@@ -146,7 +148,7 @@ def _delta(x: float | None) -> str:
 
 HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
-    "best member top-1", "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs",
+    "averaged top-1", "best member top-1", "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs",
     "ensemble feature dim",
 )
 
@@ -160,7 +162,7 @@ def table_rows(lines: Sequence[ComparisonLine]) -> list[list[str]]:
             ln.family, ln.dataset, ln.probe,
             b.comparison if b else "missing", _pct(b.top1 if b else None),
             " + ".join(e.members) if e else "missing", _pct(e.top1 if e else None),
-            _delta(ln.delta), _pct(best_member),
+            _delta(ln.delta), _pct(ln.averaged.top1 if ln.averaged else None), _pct(best_member),
             f"{b.params_m:.1f}" if b else "", f"{e.params_m:.1f}" if e else "",
             f"{b.gflops:.2f}" if b else "", f"{e.gflops:.2f}" if e else "",
             str(e.feature_dim) if e else "",
@@ -190,7 +192,8 @@ def chosen_hparams(r: ResultRow) -> str:
 
 def render_markdown(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
     lines = comparison_lines(rows)
-    out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones (concatenated features).",
+    out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones: concatenated features "
+           "(each member standardized and weighted equally; the difference column) and averaged outputs of per-member probes.",
            "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
            f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {_resolutions(rows)}.", ""]
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -288,7 +291,8 @@ def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;text-align:left}th{background:#f3f3f3;cursor:pointer}"
         "img{max-width:100%}figure{margin:1em 0}"
         "</style></head><body><h1>zoo-survey report</h1>"
-        "<p>Single largest model against an ensemble of smaller ones (concatenated features). "
+        "<p>Single largest model against an ensemble of smaller ones: concatenated features (each member standardized "
+        "and weighted equally; the difference column) and averaged outputs of per-member probes. "
         "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
         f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {html.escape(_resolutions(rows))}.</p>"
         + table(HEADER, table_rows(lines))

@@ -23,6 +23,7 @@ from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
 from .probes import KNNProbe, LinearProbe, NCMProbe, ProbeResult
+from .probes.linear import classification_metrics
 from .probes.logme import logme
 from .probes.fewshot import DEFAULT_SEEDS, DEFAULT_SHOTS, FEWSHOT_GRID, sample_shots
 from .registry import CheckpointSpec, DatasetSpec
@@ -31,14 +32,15 @@ from .store import ResultRow, ResultStore, row_key
 PROBES = ("linear", "knn", "ncm", "fewshot", "logme")
 
 
-def make_probe(name: str, options: RunOptions):
-    """A fresh estimator for probe ``name`` (``--probes``)."""
+def make_probe(name: str, options: RunOptions, standardize: bool = True):
+    """A fresh estimator for probe ``name`` (``--probes``); ``standardize=False`` for pre-weighted ensemble blocks."""
     if name == "linear":
-        return LinearProbe(grid=options.grid, device=options.extract.device)
+        return LinearProbe(grid=options.grid, device=options.extract.device, standardize=standardize)
     if name == "knn":
         return KNNProbe(device=options.extract.device)
     if name == "fewshot":
-        return LinearProbe(grid=options.grid or FEWSHOT_GRID, search="full", refit=False, device=options.extract.device)
+        return LinearProbe(grid=options.grid or FEWSHOT_GRID, search="full", refit=False, device=options.extract.device,
+                           standardize=standardize)
     return NCMProbe()
 
 
@@ -105,7 +107,7 @@ def run_survey(
         for ds in prepared.values():
             for comp in plan.comparisons:
                 data = None  # the comparison's features, read from the cache on first need
-                for probe, setting, seed in _settings(options):
+                for probe, setting, seed in _settings(options, comp):
                     key = row_key(_row_payload(comp, ds, probe, setting, seed, options, resolved))
                     if store.has(key):
                         report.skipped += 1
@@ -124,7 +126,7 @@ def run_survey(
         for plan in plans
         for ds in prepared.values()
         for c in plan.comparisons
-        for p, setting, seed in _settings(options)
+        for p, setting, seed in _settings(options, c)
     }
     report.rows = [r for r in store.rows() if r.row_key in keys]
     return report
@@ -173,10 +175,12 @@ def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
     return on_progress
 
 
-def _settings(options: RunOptions) -> list[tuple[str, str, int | None]]:
+def _settings(options: RunOptions, comp: Comparison) -> list[tuple[str, str, int | None]]:
     """(probe, setting, seed) for every row a comparison gets: one per full-data probe, shots x seeds for few-shot."""
     out: list[tuple[str, str, int | None]] = []
     for p in options.probes:
+        if p == "logme" and comp.combine == "average":
+            continue  # a score of one feature matrix: output averaging has none
         if p == "fewshot":
             out += [(p, f"{k}-shot", seed) for k in options.shots for seed in range(options.seeds)]
         else:
@@ -199,20 +203,34 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: str
     }
 
 
-def combine_features(blocks: Sequence[np.ndarray]) -> np.ndarray:
-    """Concatenate members' feature matrices column-wise (rows must be the same samples)."""
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+def weight_blocks(blocks: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate members' features with equal weight per member.
+
+    Each member's block is standardized with its train statistics and scaled by
+    1/sqrt(width), so every block has the same total variance (1) and a wider member
+    does not dominate. A single model's block is returned as it is (its probe standardizes).
+    """
+    if len(blocks["train"]) == 1:
+        return {s: b[0] for s, b in blocks.items()}
+    out: dict[str, list[np.ndarray]] = {s: [] for s in blocks}
+    for i, train in enumerate(blocks["train"]):
+        mean, std = train.mean(0), train.std(0)
+        std[std < 1e-6] = 1.0
+        scale = 1.0 / np.sqrt(train.shape[1])
+        for s in blocks:
+            out[s].append(((blocks[s][i] - mean) / std * scale).astype(np.float32))
+    return {s: np.concatenate(b, axis=1) for s, b in out.items()}
 
 
 @dataclass(frozen=True)
 class _Data:
-    X: dict[str, np.ndarray]
+    blocks: dict[str, list[np.ndarray]]  # split -> one matrix per member
     y: dict[str, np.ndarray]
     extract_seconds: float
 
 
 def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source: FeatureSource) -> _Data:
-    """The comparison's train / val / test matrices: its members' cached features side by side."""
+    """The comparison's train / val / test matrices, one per member, from the cache."""
     mats: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     labels: dict[str, np.ndarray] = {}
     seconds = 0.0
@@ -227,23 +245,37 @@ def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source
             labels[split] = f.labels
             mats[split].append(f.features)
             seconds += float(f.manifest.get("extract_seconds", 0.0))
-    return _Data({s: combine_features(b) for s, b in mats.items()}, labels, seconds)
+    return _Data(mats, labels, seconds)
+
+
+def _fit_score(probe: str, comp: Comparison, blocks: dict[str, list[np.ndarray]], y, options: RunOptions):
+    """Fit and score ``probe`` on a comparison: (result, score, feature dim)."""
+    if probe == "logme":  # a score from train+val alone: no training, no test
+        X = weight_blocks(blocks)
+        return ProbeResult(None, None, None, {}), logme(np.concatenate([X["train"], X["val"]]),
+                                                        np.concatenate([y["train"], y["val"]])), X["train"].shape[1]
+    if comp.combine == "average":  # output averaging: one probe per member, probabilities averaged
+        probas, hps, notes = [], [], []
+        for i in range(len(comp.members)):
+            est = make_probe(probe, options).fit(blocks["train"][i], y["train"], blocks["val"][i], y["val"])
+            probas.append(est.predict_proba(blocks["test"][i]))
+            hps.append(est.score(blocks["test"][i], y["test"]).hparams)
+            notes += list(getattr(est, "warnings_", ()))
+        m = classification_metrics(np.mean(probas, axis=0), y["test"], est.classes_)
+        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], {"members": hps}, tuple(notes)), None, sum(
+            b.shape[1] for b in blocks["train"])
+    X = weight_blocks(blocks)
+    est = make_probe(probe, options, standardize=len(comp.members) == 1).fit(X["train"], y["train"], X["val"], y["val"])
+    return est.score(X["test"], y["test"]), None, X["train"].shape[1]
 
 
 def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data: _Data) -> ResultRow:
-    X, y = dict(data.X), dict(data.y)
+    blocks, y = dict(data.blocks), dict(data.y)
     notes: list[str] = []
-    if probe == "fewshot":
-        k = int(setting.split("-")[0])
-        idx, notes = sample_shots(y["train"], k, seed)
-        X["train"], y["train"] = X["train"][idx], y["train"][idx]
-    if probe == "logme":  # a score from train+val alone: no training, no test
-        score = logme(np.concatenate([X["train"], X["val"]]), np.concatenate([y["train"], y["val"]]))
-        res = ProbeResult(None, None, None, {})
-    else:
-        score = None
-        est = make_probe(probe, options).fit(X["train"], y["train"], X["val"], y["val"])
-        res = est.score(X["test"], y["test"])
+    if probe == "fewshot":  # sample first: block weights then come from the k-shot examples alone
+        idx, notes = sample_shots(y["train"], int(setting.split("-")[0]), seed)
+        blocks["train"], y["train"] = [b[idx] for b in blocks["train"]], y["train"][idx]
+    res, score, dim = _fit_score(probe, comp, blocks, y, options)
     return ResultRow(
         row_key=key,
         family=plan.family,
@@ -262,7 +294,7 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
         hparams=res.hparams,
         params_m=comp.params_m,
         gflops=comp.gflops,
-        feature_dim=int(X["train"].shape[1]),
+        feature_dim=int(dim),
         n_train=len(y["train"]),
         n_val=len(y["val"]),
         n_test=len(y["test"]),

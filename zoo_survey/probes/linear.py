@@ -80,6 +80,7 @@ class LinearProbe:
         tol: float = 1e-4,
         device: str = "cpu",
         refit: bool = True,
+        standardize: bool = True,
     ):
         self.grid = grid
         self.search = search
@@ -87,6 +88,7 @@ class LinearProbe:
         self.tol = tol
         self.device = device
         self.refit = refit  # False: keep the train-only fit at the best C (few-shot: val never trains)
+        self.standardize = standardize  # False: the caller scaled the columns (ensembles weight member blocks)
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -112,8 +114,9 @@ class LinearProbe:
             W_new = new.V.cpu().T @ W_new  # into the refit's row space (exact when the start lies in it)
         return W_new, b_new
 
-    @staticmethod
-    def _standardize(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _standardize(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.standardize:
+            return np.zeros(X.shape[1], X.dtype), np.ones(X.shape[1], X.dtype)
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         std[std < 1e-6] = 1.0
