@@ -234,9 +234,9 @@ def _parse_grid(grid: str | None) -> tuple[float, ...] | None:
 def _print_summary(rows) -> None:
     from .report import comparison_lines
 
-    table = Table(title="single vs ensemble (test top-1, %)")
-    for col in ("family", "dataset", "probe", "single", "ensemble", "difference"):
-        table.add_column(col, justify="right" if col in {"single", "ensemble", "difference"} else "left")
+    table = Table(title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs")
+    for col in ("family", "dataset", "probe", "single", "ensemble", "difference", "averaged"):
+        table.add_column(col, justify="left" if col in {"family", "dataset", "probe"} else "right")
     for ln in comparison_lines(rows):
         d = ln.delta
         table.add_row(
@@ -246,6 +246,7 @@ def _print_summary(rows) -> None:
             f"{100 * ln.baseline.top1:.1f}" if ln.baseline else "missing",
             f"{100 * ln.ensemble.top1:.1f}" if ln.ensemble else "missing",
             "n/a" if d is None else f"[{'green' if d > 0 else 'red'}]{100 * d:+.1f}[/]",
+            f"{100 * ln.averaged.top1:.1f}" if ln.averaged else "",
         )
     console.print(table)
 

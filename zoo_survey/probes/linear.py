@@ -8,7 +8,9 @@ is evaluated once on test.
 
 The solver is full-batch L-BFGS in torch (float32, CPU or CUDA), warm-started along
 the path from strong to weak regularization, with scikit-learn's objective and
-stopping rule (mean log-loss + ||W||^2 / (2 C n); max |gradient| <= tol). When there
+stopping rule (mean log-loss + ||W||^2 / (2 C n); max |gradient| <= tol). The sweep,
+which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
+tested starts from the sweep's solution and stops at tol. When there
 are fewer samples than dimensions (common for concatenated ensembles) it solves in
 the data's row space, which is exact for L2-regularized models: the optimal weights
 are a combination of the training rows.
@@ -81,6 +83,7 @@ class LinearProbe:
         device: str = "cpu",
         refit: bool = True,
         standardize: bool = True,
+        sweep_tol: float | None = None,
     ):
         self.grid = grid
         self.search = search
@@ -89,6 +92,7 @@ class LinearProbe:
         self.device = device
         self.refit = refit  # False: keep the train-only fit at the best C (few-shot: val never trains)
         self.standardize = standardize  # False: the caller scaled the columns (ensembles weight member blocks)
+        self.sweep_tol = sweep_tol  # the sweep only ranks C by val accuracy: default 10 x tol; the refit uses tol
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -149,7 +153,9 @@ class LinearProbe:
         notes: list[str] = []
         y_idx = np.searchsorted(classes, y)
         mean, std = self._standardize(X)
-        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, self.tol, self.device)
+        sweep_tol = 10 * self.tol if self.sweep_tol is None else self.sweep_tol
+        # Without a refit the sweep's fit is the model: solve it to tol then.
+        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if self.refit else self.tol, self.device)
         Xv = solver.project((X_val - mean) / std)
         scores: dict[float, float] = {}
         solutions: dict[float, tuple] = {}
@@ -175,7 +181,9 @@ class LinearProbe:
         if self.refit:
             X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
             self.mean_, self.std_ = self._standardize(X_all)
-            refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device)
+            # One warm-started fit: cheaper in the original columns than after another decomposition.
+            refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
+                            reduce=False)
             W, b, converged = refit.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, refit))
             if not converged:
                 notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
@@ -219,12 +227,14 @@ class _Solver:
     Minimizes mean cross-entropy + ||W||^2 / (2 C n) with an unpenalized intercept,
     which has scikit-learn's minimizer; stops when max |gradient| <= tol, as its lbfgs does.
     With fewer rows than columns it works on ``Z = X V`` (V: the row space of X), which
-    is exact because the optimal W lies in that space; ``to_features`` maps back.
+    is exact because the optimal W lies in that space; ``to_features`` maps back. Only
+    the sweep, with its many fits, pays for that decomposition.
     """
 
-    HISTORY = 10  # L-BFGS memory
+    HISTORY = 20  # L-BFGS memory
 
-    def __init__(self, Xs: np.ndarray, y: np.ndarray, n_classes: int, max_iter: int, tol: float, device: str):
+    def __init__(self, Xs: np.ndarray, y: np.ndarray, n_classes: int, max_iter: int, tol: float, device: str,
+                 reduce: bool = True):
         import torch
 
         self.torch = torch
@@ -232,11 +242,17 @@ class _Solver:
         X = torch.as_tensor(np.ascontiguousarray(Xs, dtype=np.float32), device=self.device)
         n, d = X.shape
         self.V = None
-        if d > n:
-            # Row space basis from the SVD: X = U S Vt, so X W = (U S)(Vt W).
-            U, S, Vt = torch.linalg.svd(X, full_matrices=False)
-            keep = S > S.max() * 1e-6
-            X, self.V = U[:, keep] * S[keep], Vt[keep].T.contiguous()
+        if reduce and d > n:
+            # Row space of X from the eigenvectors of the Gram matrix X X^T = U S^2 U^T (float64:
+            # 3x faster than an SVD of X at 1,600 x 3,840): X = U S V^T with V = X^T U / S,
+            # so X W = (U S)(V^T W).
+            X64 = X.double()
+            ev, U = torch.linalg.eigh(X64 @ X64.T)
+            keep = ev > ev.max() * 1e-12
+            S = ev[keep].sqrt()
+            U = U[:, keep]
+            self.V = ((X64.T @ U) / S).float().contiguous()
+            X = (U * S).float().contiguous()
         self.Z = X
         self.y = torch.as_tensor(y, device=self.device)
         self.k, self.n = n_classes, n
