@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -47,33 +46,17 @@ def feature_dim(model: torch.nn.Module) -> int:
     return int(model.num_features)
 
 
-def _flop_counter() -> FlopCounterMode:
-    """torch's FlopCounterMode, also counting the CPU fused-attention kernel it misses.
-
-    On CPU ``F.scaled_dot_product_attention`` dispatches to
-    ``aten._scaled_dot_product_flash_attention_for_cpu``, which torch's table lacks, so
-    a ViT's attention matmuls (about 4% of ViT-B/16 at 224) would go uncounted.
-    """
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    custom = {}
-    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None:
-        custom[cpu_sdpa] = lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v)
-    return FlopCounterMode(display=False, custom_mapping=custom)
-
-
 def measure(arch: str, input_size: int) -> dict:
     """params_m, gflops (GMACs at input_size) and feature_dim of a randomly initialised timm model."""
     import timm
 
+    from zoo_survey.budget import count_gmacs
+
     model = timm.create_model(arch, pretrained=False).eval()
     params = sum(p.numel() for p in model.parameters())
-    with torch.no_grad(), _flop_counter() as counter:
-        model(torch.zeros(1, 3, input_size, input_size))
     return {
         "params_m": round(params / 1e6, 2),
-        "gflops": round_sig(counter.get_total_flops() / 2e9, 3),
+        "gflops": round_sig(count_gmacs(model, input_size), 3),
         "feature_dim": feature_dim(model),
     }
 

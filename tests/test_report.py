@@ -63,3 +63,23 @@ def test_partial_results_are_marked_missing(filled, monkeypatch, capsys):
 
 def test_pareto_front():
     assert pareto_front([(1, 50), (2, 40), (3, 70), (3, 60), (4, 70)]) == [(1, 50), (3, 70)]
+
+
+def test_gflops_are_counted_at_the_runs_resolution_and_budgets_are_reported(filled, monkeypatch, capsys, tiny_registry):
+    from zoo_survey.budget import count_gmacs
+    from zoo_survey.checkpoints import load_model, resolve
+    from zoo_survey.extract import pooled
+    from zoo_survey.registry import load_registry, registry_folders
+
+    rows = ResultStore(filled / "results.sqlite", create=False).rows(probe="linear")
+    base = next(r for r in rows if r.role == "baseline")
+    ckpt = resolve(load_registry(registry_folders([tiny_registry])).checkpoint(base.comparison), image_size=32)
+    model = load_model(ckpt)
+    assert base.gflops == pytest.approx(count_gmacs(lambda x: pooled(model, x, "pre_logits"), 32), rel=1e-3)
+    assert base.gflops != 0.05  # not the registry's number
+    assert base.provenance["gflops"] == "counted at the run's resolution"
+    zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    md = (filled / "report.md").read_text()
+    assert "## Budgets" in md and "GFLOPs are counted (multiply-accumulates per image)" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | 0.5 / "))
+    assert "random-init" in line and ("within the single's" in line or "over on" in line)

@@ -49,6 +49,7 @@ class FeatureSource:
     forward_batches: int = 0
     notes: list[str] = field(default_factory=list)
     _model: tuple[str, object] | None = None
+    _gflops_seen: dict = field(default_factory=dict)
 
     def _check(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, s, batch) -> None:
         if batch.errors and self.options.bad_images == "fail":
@@ -94,6 +95,18 @@ class FeatureSource:
                 ) from e
             yield item
 
+    def _gflops(self, ckpt: ResolvedCheckpoint, model) -> float:
+        """GMACs of the forward this extraction runs, at its resolution, counted once per checkpoint and size."""
+        from .budget import count_gmacs
+        from .extract import pooled
+
+        key = (ckpt.spec.id, ckpt.preprocessing.input_size, self.options.layer)
+        if key not in self._gflops_seen:
+            model = model.to(self.options.device)
+            self._gflops_seen[key] = count_gmacs(lambda x: pooled(model, x, self.options.layer),
+                                                 ckpt.preprocessing.input_size, self.options.device)
+        return self._gflops_seen[key]
+
     def _model_for(self, ckpt: ResolvedCheckpoint):
         if self._model is None or self._model[0] != ckpt.spec.id:
             self._model = None  # free the previous model first
@@ -116,6 +129,7 @@ class FeatureSource:
         start = time.perf_counter()
         if pending:
             model = self._model_for(ckpt)
+            writer.info["gflops"] = round(self._gflops(ckpt, model), 4)
             transform = ckpt.preprocessing.transform()
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
             buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

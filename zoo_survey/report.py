@@ -179,9 +179,46 @@ def summary(lines: Sequence[ComparisonLine]) -> list[tuple[str, float, int, int]
     return [(f, 100 * sum(d) / len(d), sum(x > 0 for x in d), len(d)) for f, d in sorted(fams.items())]
 
 
-def _resolutions(rows: Sequence[ResultRow]) -> str:
+def _budget_note(rows: Sequence[ResultRow]) -> str:
     sizes = sorted({p["input_size"] for r in rows for p in r.provenance.get("preprocessing", {}).values()})
-    return "features were extracted at " + ", ".join(f"{s} px" for s in sizes) if sizes else "resolution not recorded"
+    at = ", ".join(f"{s} px" for s in sizes) or "an unrecorded resolution"
+    sources = {r.provenance.get("gflops", "registry, at native resolution") for r in rows}
+    how = ("counted (multiply-accumulates per image) at the resolution features were extracted at"
+           if sources == {"counted at the run's resolution"} else "from the registry at native resolution where not counted")
+    return f"Features were extracted at {at}; GFLOPs are {how}; params are the registry's."
+
+
+def budget_rows(lines: Sequence[ComparisonLine]) -> list[list[str]]:
+    """Per (family, dataset): each side's budget, and the ensemble's as a multiple of the single's."""
+    out = []
+    for ln in lines:
+        if ln.probe != "linear" or ln.baseline is None or ln.ensemble is None:
+            continue
+        b, e = ln.baseline, ln.ensemble
+
+        def pre(r: ResultRow) -> str:
+            info = r.provenance.get("pretrain", {})
+            parts = [f"{v.get('data') or '?'}{', ' + str(v['epochs']) + ' ep' if v.get('epochs') else ''}" for v in info.values()]
+            return "; ".join(parts) or "not recorded"
+
+        def ratio(a: float | None, c: float | None) -> str:
+            return "n/a" if not a or c is None else f"{c / a:.2f}x"
+
+        matched = [name for name, x, y in (("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops)) if y <= x]
+        over = [f"{name} {ratio(x, y)}" for name, x, y in (("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops)) if y > x]
+        verdict = ("within the single's " + " and ".join(matched) if matched else "") + ("; " if matched and over else "") + (
+            "over on " + ", ".join(over) if over else "")
+        out.append([
+            ln.family, ln.dataset, f"{b.params_m:.1f} / {e.params_m:.1f}", f"{b.gflops:.3g} / {e.gflops:.3g}",
+            f"{b.feature_dim} / {e.feature_dim}",
+            f"{b.extract_seconds or 0:.0f} / {e.extract_seconds or 0:.0f}", f"{pre(b)} / {pre(e)}", verdict,
+        ])
+    return out
+
+
+BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GFLOPs (single / ensemble)",
+                 "feature dim (single / ensemble)", "extraction s (single / ensemble)", "pretraining (single / ensemble)",
+                 "what was matched")
 
 
 def chosen_hparams(r: ResultRow) -> str:
@@ -195,9 +232,14 @@ def render_markdown(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> st
     out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones: concatenated features "
            "(each member standardized and weighted equally; the difference column) and averaged outputs of per-member probes.",
            "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
-           f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {_resolutions(rows)}.", ""]
+           _budget_note(rows), ""]
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(r) + " |" for r in table_rows(lines)]
+    budgets = budget_rows(lines)
+    if budgets:
+        out += ["", "## Budgets", "", "Extraction seconds are measured, summed over the members' cache entries of that dataset.", ""]
+        out += ["| " + " | ".join(BUDGET_HEADER) + " |", "|" + "---|" * len(BUDGET_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in budgets]
     fs = fewshot_lines(rows)
     if fs:
         out += ["", "## Few-shot", "", "Mean over seeds ± the 95% t interval; the difference is paired over seeds (same examples on both sides).", ""]
@@ -294,8 +336,9 @@ def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
         "<p>Single largest model against an ensemble of smaller ones: concatenated features (each member standardized "
         "and weighted equally; the difference column) and averaged outputs of per-member probes. "
         "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
-        f"Params and GFLOPs are the registry's, GFLOPs at each checkpoint's own input size; {html.escape(_resolutions(rows))}.</p>"
+        f"{html.escape(_budget_note(rows))}</p>"
         + table(HEADER, table_rows(lines))
+        + ("<h2>Budgets</h2>" + table(BUDGET_HEADER, budget_rows(lines)) if budget_rows(lines) else "")
         + ("<h2>Few-shot</h2><p>Mean over seeds ± the 95% t interval; the difference is paired over seeds.</p>"
            + table(FEWSHOT_HEADER, fewshot_table(fewshot_lines(rows))) if fewshot_lines(rows) else "")
         + ("<h2>Transferability (LogME)</h2>" + table(LOGME_HEADER, logme_lines(rows)) if logme_lines(rows) else "")

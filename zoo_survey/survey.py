@@ -227,6 +227,7 @@ class _Data:
     blocks: dict[str, list[np.ndarray]]  # split -> one matrix per member
     y: dict[str, np.ndarray]
     extract_seconds: float
+    gflops: float | None  # counted at the run's resolution (None when an entry predates counting)
 
 
 def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source: FeatureSource) -> _Data:
@@ -234,9 +235,13 @@ def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source
     mats: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     labels: dict[str, np.ndarray] = {}
     seconds = 0.0
+    gflops: float | None = 0.0
     for m in comp.members:
         for split in mats:
             f = source.get(resolved[m.id], ds, split)
+            if split == "train":
+                counted = f.manifest.get("gflops")
+                gflops = None if counted is None or gflops is None else gflops + counted
             if split in labels and not np.array_equal(labels[split], f.labels):
                 raise ZooSurveyError(
                     f"ensemble {comp.name!r}: members disagree on the {split} samples of {ds.spec.id!r}; "
@@ -245,7 +250,7 @@ def _comparison_features(comp: Comparison, ds: PreparedDataset, resolved, source
             labels[split] = f.labels
             mats[split].append(f.features)
             seconds += float(f.manifest.get("extract_seconds", 0.0))
-    return _Data(mats, labels, seconds)
+    return _Data(mats, labels, seconds, gflops)
 
 
 def _fit_score(probe: str, comp: Comparison, blocks: dict[str, list[np.ndarray]], y, options: RunOptions):
@@ -293,7 +298,7 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
         score=score,
         hparams=res.hparams,
         params_m=comp.params_m,
-        gflops=comp.gflops,
+        gflops=round(data.gflops, 4) if data.gflops is not None else comp.gflops,
         feature_dim=int(dim),
         n_train=len(y["train"]),
         n_val=len(y["val"]),
@@ -305,6 +310,8 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
             "strategy": plan.strategy,
             "revisions": {m.id: resolved[m.id].revision for m in comp.members},
             "preprocessing": {m.id: resolved[m.id].key()["preprocessing"] for m in comp.members},
+            "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
+            "pretrain": {m.id: m.pretrain.model_dump() for m in comp.members},
             "dataset_fingerprint": ds.fingerprint,
             "dataset_notes": list(ds.notes),
             "extract": options.extract.key(),
