@@ -157,3 +157,16 @@ def test_another_layer_is_another_entry_with_other_features(setup, tmp_path):
     assert pre.features.shape == mx.features.shape == (30, 96)
     assert not np.allclose(pre.features, mx.features)
     assert mx.manifest["key"]["layer"] == "max"
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from zoo_survey.cache import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.txt", lambda f: f.write(b"hi"))
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -83,3 +83,26 @@ def test_gflops_are_counted_at_the_runs_resolution_and_budgets_are_reported(fill
     assert "## Budgets" in md and "GFLOPs are counted (multiply-accumulates per image)" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | 0.5 / "))
     assert "random-init" in line and ("within the single's" in line or "over on" in line)
+
+
+CHROMIUM = __import__("shutil").which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (the README's test command installs it)")
+def test_html_loads_in_a_headless_browser_without_errors(filled, monkeypatch, capsys, tmp_path):
+    import subprocess
+
+    zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+
+    def load(page):
+        done = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+        return done.stdout, [ln for ln in done.stderr.splitlines() if "CONSOLE" in ln]
+
+    dom, console = load(filled / "report.html")
+    assert not console, console  # no script error, nothing logged
+    assert dom.count("<table") >= 3 and dom.count("<img") == 3
+    broken = tmp_path / "broken.html"  # the check itself can fail: a page with a script error is caught
+    broken.write_text((filled / "report.html").read_text().replace("</body>", "<script>notDefined();</script></body>"))
+    assert any("Uncaught ReferenceError" in ln for ln in load(broken)[1])

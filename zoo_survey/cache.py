@@ -102,6 +102,15 @@ class CacheWriteError(ZooSurveyFailure):
     """The cache folder cannot be written (read-only, full, missing permissions)."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
+
+
 def atomic_write(target: Path, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``target``, then ``os.replace`` it into place."""
     tmp = None
@@ -112,6 +121,7 @@ def atomic_write(target: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except OSError as e:
         raise CacheWriteError(

@@ -71,7 +71,7 @@ def _csv(value: str) -> list[str]:
 @app.command()
 def run(
     family: Annotated[
-        list[str], typer.Option("--family", "-f", help="Family to survey (repeatable, or 'all').")
+        list[str], typer.Option("--family", "-f", help="Family to survey (repeatable or comma-separated, or 'all').")
     ] = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
     ensemble: Annotated[
         Optional[int], typer.Option("--ensemble", "-k", help="Ensemble size K [default: 2, or the number of --members].", show_default=False)
@@ -176,7 +176,11 @@ def _offline(flag: bool) -> bool:
 
 
 def _families(reg, names: list[str]):
-    return [reg.family(n) for n in dict.fromkeys(list(reg.families) if "all" in names else names)]
+    """--family values, repeatable or comma-separated; 'all' means every family."""
+    flat = [n for v in names for n in _csv(v)]
+    if not flat:
+        raise ZooSurveyError("--family is empty; name a family (zoo-survey registry list) or 'all'")
+    return [reg.family(n) for n in dict.fromkeys(list(reg.families) if "all" in flat else flat)]
 
 
 def _datasets(reg, datasets: str):

@@ -58,17 +58,21 @@ def accuracy_vs_flops(rows: Sequence[ResultRow], out_dir: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         pts = [r for r in full if r.dataset == ds]
-        for role, marker, colour in (("baseline", "s", "#1f77b4"), ("member", "o", "#7f7f7f"), ("ensemble", "*", "#d62728")):
+        for role, marker, colour, label in (
+            ("baseline", "s", "#1f77b4", "single (largest)"),
+            ("member", "o", "#7f7f7f", "single (member)"),
+            ("ensemble", "*", "#d62728", "ensemble (concatenated)"),
+            ("ensemble-avg", "P", "#ff7f0e", "ensemble (averaged)"),
+        ):
             sel = [r for r in pts if r.role == role]
-            ax.scatter([r.gflops for r in sel], [100 * r.top1 for r in sel], marker=marker, s=90 if role == "ensemble" else 45,
-                       color=colour, label={"baseline": "single (largest)", "member": "single (member)", "ensemble": "ensemble"}[role],
-                       zorder=3)
+            ax.scatter([r.gflops for r in sel], [100 * r.top1 for r in sel], marker=marker, s=90 if role.startswith("ensemble") else 45,
+                       color=colour, label=label, zorder=3)
         front = pareto_front([(r.gflops, 100 * r.top1) for r in pts])
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="#2ca02c", lw=1.2, label="Pareto front", zorder=2)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.12)
         ax.set_title(ds)
-        ax.set_xlabel("total GFLOPs (registry, per image)")
+        ax.set_xlabel("total GFLOPs per image")
         ax.set_ylabel("linear-probe top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
