@@ -25,7 +25,7 @@ def zoo(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 TINY_RUN = ("--family", "tiny", "--ensemble", "2", "-d", "digits", "--max-train", "100", "--max-test", "60",
-            "--image-size", "32", "--workers", "0", "--device", "cpu", "--grid", "0.01,0.1,1,10")
+            "--image-size", "32", "--workers", "0", "--device", "cpu", "--grid", "0.01,0.1,1,10", "--probes", "linear")
 
 
 def test_run_then_rerun_then_report(tmp_path, monkeypatch, capsys, tiny_registry, cache_env):

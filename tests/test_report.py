@@ -106,3 +106,19 @@ def test_html_loads_in_a_headless_browser_without_errors(filled, monkeypatch, ca
     broken = tmp_path / "broken.html"  # the check itself can fail: a page with a script error is caught
     broken.write_text((filled / "report.html").read_text().replace("</body>", "<script>notDefined();</script></body>"))
     assert any("Uncaught ReferenceError" in ln for ln in load(broken)[1])
+
+
+def test_an_empty_store_says_to_run_first(tmp_path, monkeypatch, capsys):
+    ResultStore(tmp_path / "results.sqlite")
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(tmp_path))
+    assert code == 2 and "the results store has no rows yet; run `zoo-survey run` first" in err
+
+
+def test_a_store_of_another_schema_is_refused_with_instructions(tmp_path, monkeypatch, capsys):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "results.sqlite") as con:
+        con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(tmp_path))
+    assert code == 2 and "written by schema version 1, this zoo-survey reads 2; move it away and rerun" in err

@@ -95,7 +95,7 @@ def run(
     max_train: Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)] = None,
     max_test: Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)] = None,
     full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
-    probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean), fewshot (k per class, seeds).")] = "linear",
+    probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean), fewshot (k per class, seeds, paired CIs), logme (transferability score).")] = "linear,fewshot",
     grid: Annotated[Optional[str], typer.Option(help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
     shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
     seeds: Annotated[int, typer.Option(min=1, help="Few-shot seeds per k; differences get paired 95% intervals over them.")] = 5,
