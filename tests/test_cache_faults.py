@@ -247,3 +247,26 @@ def test_gc_shows_a_plan_then_deletes_with_yes(setup, tmp_path, monkeypatch, cap
     assert [e.status for e in scan(cache)] == ["complete"]
     code, out, err = zoo(monkeypatch, capsys, "cache", "ls", "--cache-dir", str(tmp_path))
     assert code == 0 and "test_resnet.hub" in out and "lfw-subset" in out
+
+
+class _NaNModel:
+    def to(self, *a, **k):
+        return self
+
+    def forward_features(self, x):
+        import torch
+
+        return torch.full((len(x), 96, 1, 1), float("nan"))
+
+    def forward_head(self, x, pre_logits=False):
+        return x.flatten(1)
+
+
+def test_nan_features_name_the_checkpoint_and_dataset_and_write_nothing(setup, tmp_path):
+    ckpt, ds = setup
+    cache = FeatureCache(tmp_path)
+    src = FeatureSource(cache, OPTS)
+    src._model = (ckpt.spec.id, _NaNModel())
+    with pytest.raises(ZooSurveyFailure, match=r"checkpoint 'test_resnet.hub' produced NaN or inf features on lfw-subset/val"):
+        src.get(ckpt, ds, "val")
+    assert not list(cache.root.rglob("shard-*.json")) and not list(cache.root.rglob("manifest.json"))
