@@ -2,7 +2,7 @@
 
 ``run_survey`` is what ``zoo-survey run`` calls; tests call it too. Checkpoints are
 looped outside datasets, so each model is loaded once; probes then read only cached
-features, and an ensemble concatenates its members' matrices.
+features: an ensemble concatenates its members' weighted matrices, or averages their probes' outputs.
 """
 
 from __future__ import annotations
