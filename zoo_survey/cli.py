@@ -51,6 +51,15 @@ CacheOpt = Annotated[
 ]
 
 
+DatasetsOpt = Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+FullOpt = Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)]
+WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")]
+ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Input resolution for every model [default: each checkpoint's own; 96 on CPU].", show_default=False)]
+MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)]
+MaxTestOpt = Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)]
 DtypeOpt = Annotated[str, typer.Option(help="Forward dtype: float32, or bfloat16/float16 autocast on CUDA (part of the cache key).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile each model (pays off on CUDA for long extractions).")]
 BadImagesOpt = Annotated[str, typer.Option(help="An image that cannot be decoded: fail (stop, naming it) or skip (leave it out, counted).")]
@@ -86,22 +95,22 @@ def run(
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
     budget_by: Annotated[str, typer.Option(help="What --strategy budget matches: params or flops.")] = "params",
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
-    datasets: Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")] = DEFAULT_DATASETS,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    datasets: DatasetsOpt = DEFAULT_DATASETS,
+    device: DeviceOpt = "auto",
     out: OutOpt = DEFAULT_OUT,
     cache_dir: CacheOpt = None,
     registry: RegistryOpt = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Input resolution for every model [default: each checkpoint's own; 96 on CPU].", show_default=False)] = None,
-    max_train: Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)] = None,
-    max_test: Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)] = None,
-    full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
+    image_size: ImageSizeOpt = None,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    full: FullOpt = False,
     probes: Annotated[str, typer.Option(help="Comma-separated probes: linear (C sweep), knn (weighted cosine kNN), ncm (nearest class mean), fewshot (k per class, seeds, paired CIs), logme (transferability score).")] = "linear,fewshot",
     grid: Annotated[Optional[str], typer.Option(help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
     shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
     seeds: Annotated[int, typer.Option(min=1, help="Few-shot seeds per k; differences get paired 95% intervals over them.")] = 5,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
+    batch_size: BatchSizeOpt = None,
+    workers: WorkersOpt = None,
+    offline: OfflineOpt = False,
     dtype: DtypeOpt = "float32",
     compile: CompileOpt = False,
     bad_images: BadImagesOpt = "fail",
@@ -280,17 +289,17 @@ class _RichHooks:
 def extract(
     family: Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")] = [DEFAULT_FAMILY],  # noqa: B006
     checkpoints: Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")] = None,
-    datasets: Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")] = DEFAULT_DATASETS,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    datasets: DatasetsOpt = DEFAULT_DATASETS,
+    device: DeviceOpt = "auto",
     cache_dir: CacheOpt = None,
     registry: RegistryOpt = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Input resolution [default: each checkpoint's own; 96 on CPU].", show_default=False)] = None,
-    max_train: Annotated[Optional[int], typer.Option(help="Subsample train [default: all; 2000 on CPU].", show_default=False)] = None,
-    max_test: Annotated[Optional[int], typer.Option(help="Subsample test [default: all; 1000 on CPU].", show_default=False)] = None,
-    full: Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")] = False,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")] = False,
+    image_size: ImageSizeOpt = None,
+    max_train: MaxTrainOpt = None,
+    max_test: MaxTestOpt = None,
+    full: FullOpt = False,
+    batch_size: BatchSizeOpt = None,
+    workers: WorkersOpt = None,
+    offline: OfflineOpt = False,
     dtype: DtypeOpt = "float32",
     compile: CompileOpt = False,
     bad_images: BadImagesOpt = "fail",

@@ -227,29 +227,29 @@ def chosen_hparams(r: ResultRow) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in shown.items())
 
 
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def render_markdown(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
     lines = comparison_lines(rows)
     out = ["# zoo-survey report", "", "Single largest model against an ensemble of smaller ones: concatenated features "
            "(each member standardized and weighted equally; the difference column) and averaged outputs of per-member probes.",
            "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
            _budget_note(rows), ""]
-    out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(r) + " |" for r in table_rows(lines)]
+    out += _md_table(HEADER, table_rows(lines))
     budgets = budget_rows(lines)
     if budgets:
         out += ["", "## Budgets", "", "Extraction seconds are measured, summed over the members' cache entries of that dataset.", ""]
-        out += ["| " + " | ".join(BUDGET_HEADER) + " |", "|" + "---|" * len(BUDGET_HEADER)]
-        out += ["| " + " | ".join(r) + " |" for r in budgets]
+        out += _md_table(BUDGET_HEADER, budgets)
     fs = fewshot_lines(rows)
     if fs:
         out += ["", "## Few-shot", "", "Mean over seeds ± the 95% t interval; the difference is paired over seeds (same examples on both sides).", ""]
-        out += ["| " + " | ".join(FEWSHOT_HEADER) + " |", "|" + "---|" * len(FEWSHOT_HEADER)]
-        out += ["| " + " | ".join(r) + " |" for r in fewshot_table(fs)]
+        out += _md_table(FEWSHOT_HEADER, fewshot_table(fs))
     lm = logme_lines(rows)
     if lm:
         out += ["", "## Transferability (LogME)", "", "LogME ranks models without training; tau says how well it ordered them here.", ""]
-        out += ["| " + " | ".join(LOGME_HEADER) + " |", "|" + "---|" * len(LOGME_HEADER)]
-        out += ["| " + " | ".join(r) + " |" for r in lm]
+        out += _md_table(LOGME_HEADER, lm)
     out += ["", "## Across architectures", "", "| family | mean difference (points) | ensemble wins | datasets |", "|---|---|---|---|"]
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
     if plots:
@@ -327,6 +327,7 @@ def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
              for r in latest_rows(rows)]
 
     summ = [[f, f"{d:+.1f}", w, n] for f, d, w, n in summary(lines)]
+    budgets, fs, lm = budget_rows(lines), fewshot_table(fewshot_lines(rows)), logme_lines(rows)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>zoo-survey report</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
@@ -338,10 +339,10 @@ def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
         "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points. "
         f"{html.escape(_budget_note(rows))}</p>"
         + table(HEADER, table_rows(lines))
-        + ("<h2>Budgets</h2>" + table(BUDGET_HEADER, budget_rows(lines)) if budget_rows(lines) else "")
+        + ("<h2>Budgets</h2>" + table(BUDGET_HEADER, budgets) if budgets else "")
         + ("<h2>Few-shot</h2><p>Mean over seeds ± the 95% t interval; the difference is paired over seeds.</p>"
-           + table(FEWSHOT_HEADER, fewshot_table(fewshot_lines(rows))) if fewshot_lines(rows) else "")
-        + ("<h2>Transferability (LogME)</h2>" + table(LOGME_HEADER, logme_lines(rows)) if logme_lines(rows) else "")
+           + table(FEWSHOT_HEADER, fs) if fs else "")
+        + ("<h2>Transferability (LogME)</h2>" + table(LOGME_HEADER, lm) if lm else "")
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
         + ("<h2>Plots</h2>" + images if images else "")

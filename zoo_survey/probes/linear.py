@@ -67,7 +67,29 @@ def classification_metrics(proba: np.ndarray, y: np.ndarray, classes: np.ndarray
     return {"top1": float(correct.mean()), "mean_per_class": float(np.mean(per_class)), "top5": top5}
 
 
-class LinearProbe:
+class Probe:
+    """What every probe shares: the check of test features against the fit, and ``predict``.
+
+    Subclasses set ``n_features_in_`` and ``classes_`` in ``fit`` and implement ``predict_proba``.
+    """
+
+    def _test_features(self, X) -> np.ndarray:
+        if not hasattr(self, "n_features_in_"):
+            raise ZooSurveyError(f"this {type(self).__name__} is not fitted yet; call fit() first")
+        X, _ = validate_features(X, what="test features")
+        if X.shape[1] != self.n_features_in_:
+            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        return X
+
+    def predict_proba(self, X) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, X) -> np.ndarray:
+        proba = self.predict_proba(X)  # first: it raises the not-fitted error before classes_ is read
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class LinearProbe(Probe):
     """Logistic-regression probe with a validation sweep of ``C`` and a refit on train+val.
 
     >>> probe = LinearProbe().fit(X_train, y_train, X_val, y_val)   # doctest: +SKIP
@@ -199,19 +221,11 @@ class LinearProbe:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise ZooSurveyError("this LinearProbe is not fitted yet; call fit() first")
-        X, _ = validate_features(X, what="test features")
-        if X.shape[1] != self.n_features_in_:
-            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        X = self._test_features(X)
         logits = ((X - self.mean_) / self.std_) @ self.coef_.T + self.intercept_
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
-
-    def predict(self, X) -> np.ndarray:
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y) -> ProbeResult:
         """Test metrics, plus the chosen ``C`` and the validation accuracy at it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ZooSurveyError
-from .linear import ProbeResult, classification_metrics, validate_features
+from .linear import Probe, ProbeResult, classification_metrics, validate_features
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -31,7 +31,7 @@ def _check_fit(X, y, X_val, y_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return X, y, X_val, y_val, classes
 
 
-class KNNProbe:
+class KNNProbe(Probe):
     """Cosine-similarity kNN with temperature-weighted votes (Wu et al. 2018, as in DINO's eval).
 
     Each of the ``k`` nearest training samples votes ``exp(sim / T)`` for its class. ``k``
@@ -86,15 +86,8 @@ class KNNProbe:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        if not hasattr(self, "bank_"):
-            raise ZooSurveyError("this KNNProbe is not fitted yet; call fit() first")
-        X, _ = validate_features(X, what="test features")
-        if X.shape[1] != self.n_features_in_:
-            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        X = self._test_features(X)
         return self._proba(_normalize(X), self.bank_, self.bank_y_, [self.best_k_])[self.best_k_]
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
 
     def score(self, X, y) -> ProbeResult:
         X, y = validate_features(X, y, what="test features")
@@ -103,7 +96,7 @@ class KNNProbe:
         return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], hp)
 
 
-class NCMProbe:
+class NCMProbe(Probe):
     """Nearest class mean on L2-normalized features; class means of train+val, cosine similarity.
 
     >>> NCMProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).top1   # doctest: +SKIP
@@ -118,17 +111,10 @@ class NCMProbe:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        if not hasattr(self, "means_"):
-            raise ZooSurveyError("this NCMProbe is not fitted yet; call fit() first")
-        X, _ = validate_features(X, what="test features")
-        if X.shape[1] != self.n_features_in_:
-            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+        X = self._test_features(X)
         sims = _normalize(X) @ self.means_.T
         e = np.exp((sims - sims.max(1, keepdims=True)) / 0.07)  # a softmax over cosine, for top-5 ordering
         return e / e.sum(1, keepdims=True)
-
-    def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(1)]
 
     def score(self, X, y) -> ProbeResult:
         X, y = validate_features(X, y, what="test features")
