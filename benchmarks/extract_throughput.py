@@ -6,6 +6,7 @@ batch size, resolution, dtype and memory format on tensors already in memory. Pr
 JSON line with both rates (images/s) and their ratio.
 
     python benchmarks/extract_throughput.py [--device cpu|cuda] [--images 2000] [--image-size 224]
+    python benchmarks/extract_throughput.py --sweep-batch 4,8,16,32,64   # forward-only rate per batch size
 """
 
 from __future__ import annotations
@@ -25,6 +26,35 @@ from zoo_survey.features import FeatureSource
 from zoo_survey.registry import load_registry
 
 
+def forward_rate(model, batch_size: int, image_size: int, device: str, amp, n_images: int) -> float:
+    """Images/s of the pooled forward on an in-memory channels_last batch (one warm-up batch first)."""
+    import torch
+
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
+    n_batches = max(1, n_images // batch_size)
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp, enabled=amp is not None):
+        model.forward_head(model.forward_features(x), pre_logits=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n_batches):
+            model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
+        return n_batches * batch_size / (time.perf_counter() - t)
+
+
+def sweep_batch(args) -> None:
+    import torch
+
+    ckpt = resolve(load_registry().checkpoint(LITE[0]), image_size=args.image_size)
+    model = load_model(ckpt).to(args.device).to(memory_format=torch.channels_last)
+    amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.dtype)
+    rates = {int(b): round(forward_rate(model, int(b), args.image_size, args.device, amp, args.images // 4), 1)
+             for b in args.sweep_batch.split(",")}
+    print(f"{LITE[0]} forward-only img/s by batch size at {args.image_size}px on {args.device}: {rates}")
+    print(json.dumps({"benchmark": "extract_throughput_batch_sweep", "device": args.device, "image_size": args.image_size,
+                      "img_s_by_batch": rates, "best_over_64": round(max(rates.values()) / rates.get(64, max(rates.values())), 2)}))
+
+
 def main() -> None:
     import torch
 
@@ -35,7 +65,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="[default: zoo-survey's default for the device]")
     ap.add_argument("--dtype", default="float32", help="float32, or bfloat16/float16 (CUDA autocast)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [default: zoo-survey's default]")
+    ap.add_argument("--sweep-batch", default=None, help="only compare forward-only rates at these batch sizes, e.g. 4,8,16,64")
     args = ap.parse_args()
+    if args.sweep_batch:
+        return sweep_batch(args)
     args.batch_size = args.batch_size or default_batch_size(args.device)
     reg = load_registry()
     ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
@@ -44,18 +77,8 @@ def main() -> None:
 
     # Forward only, same model / batch / resolution / dtype / channels_last, tensors in memory.
     model = load_model(ckpt).to(args.device).to(memory_format=torch.channels_last)
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=args.device)
-    x = x.contiguous(memory_format=torch.channels_last)
     amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.dtype)
-    n_batches = max(1, args.images // args.batch_size)
-    with torch.inference_mode(), torch.autocast(torch.device(args.device).type, dtype=amp, enabled=amp is not None):
-        model.forward_head(model.forward_features(x), pre_logits=True)  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(n_batches):
-            model.forward_head(model.forward_features(x), pre_logits=True).float().cpu()
-        forward_rate = n_batches * args.batch_size / (time.perf_counter() - t)
+    forward = forward_rate(model, args.batch_size, args.image_size, args.device, amp, args.images)
 
     with tempfile.TemporaryDirectory() as tmp:
         src = FeatureSource(FeatureCache(Path(tmp)), opts)
@@ -64,11 +87,11 @@ def main() -> None:
         src.get(ckpt, ds, "test")
         e2e_rate = len(ds.splits["test"]) / (time.perf_counter() - t)
     print(f"{LITE[0]} at {args.image_size}px on {args.device}: end to end {e2e_rate:.1f} img/s, "
-          f"forward only {forward_rate:.1f} img/s")
+          f"forward only {forward:.1f} img/s")
     print(json.dumps({"benchmark": "extract_throughput", "model": LITE[0], "device": args.device, "workers": opts.workers,
                       "image_size": args.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
-                      "end_to_end_img_s": round(e2e_rate, 1), "forward_only_img_s": round(forward_rate, 1),
-                      "ratio": round(e2e_rate / forward_rate, 3)}))
+                      "end_to_end_img_s": round(e2e_rate, 1), "forward_only_img_s": round(forward, 1),
+                      "ratio": round(e2e_rate / forward, 3)}))
 
 
 if __name__ == "__main__":

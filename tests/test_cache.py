@@ -170,3 +170,21 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_engine_features_equal_the_timm_transform_then_the_model(setup):
+    """The engine normalizes whole uint8 batches on the device; that must be timm's per-image transform."""
+    import torch
+
+    from zoo_survey.checkpoints import load_model
+    from zoo_survey.extract import run_forward
+
+    reg, ckpt, ds = setup
+    model = load_model(ckpt)
+    split = ds.splits["test"]
+    (batch, *_) = list(run_forward(model, split, range(8), ckpt.preprocessing, dataclasses.replace(OPTS, batch_size=8)))
+    tf = ckpt.preprocessing.transform()
+    x = torch.stack([tf(split.image(i)) for i in range(8)])
+    with torch.inference_mode():
+        ref = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
+    np.testing.assert_allclose(batch.features, ref, rtol=1e-4, atol=1e-5)

@@ -170,7 +170,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path):
     ckpt, ds = setup
     wrapped = _OOMAbove(load_model(ckpt), limit=5)
     split = ds.splits["val"]
-    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing.transform(), OPTS, 32))
+    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing, OPTS))
     rows = np.concatenate([b.rows for b in batches])
     assert np.array_equal(rows, np.arange(len(split)))
     assert wrapped.sizes[:3] == [16, 8, 4] and max(wrapped.sizes[2:]) <= 4  # 16 -> 8 -> 4, and it stays there

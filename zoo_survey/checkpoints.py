@@ -35,8 +35,9 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def transform(self):
-        """The timm eval transform (PIL image -> normalized tensor)."""
+    def transform(self, normalize: bool = True):
+        """The timm eval transform: PIL image -> normalized float tensor, or with ``normalize=False``
+        the resized, cropped uint8 tensor (the engine normalizes whole batches on the device, which is cheaper)."""
         from timm.data import create_transform
 
         return create_transform(
@@ -47,6 +48,7 @@ class Preprocessing:
             crop_mode=self.crop_mode,
             mean=self.mean,
             std=self.std,
+            normalize=normalize,
         )
 
 

@@ -70,8 +70,9 @@ def resolve_device(name: str) -> str:
 
 
 def default_batch_size(device: str = "cpu") -> int:
-    """Images per forward: small on CPU, where batches past ~16 fall out of cache (efficientnet-lite0 at
-    224 px on 2 cores: 47-51 img/s at 4-8, 39 at 16, 29 at 64), large on CUDA."""
+    """Images per forward: small on CPU, where large batches fall out of cache (efficientnet-lite0 at 224 px
+    on 2 cores, forward only: 49.6 / 37.0 / 38.2 / 31.5 / 31.6 img/s at batch 4 / 8 / 16 / 32 / 64, from
+    ``benchmarks/extract_throughput.py --sweep-batch``), large on CUDA."""
     return 256 if device.startswith("cuda") else 16
 
 
@@ -100,7 +101,7 @@ class _Rows:
     """A torch Dataset over chosen rows of a split: returns (image tensor, row, error message or "")."""
 
     def __init__(self, split, rows: Sequence[int], transform, size: int):
-        self.split, self.rows, self.transform, self.size = split, np.asarray(rows), transform, size
+        self.split, self.rows, self.transform, self.size = split, np.asarray(rows), transform, size  # uint8 out
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,23 +113,25 @@ class _Rows:
         try:
             return self.transform(self.split.image(row)), row, ""
         except Exception as e:  # noqa: BLE001 - any decoder error: reported by the caller
-            return torch.zeros(3, self.size, self.size), row, f"{type(e).__name__}: {e}"
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), row, f"{type(e).__name__}: {e}"
 
 
 def run_forward(
     model,
     split,
     rows: Sequence[int],
-    transform,
+    preprocessing,
     options: ExtractOptions,
-    size: int,
 ) -> Iterator[Batch]:
     """Yield feature batches for ``rows`` of ``split``, in order.
 
     On out-of-memory the batch is split in halves and retried, and later batches keep
     the smaller size (automatic batch-size backoff).
 
-    >>> for b in run_forward(model, ds.splits["test"], range(100), tf, ExtractOptions(), 224):  # doctest: +SKIP
+    Images are resized and cropped to uint8 in the loader, then normalized a batch at a time
+    on the device (``preprocessing``'s mean and std), which costs less than per image.
+
+    >>> for b in run_forward(model, ds.splits["test"], range(100), ckpt.preprocessing, ExtractOptions()):  # doctest: +SKIP
     ...     print(b.rows.shape, b.features.shape)
     """
     import torch
@@ -140,7 +143,7 @@ def run_forward(
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = DataLoader(
-        _Rows(split, rows, transform, size),
+        _Rows(split, rows, preprocessing.transform(normalize=False), preprocessing.input_size),
         batch_size=options.batch_size,
         shuffle=False,
         num_workers=options.workers,
@@ -148,12 +151,15 @@ def run_forward(
         persistent_workers=False,
     )
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
+    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
     chunk = options.batch_size
     with torch.inference_mode():
         for images, batch_rows, errors in loader:
-            images = images.to(device, non_blocking=cuda)
+            images = images.to(device, non_blocking=cuda).float()
             if options.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            images.sub_(mean).div_(std)
             outs, start = [], 0
             while start < len(images):
                 try:

@@ -80,9 +80,9 @@ class FeatureSource:
                 return hit
             return self._extract(ckpt, ds, split, key)
 
-    def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows, transform):
+    def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows):
         """The engine's batches; a model that cannot run at this resolution is a clear failure."""
-        batches = run_forward(model, split, rows, transform, self.options, ckpt.preprocessing.input_size)
+        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options)
         while True:
             try:
                 item = next(batches)
@@ -130,13 +130,12 @@ class FeatureSource:
         if pending:
             model = self._model_for(ckpt)
             writer.info["gflops"] = round(self._gflops(ckpt, model), 4)
-            transform = ckpt.preprocessing.transform()
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
             buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             shard_iter = iter(pending)
             shard = next(shard_iter)
             need = len(writer.shard_rows_range(shard))
-            for batch in self._forward(ckpt, model, s, rows, transform):
+            for batch in self._forward(ckpt, model, s, rows):
                 self.forward_batches += 1
                 self._check(ckpt, ds, split, s, batch)
                 buf.append((batch.rows, batch.features, batch.ok))
