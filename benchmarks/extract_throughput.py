@@ -7,6 +7,7 @@ JSON line with both rates (images/s) and their ratio.
 
     python benchmarks/extract_throughput.py [--device cpu|cuda] [--images 2000] [--image-size 224]
     python benchmarks/extract_throughput.py --sweep-batch 4,8,16,32,64   # forward-only rate per batch size
+    python benchmarks/extract_throughput.py --loader-only 0,1,2          # the loader alone, by workers
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from _common import LITE
 from zoo_survey.cache import FeatureCache
 from zoo_survey.checkpoints import load_model, resolve
 from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions, default_batch_size, default_workers
+from zoo_survey.extract import ExtractOptions, default_batch_size, default_workers, make_loader
 from zoo_survey.features import FeatureSource
 from zoo_survey.registry import load_registry
 
@@ -55,6 +56,24 @@ def sweep_batch(args) -> None:
                       "img_s_by_batch": rates, "best_over_64": round(max(rates.values()) / rates.get(64, max(rates.values())), 2)}))
 
 
+def loader_rates(args) -> None:
+    """Images/s of the loader alone (decode, resize, crop, collate, pin) by number of workers, no model."""
+    reg = load_registry()
+    ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
+    split = prepare(reg.dataset(args.dataset), max_test=args.images).splits["test"]
+    rates, first = {}, {}
+    for w in (int(v) for v in args.loader_only.split(",")):
+        opts = ExtractOptions(device=args.device, batch_size=args.batch_size or default_batch_size(args.device), workers=w)
+        t = time.perf_counter()
+        for i, (images, _, _) in enumerate(make_loader(split, range(len(split)), ckpt.preprocessing, opts)):
+            if i == 0:
+                first[w] = round(time.perf_counter() - t, 2)
+        rates[w] = round(len(split) / (time.perf_counter() - t), 1)
+    print(f"loader only, {args.image_size}px, {len(split)} images: img/s by workers {rates}; seconds to first batch {first}")
+    print(json.dumps({"benchmark": "extract_loader_rate", "device": args.device, "image_size": args.image_size,
+                      "img_s_by_workers": rates, "first_batch_s_by_workers": first}))
+
+
 def main() -> None:
     import torch
 
@@ -65,14 +84,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="[default: zoo-survey's default for the device]")
     ap.add_argument("--dtype", default="float32", help="float32, or bfloat16/float16 (CUDA autocast)")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [default: zoo-survey's default]")
+    ap.add_argument("--dataset", default="fashion-mnist", help="registry id of a Fashion-MNIST entry")
     ap.add_argument("--sweep-batch", default=None, help="only compare forward-only rates at these batch sizes, e.g. 4,8,16,64")
+    ap.add_argument("--loader-only", default=None, help="only time the loader (no model) with these worker counts, e.g. 0,1,4,8")
     args = ap.parse_args()
+    if args.loader_only:
+        return loader_rates(args)
     if args.sweep_batch:
         return sweep_batch(args)
     args.batch_size = args.batch_size or default_batch_size(args.device)
     reg = load_registry()
     ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
-    ds = prepare(reg.dataset("fashion-mnist"), max_test=args.images)
+    ds = prepare(reg.dataset(args.dataset), max_test=args.images)
     opts = ExtractOptions(device=args.device, batch_size=args.batch_size, workers=default_workers(args.device) if args.workers is None else args.workers, dtype=args.dtype)
 
     # Forward only, same model / batch / resolution / dtype / channels_last, tensors in memory.

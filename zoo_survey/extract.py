@@ -116,6 +116,20 @@ class _Rows:
             return torch.zeros(3, self.size, self.size, dtype=torch.uint8), row, f"{type(e).__name__}: {e}"
 
 
+def make_loader(split, rows: Sequence[int], preprocessing, options: ExtractOptions):
+    """The engine's DataLoader: batches of (uint8 crops, rows, decode errors), in row order."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        _Rows(split, rows, preprocessing.transform(normalize=False), preprocessing.input_size),
+        batch_size=options.batch_size,
+        shuffle=False,
+        num_workers=options.workers,
+        pin_memory=options.device.startswith("cuda"),
+        persistent_workers=False,
+    )
+
+
 def run_forward(
     model,
     split,
@@ -135,21 +149,13 @@ def run_forward(
     ...     print(b.rows.shape, b.features.shape)
     """
     import torch
-    from torch.utils.data import DataLoader
 
     device = torch.device(options.device)
     cuda = device.type == "cuda"
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = DataLoader(
-        _Rows(split, rows, preprocessing.transform(normalize=False), preprocessing.input_size),
-        batch_size=options.batch_size,
-        shuffle=False,
-        num_workers=options.workers,
-        pin_memory=cuda,
-        persistent_workers=False,
-    )
+    loader = make_loader(split, rows, preprocessing, options)
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
     mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255

@@ -1,0 +1,77 @@
+"""CUDA checks that only a GPU can run: CPU vs CUDA features, and a real out-of-memory backoff.
+
+1. tf_efficientnet_lite0 features of 512 Fashion-MNIST test images at 224 px, on CPU (float32),
+   CUDA (float32) and CUDA (bfloat16 autocast): the smallest cosine similarity and the largest
+   relative difference of each CUDA run against the CPU one.
+2. tf_efficientnet_lite2 at 512 px with a batch too large for the GPU: the engine must catch
+   the CUDA out-of-memory error, halve the batch, finish, and give the same features as a run
+   at a batch that fits. torch's own counter of out-of-memory errors shows it happened.
+
+    python benchmarks/device_agreement.py [--dataset fashion-mnist] [--oom-images 16384]
+Prints a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from _common import LITE
+from zoo_survey.checkpoints import load_model, resolve
+from zoo_survey.datasets import prepare
+from zoo_survey.extract import ExtractOptions, run_forward
+from zoo_survey.registry import load_registry
+
+
+def features(model, split, rows, ckpt, **opts) -> np.ndarray:
+    return np.concatenate([b.features for b in run_forward(model, split, rows, ckpt.preprocessing, ExtractOptions(**opts))])
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {"min_cosine": round(float(cos.min()), 5), "max_rel_diff": round(float(np.abs(a - b).max() / np.abs(a).max()), 5)}
+
+
+def main() -> None:
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--oom-images", type=int, default=16384, help="one batch of this many 512 px images")
+    args = ap.parse_args()
+    reg = load_registry()
+    out: dict = {"benchmark": "device_agreement", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+
+    ds = prepare(reg.dataset(args.dataset), max_test=512)
+    split = ds.splits["test"]
+    rows = range(len(split))
+    ckpt = resolve(reg.checkpoint(LITE[0]), image_size=224)
+    model = load_model(ckpt)
+    ref = features(model, split, rows, ckpt, device="cpu", batch_size=64, workers=4)
+    for dtype in ("float32", "bfloat16"):
+        f = features(model, split, rows, ckpt, device="cuda", batch_size=256, workers=4, dtype=dtype)
+        out[f"cuda_{dtype}_vs_cpu"] = agreement(ref, f)
+    print("CPU vs CUDA:", {k: v for k, v in out.items() if k.endswith("cpu")}, flush=True)
+
+    ds = prepare(reg.dataset(args.dataset), max_test=args.oom_images)
+    split = ds.splits["test"]
+    rows = range(len(split))
+    ckpt = resolve(reg.checkpoint(LITE[2]), image_size=512)
+    model = load_model(ckpt).cuda()
+    ooms = torch.cuda.memory_stats().get("num_ooms", 0)
+    t = time.perf_counter()
+    big = features(model, split, rows, ckpt, device="cuda", batch_size=len(rows), workers=1, dtype="bfloat16")
+    elapsed = time.perf_counter() - t
+    ooms = torch.cuda.memory_stats().get("num_ooms", 0) - ooms
+    small = features(model, split, range(256), ckpt, device="cuda", batch_size=64, workers=1, dtype="bfloat16")
+    out["oom_backoff"] = {"images": len(rows), "image_size": 512, "batch_size": len(rows), "cuda_ooms_caught": int(ooms),
+                          "rows_out": int(big.shape[0]), "seconds": round(elapsed, 1),
+                          "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1), **agreement(small, big[:256])}
+    print("OOM backoff:", out["oom_backoff"], flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
