@@ -11,7 +11,7 @@ import torch
 
 from conftest import FAKE_COMMIT, TINY_ARCHS, _tiny_model, write_family
 from zoo_survey.checkpoints import load_model, resolve
-from zoo_survey.errors import ZooSurveyError, ZooSurveyFailure
+from zoo_survey.errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 from zoo_survey.registry import load_registry, registry_folders
 
 
@@ -48,7 +48,7 @@ def test_hub_repo_missing_from_cache_offline_names_the_repo_and_the_fix(tmp_path
           - {id: test_resnet.gone, source: {type: hf-hub, repo: zoo-test/not-cached}, params_m: 1, gflops: 1, feature_dim: 96}
         """)
     reg = load_registry([tmp_path])
-    with pytest.raises(ZooSurveyFailure, match=r"zoo-test/not-cached.*not in the Hugging Face cache.*hf download zoo-test/not-cached"):
+    with pytest.raises(NotCachedError, match=r"zoo-test/not-cached.*not in the local cache.*zoo-survey prefetch.*hf download zoo-test/not-cached"):
         resolve(reg.checkpoint("test_resnet.gone"), offline=True)
 
 

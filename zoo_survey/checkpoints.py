@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import ZooSurveyError, ZooSurveyFailure
+from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 from .registry import CheckpointSpec, FileSource, HubSource, PackageSource, TimmSource
 
 _HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -196,16 +196,15 @@ _COMMIT = re.compile(r"/snapshots/([0-9a-f]{40})/")
 def _from_hub(
     spec: CheckpointSpec, repo: str, filename: str | None, revision: str | None, offline: bool
 ) -> tuple[Path, str, dict[str, Any]]:
-    """Download (or find in the HF cache) a timm repo's config and weights; return (weights, commit, config)."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    """Download (or find in the HF cache) a timm repo's config and weights; return (weights, commit, config).
+
+    Retries and error messages are :func:`zoo_survey.hub.hub_call`'s; offline, a file
+    missing from the cache is a :class:`NotCachedError` naming this checkpoint.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    from .hub import download_file, hub_call, not_cached_hint
 
     where = f"checkpoint {spec.id!r} (hub repo {repo!r}{'@' + revision if revision else ''})"
 
@@ -214,19 +213,9 @@ def _from_hub(
         if offline and not isinstance(try_to_load_from_cache(repo, name, revision=revision), str):
             return None  # not cached, or cached as absent: try the next candidate, then fail below
         try:
-            return Path(hf_hub_download(repo, name, revision=revision, local_files_only=offline))
+            return Path(hub_call(where, name, repo, revision, offline, lambda: download_file(repo, name, revision, offline)))
         except RemoteEntryNotFoundError:
             return None
-        except GatedRepoError as e:
-            raise ZooSurveyFailure(f"{where}: the repo is gated; accept its terms on the hub and log in (hf auth login)") from e
-        except RepositoryNotFoundError as e:
-            raise ZooSurveyFailure(f"{where}: the repo does not exist on the hub (or is private); check 'source.repo'") from e
-        except RevisionNotFoundError as e:
-            raise ZooSurveyFailure(f"{where}: revision {revision!r} does not exist; check 'revision'") from e
-        except LocalEntryNotFoundError as e:
-            raise ZooSurveyFailure(f"{where}: {name}: {_not_cached_hint(repo, revision, offline)}") from e
-        except HfHubHTTPError as e:
-            raise ZooSurveyFailure(f"{where}: hub request for {name} failed: {e}") from e
 
     config_path = fetch("config.json")
     config = json.loads(config_path.read_text()) if config_path else {}
@@ -234,20 +223,11 @@ def _from_hub(
     weights = next((w for w in map(fetch, candidates) if w is not None), None)
     if weights is None:
         if offline:
-            raise ZooSurveyFailure(f"{where}: weights: {_not_cached_hint(repo, revision, offline)}")
+            raise NotCachedError(where, not_cached_hint(repo, revision))
         raise ZooSurveyFailure(f"{where}: the repo has no weights file ({' or '.join(candidates)})")
     m = _COMMIT.search(weights.as_posix())
     commit = m.group(1) if m else "sha256:" + file_sha256(weights)
     return weights, commit, config
-
-
-def _not_cached_hint(repo: str, revision: str | None, offline: bool) -> str:
-    return (
-        "not in the Hugging Face cache and the hub cannot be reached"
-        f"{' (offline mode)' if offline else ''}; on a machine with internet run "
-        f"`hf download {repo}{' --revision ' + revision if revision else ''}` and copy its HF cache "
-        "(HF_HUB_CACHE) here"
-    )
 
 
 # --------------------------------------------------------------------------- load

@@ -22,6 +22,34 @@ class ZooSurveyFailure(ZooSurveyError):
     exit_code = 1
 
 
+class NotCachedError(ZooSurveyFailure):
+    """Offline, and something a run needs is not in the local caches (``zoo-survey prefetch`` fetches it)."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(f"{what}: not in the local cache{'; ' + hint if hint else ''}")
+        self.items = [what]
+
+
+def gather(problems: list[ZooSurveyError]) -> ZooSurveyError:
+    """One error for several: every message listed; what is missing from the cache said once.
+
+    A run checks all its inputs before any work, so the user fixes them in one go.
+    """
+    if len(problems) == 1:
+        return problems[0]
+    missing = [p for p in problems if isinstance(p, NotCachedError)]
+    if len(missing) == len(problems):
+        err = NotCachedError(f"{len(missing)} item(s) a run needs")
+        err.items = [i for p in missing for i in p.items]
+        err.args = (
+            f"offline, and {len(err.items)} item(s) this run needs are not in the local cache:\n"
+            + "\n".join(f"  - {i}" for i in err.items),
+        )
+        return err
+    cls = ZooSurveyError if any(p.exit_code == ZooSurveyError.exit_code for p in problems) else ZooSurveyFailure
+    return cls(f"{len(problems)} problems, nothing was run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a ``did you mean ...?`` suffix for an unknown ``name``, or a list of valid names.
 
