@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 from rich.table import Table
 
@@ -23,6 +25,7 @@ app = typer.Typer(
     "Examples:\n\n"
     "  zoo-survey run                                  # offline efficientnet-lite family, built-in datasets\n\n"
     "  zoo-survey run --family resnet --ensemble 4     # needs the hub (or a filled HF cache)\n\n"
+    "  zoo-survey prefetch -f resnet -d cifar10        # on a login node; then run with --offline\n\n"
     "  zoo-survey report --format html",
     no_args_is_help=True,
     add_completion=False,
@@ -56,7 +59,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 FullOpt = Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)]
 WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="DataLoader workers [default: 0 on a CPU of up to 4 cores (decode inline), more on CUDA].", show_default=False)]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1).")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (also: HF_HUB_OFFLINE=1); what is missing from the caches is named, with the prefetch command that fetches it.")]
 ImageSizeOpt = Annotated[Optional[int], typer.Option(help="Input resolution for every model [default: each checkpoint's own; 96 on CPU].", show_default=False)]
 MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Subsample train (stratified, seeded) [default: all; 2000 on CPU].", show_default=False)]
 MaxTestOpt = Annotated[Optional[int], typer.Option(help="Subsample test (stratified, seeded) [default: all; 1000 on CPU].", show_default=False)]
@@ -163,7 +166,7 @@ def run(
         )
     _print_budget(budget, options)
     cache = FeatureCache(cache_root(cache_dir), shard_rows=shard_rows)
-    with _RichHooks() as hooks:
+    with _RichHooks() as hooks, _prefetch_hint(family, datasets, registry):
         result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks)
     for n in result.notes:
         console.print(f"[dim]note: {n}[/]")
@@ -173,6 +176,72 @@ def run(
         f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}"
     )
     console.print(f"Next: zoo-survey report --out {out}")
+
+
+@contextmanager
+def _prefetch_hint(family: list[str], datasets: str, registry: list[Path] | None, checkpoints: str | None = None):
+    """Offline with inputs missing: end the one message with the prefetch command that fetches them."""
+    from .errors import NotCachedError
+
+    try:
+        yield
+    except NotCachedError as e:
+        cmd = ["zoo-survey prefetch", f"--family {','.join(family)}", f"--datasets {datasets}"]
+        cmd += [f"--checkpoints {checkpoints}"] if checkpoints else []
+        cmd += [f"--registry {r}" for r in registry or ()]
+        e.args = (f"{e}\nOn a machine with internet run `{' '.join(cmd)}`, copy its Hugging Face cache "
+                  "(HF_HUB_CACHE, default ~/.cache/huggingface/hub) here, and rerun.",)
+        raise
+
+
+@app.command()
+def prefetch(
+    family: Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")] = [DEFAULT_FAMILY],  # noqa: B006
+    checkpoints: Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")] = None,
+    datasets: DatasetsOpt = DEFAULT_DATASETS,
+    registry: RegistryOpt = None,
+) -> None:
+    """Download every checkpoint and dataset a run would need into the local caches, and report sizes.
+
+    Run it on a machine with internet (a login node), copy the Hugging Face cache
+    (HF_HUB_CACHE) to the machine without, and run there with --offline.
+
+    Example: zoo-survey prefetch -f resnet -d cifar10,pets
+    """
+    if _offline(False):
+        raise ZooSurveyError("prefetch downloads, but HF_HUB_OFFLINE is set; unset it (HF_HUB_OFFLINE=0) on a machine with internet")
+    from .survey import prefetch as fetch
+
+    reg = _registry(registry)
+    specs = _checkpoint_specs(reg, family, checkpoints)
+    ds_specs = _datasets(reg, datasets)
+    with console.status(f"fetching {len(specs)} checkpoint(s) and {len(ds_specs)} dataset(s)..."):
+        items = fetch(specs, ds_specs)
+    table = Table(title="prefetched")
+    for col in ("kind", "id", "source", "revision", "size", "where"):
+        table.add_column(col, overflow="fold")
+    for it in items:
+        table.add_row(it.kind, it.id, it.source, it.revision[:19], _human(it.bytes) if it.bytes else "bundled",
+                      str(it.path) if it.path else "")
+    console.print(table)
+    from huggingface_hub import constants
+
+    console.print(f"{len(items)} item(s), {_human(sum(i.bytes for i in items))}. Hugging Face cache: {constants.HF_HUB_CACHE}. "
+                  "Copy it to the offline machine (or point HF_HUB_CACHE at it) and pass --offline.")
+
+
+def _checkpoint_specs(reg, family: list[str], checkpoints: str | None):
+    """Every checkpoint of the families, or only the named ones."""
+    specs = [c for fam in _families(reg, family) for c in fam.checkpoints]
+    if checkpoints:
+        wanted = _csv(checkpoints)
+        for cid in wanted:
+            if cid not in {c.id for c in specs}:
+                from .errors import unknown
+
+                raise unknown("checkpoint", cid, [c.id for c in specs])
+        specs = [c for c in specs if c.id in wanted]
+    return specs
 
 
 def _offline(flag: bool) -> bool:
@@ -317,22 +386,14 @@ def extract(
     from .survey import extract_all, RunReport
 
     reg = _registry(registry)
-    specs = [c for fam in _families(reg, family) for c in fam.checkpoints]
-    if checkpoints:
-        wanted = _csv(checkpoints)
-        for cid in wanted:
-            if cid not in {c.id for c in specs}:
-                from .errors import unknown
-
-                raise unknown("checkpoint", cid, [c.id for c in specs])
-        specs = [c for c in specs if c.id in wanted]
+    specs = _checkpoint_specs(reg, family, checkpoints)
     options, budget = _run_options(
         device, image_size, max_train, max_test, full, batch_size, workers, dtype, compile, bad_images, features, offline
     )
     _print_budget(budget, options)
     cache = FeatureCache(cache_root(cache_dir), shard_rows=shard_rows)
     result = RunReport()
-    with _RichHooks() as hooks:
+    with _RichHooks() as hooks, _prefetch_hint(family, datasets, registry, checkpoints):
         extract_all(specs, _datasets(reg, datasets), cache, options, hooks, result)
     for n in result.notes:
         console.print(f"[dim]note: {n}[/]")
@@ -524,7 +585,7 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except ZooSurveyError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         _interrupted()

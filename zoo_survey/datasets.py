@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ZooSurveyError, ZooSurveyFailure
+from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource
 
 SPLIT_SEED = 0  # fixed: every model and every run sees the same split
@@ -57,6 +58,7 @@ class PreparedDataset:
     splits: dict[str, Split]
     class_names: tuple[str, ...] | None = None
     notes: tuple[str, ...] = field(default=())
+    revision: str = ""  # hub datasets: the resolved commit; others: "data:<fingerprint>"
 
 
 # --------------------------------------------------------------------------- sources
@@ -96,7 +98,8 @@ def _digits() -> tuple[dict[str, tuple[Images, np.ndarray]], str, tuple[str, ...
     d = load_digits()
     images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
     labels = d.target.astype(np.int64)
-    return {"train": (ArrayImages(images), labels)}, _digest(images, labels), tuple(str(n) for n in d.target_names)
+    fp = _digest(images, labels)
+    return {"train": (ArrayImages(images), labels)}, fp, tuple(str(n) for n in d.target_names), f"data:{fp}"
 
 
 def _lfw_subset():
@@ -105,7 +108,8 @@ def _lfw_subset():
     faces = lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
     images = np.clip(faces * 255.0, 0, 255).astype(np.uint8)
     labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
-    return {"train": (ArrayImages(images), labels)}, _digest(images, labels), ("non-face", "face")
+    fp = _digest(images, labels)
+    return {"train": (ArrayImages(images), labels)}, fp, ("non-face", "face"), f"data:{fp}"
 
 
 _FASHION_FILES = {
@@ -146,17 +150,19 @@ def _fashion_mnist(folder: Path | None):
             raise ZooSurveyFailure(f"{folder}: {img_name} has {len(images)} images but {lab_name} {len(labels)} labels")
         splits[split] = (ArrayImages(images), labels)
     fp = hashlib.sha256("".join(file_sha256(folder / n) for p in _FASHION_FILES.values() for n in p).encode())
-    return splits, fp.hexdigest()[:16], FASHION_CLASSES
+    return splits, fp.hexdigest()[:16], FASHION_CLASSES, f"data:{fp.hexdigest()[:16]}"
 
 
-def _hf(spec: DatasetSpec):
+def _hf(spec: DatasetSpec, offline: bool = False):
     import datasets as hfds
 
     src = spec.source
     try:
+        revision = None
         if isinstance(src, HFSource):
-            dd = hfds.load_dataset(src.path, src.name, revision=src.revision)
-            ident = f"{src.path}:{src.name}@{src.revision}"
+            local, revision = hub_snapshot(spec, offline)
+            dd = hfds.load_dataset(str(local), src.name)
+            ident = f"{src.path}:{src.name}@{revision}"
         elif isinstance(src, ImageFolderSource):
             if not src.path.is_dir():
                 raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {src.path} is not a folder")
@@ -189,7 +195,34 @@ def _hf(spec: DatasetSpec):
         s: (HFImages(dd[s], spec.image_column), np.asarray(dd[s][spec.label_column], dtype=np.int64)) for s in wanted
     }
     fp = hashlib.sha256((ident + "".join(dd[s]._fingerprint for s in wanted)).encode()).hexdigest()[:16]
-    return splits, fp, names
+    return splits, fp, names, revision or f"data:{fp}"
+
+
+_COMMIT = re.compile(r"/snapshots/([0-9a-f]{40})(/|$)")
+
+
+def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
+    """Download (or find in the HF hub cache) a hub dataset repo at its pinned revision: (folder, commit).
+
+    The files go through ``huggingface_hub`` into the same cache as model weights, so
+    ``zoo-survey prefetch`` fills it on a machine with internet and ``--offline`` reads it
+    back; the commit is recorded with every result and is part of the cache key.
+    """
+    from huggingface_hub import snapshot_download
+
+    from .hub import hub_call
+
+    src = spec.source
+    where = f"dataset {spec.id!r} (hub dataset {src.path!r}{'@' + src.revision if src.revision else ''})"
+    folder = hub_call(
+        where, "the dataset files", src.path, src.revision, offline,
+        lambda: snapshot_download(src.path, repo_type="dataset", revision=src.revision, local_files_only=offline),
+        repo_type="dataset",
+    )
+    m = _COMMIT.search(Path(folder).as_posix())
+    if m is None:  # a local_dir download has no snapshots/<commit> folder
+        raise ZooSurveyFailure(f"{where}: cannot tell the commit of {folder}; use the default HF hub cache")
+    return Path(folder), m.group(1)
 
 
 def _digest(images: np.ndarray, labels: np.ndarray) -> str:
@@ -198,7 +231,7 @@ def _digest(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_raw(spec: DatasetSpec):
+def _load_raw(spec: DatasetSpec, offline: bool = False):
     src = spec.source
     if isinstance(src, BuiltinSource):
         if src.name == "digits":
@@ -206,7 +239,7 @@ def _load_raw(spec: DatasetSpec):
         if src.name == "lfw-subset":
             return _lfw_subset()
         return _fashion_mnist(src.path)
-    return _hf(spec)
+    return _hf(spec, offline)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -244,7 +277,7 @@ def stratified_take(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, 
 
 
 def prepare(
-    spec: DatasetSpec, *, max_train: int | None = None, max_test: int | None = None
+    spec: DatasetSpec, *, max_train: int | None = None, max_test: int | None = None, offline: bool = False
 ) -> PreparedDataset:
     """Load ``spec`` and return its train / val / test splits (see the module docstring).
 
@@ -255,7 +288,7 @@ def prepare(
     for name, v in (("--max-train", max_train), ("--max-test", max_test)):
         if v is not None and v < 2:
             raise ZooSurveyError(f"{name} must be at least 2, got {v}")
-    raw, fingerprint, class_names = _load_raw(spec)
+    raw, fingerprint, class_names, revision = _load_raw(spec, offline)
     notes: list[str] = []
     train_images, train_labels = raw[spec.train_split if spec.train_split in raw else "train"]
     train_pos = np.arange(len(train_labels))
@@ -290,7 +323,7 @@ def prepare(
         "test": Split("test", test_images, test_pos, test_labels_all[test_pos]),
     }
     _check_labels(spec, splits)
-    return PreparedDataset(spec, fingerprint, splits, class_names, tuple(notes))
+    return PreparedDataset(spec, fingerprint, splits, class_names, tuple(notes), revision)
 
 
 def _check_labels(spec: DatasetSpec, splits: dict[str, Split]) -> None:

@@ -227,6 +227,24 @@ def chosen_hparams(r: ResultRow) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in shown.items())
 
 
+REVISION_HEADER = ("kind", "id", "revision", "rows")
+
+
+def revision_rows(rows: Sequence[ResultRow]) -> list[list[str]]:
+    """Every checkpoint's and dataset's resolved revision (hub commit or content digest) in the store's rows.
+
+    Two revisions of one id (the upstream changed between runs) are listed separately, with
+    how many rows each produced: results of different revisions are never merged silently.
+    """
+    seen: dict[tuple[str, str, str], int] = {}
+    for r in latest_rows(rows):
+        for cid, rev in r.provenance.get("revisions", {}).items():
+            seen[("checkpoint", cid, rev)] = seen.get(("checkpoint", cid, rev), 0) + 1
+        rev = r.provenance.get("dataset_revision") or f"data:{r.provenance.get('dataset_fingerprint', '?')}"
+        seen[("dataset", r.dataset, rev)] = seen.get(("dataset", r.dataset, rev), 0) + 1
+    return [[k, i, rev, str(n)] for (k, i, rev), n in sorted(seen.items())]
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -254,6 +272,8 @@ def render_markdown(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> st
     out += [f"| {f} | {d:+.1f} | {w} | {n} |" for f, d, w, n in summary(lines)]
     if plots:
         out += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name}) " for p in plots]
+    out += ["", "## Revisions", "", "The resolved commit (hub) or content digest of every input the results used.", ""]
+    out += _md_table(REVISION_HEADER, revision_rows(rows))
     out += ["", "## Every row", "", "| family | dataset | probe | setting | model | role | top-1 | mean per-class | chosen | params (M) | GFLOPs | feature dim | train/val/test | warnings |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in latest_rows(rows):
@@ -346,6 +366,8 @@ def render_html(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> str:
         + "<h2>Across architectures</h2>"
         + table(("family", "mean difference (points)", "ensemble wins", "datasets"), summ)
         + ("<h2>Plots</h2>" + images if images else "")
+        + "<h2>Revisions</h2><p>The resolved commit (hub) or content digest of every input the results used.</p>"
+        + table(REVISION_HEADER, revision_rows(rows))
         + "<h2>Every row</h2>"
         + table(("family", "dataset", "probe", "setting", "model", "role", "top-1", "mean per-class", "chosen",
                  "params (M)", "GFLOPs", "feature dim", "train/val/test"), every)

@@ -18,7 +18,7 @@ from . import __version__
 from .cache import FeatureCache
 from .checkpoints import ResolvedCheckpoint, resolve
 from .datasets import PreparedDataset, prepare
-from .errors import ZooSurveyError
+from .errors import ZooSurveyError, gather
 from .extract import ExtractOptions
 from .features import FeatureSource
 from .plan import Comparison, Plan
@@ -107,19 +107,28 @@ def run_survey(
         for ds in prepared.values():
             for comp in plan.comparisons:
                 data = None  # the comparison's features, read from the cache on first need
-                for probe, setting, seed in _settings(options, comp):
-                    key = row_key(_row_payload(comp, ds, probe, setting, seed, options, resolved))
-                    if store.has(key):
-                        report.skipped += 1
-                        continue
-                    data = data or _comparison_features(comp, ds, resolved, source)
-                    tick = hooks.stage(f"{probe}{' ' + setting if setting else ''} probe · {comp.name} · {ds.spec.id}", 1)
-                    row = _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data)
-                    tick(1)
-                    if store.put(row):
-                        report.written += 1
-                    else:
-                        report.skipped += 1  # another process wrote it meanwhile
+                todo = [(s, row_key(_row_payload(comp, ds, *s, options, resolved))) for s in _settings(options, comp)]
+                busy = []  # rows another run sharing this store is computing: wait for them last
+                for wait, items in ((False, todo), (True, busy)):
+                    for (probe, setting, seed), key in items:
+                        if store.has(key):
+                            report.skipped += 1
+                            continue
+                        with store.claim(key, wait=wait) as mine:
+                            if not mine:
+                                busy.append(((probe, setting, seed), key))
+                                continue
+                            if store.has(key):  # the other run wrote it while we waited
+                                report.skipped += 1
+                                continue
+                            data = data or _comparison_features(comp, ds, resolved, source)
+                            tick = hooks.stage(f"{probe}{' ' + setting if setting else ''} probe · {comp.name} · {ds.spec.id}", 1)
+                            row = _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data)
+                            tick(1)
+                            if store.put(row):
+                                report.written += 1
+                            else:
+                                report.skipped += 1  # written meanwhile by a run that took no lock (e.g. on NFS)
     report.forward_batches = source.forward_batches
     keys = {
         row_key(_row_payload(c, ds, p, setting, seed, options, resolved))
@@ -148,11 +157,7 @@ def extract_all(
     """
     hooks = hooks or Hooks()
     report = report if report is not None else RunReport()
-    prepared: dict[str, PreparedDataset] = {}
-    for spec in datasets:
-        prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test)
-        report.notes += [f"{spec.id}: {n}" for n in ds.notes]
-    resolved = {c.id: resolve(c, offline=options.offline, image_size=options.image_size) for c in checkpoints}
+    prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
     source = FeatureSource(cache, options.extract, on_progress=_progress_adapter(hooks))
     for ckpt in resolved.values():  # checkpoints outside datasets: each model loads once
@@ -162,6 +167,74 @@ def extract_all(
     report.forward_batches = source.forward_batches
     report.notes += source.notes + cache.repaired
     return prepared, resolved, source
+
+
+def prepare_inputs(
+    checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSpec], options: RunOptions, report: RunReport | None = None
+) -> tuple[dict[str, PreparedDataset], dict[str, ResolvedCheckpoint]]:
+    """Load every dataset and resolve every checkpoint (downloading unless offline).
+
+    Every input is tried and all problems are raised together (:func:`errors.gather`):
+    offline, that is one message naming everything missing from the cache.
+    """
+    prepared: dict[str, PreparedDataset] = {}
+    resolved: dict[str, ResolvedCheckpoint] = {}
+    problems: list[ZooSurveyError] = []
+    for spec in datasets:
+        try:
+            prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test, offline=options.offline)
+        except ZooSurveyError as e:
+            problems.append(e)
+            continue
+        if report is not None:
+            report.notes += [f"{spec.id}: {n}" for n in ds.notes]
+    for c in checkpoints:
+        try:
+            resolved[c.id] = resolve(c, offline=options.offline, image_size=options.image_size)
+        except ZooSurveyError as e:
+            problems.append(e)
+    if problems:
+        raise gather(problems)
+    return prepared, resolved
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One input ``zoo-survey prefetch`` made local: what it is, its revision, where, how big."""
+
+    kind: str  # "checkpoint" or "dataset"
+    id: str
+    source: str
+    revision: str
+    path: Path | None
+    bytes: int
+
+
+def prefetch(checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSpec]) -> list[Fetched]:
+    """Download every checkpoint and dataset a run over these would need into the local caches.
+
+    Hub files land in the Hugging Face hub cache (``HF_HUB_CACHE``); copy it to a machine
+    without internet and run there with ``--offline``. Each dataset is also loaded once,
+    so a wrong split or column name shows up here, not on the offline machine.
+    """
+    from .datasets import hub_snapshot
+    from .registry import HFSource
+
+    prepared, resolved = prepare_inputs(checkpoints, datasets, RunOptions(offline=False))
+    out = []
+    for c in checkpoints:
+        r = resolved[c.id]
+        files = [r.weights] + [p for p in [r.weights.parent / "config.json"] if p.is_file() and p != r.weights]
+        out.append(Fetched("checkpoint", c.id, c.source.type, r.revision, r.weights, sum(f.stat().st_size for f in files)))
+    for d in datasets:
+        ds, folder = prepared[d.id], None
+        if isinstance(d.source, HFSource):
+            folder, _ = hub_snapshot(d, offline=True)
+        elif getattr(d.source, "path", None) is not None and Path(d.source.path).is_dir():
+            folder = Path(d.source.path)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
+        out.append(Fetched("dataset", d.id, d.source.type, ds.revision, folder, size))
+    return out
 
 
 def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
@@ -313,6 +386,7 @@ def _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, dat
             "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
             "pretrain": {m.id: m.pretrain.model_dump() for m in comp.members},
             "dataset_fingerprint": ds.fingerprint,
+            "dataset_revision": ds.revision,
             "dataset_notes": list(ds.notes),
             "extract": options.extract.key(),
         },
