@@ -120,3 +120,9 @@ def tiny_registry(tmp_path, hub_env, tiny_pth) -> Path:
         """,
     )
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _allow_test_paths(tmp_path_factory, monkeypatch):
+    """Fixture registries point at weights in other pytest temp folders (see ZOO_SURVEY_ALLOWED_PATHS)."""
+    monkeypatch.setenv("ZOO_SURVEY_ALLOWED_PATHS", str(tmp_path_factory.getbasetemp()))

@@ -20,6 +20,7 @@ Every error names the file, the entry and the field.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from .errors import ZooSurveyError, unknown
 
 SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "registries"
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
+ALLOWED_PATHS_ENV = "ZOO_SURVEY_ALLOWED_PATHS"
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*\.[A-Za-z0-9][A-Za-z0-9_\-\.]*$"
 
@@ -339,6 +341,30 @@ def _read_yaml(path: Path) -> dict:
     return doc
 
 
+def _check_local_path(path: Path, label: str, fld: str, local: Path) -> None:
+    """Refuse a local path (weights, image folder, parquet file) that resolves, symlinks followed, outside
+    the YAML file's folder and the folders in ``$ZOO_SURVEY_ALLOWED_PATHS``; and a symlink loop."""
+    try:
+        real = local.resolve()
+    except (RuntimeError, OSError):  # 3.11 raises RuntimeError on a loop; newer versions OSError(ELOOP)
+        raise ZooSurveyError(
+            f"{path}: {label}: field {fld!r}: {str(local)!r} is a symbolic link loop; point it at the real file"
+        ) from None
+    roots = [path.parent] + [Path(os.path.expanduser(p)) for p in os.environ.get(ALLOWED_PATHS_ENV, "").split(os.pathsep) if p]
+    for root in roots:
+        try:
+            root = root.resolve()
+        except (RuntimeError, OSError):
+            continue
+        if real == root or root in real.parents:
+            return
+    raise ZooSurveyError(
+        f"{path}: {label}: field {fld!r}: {str(local)!r} resolves to {str(real)!r}, outside the folder of this "
+        f"file; move it below {str(path.parent.resolve())!r}, or allow its folder with "
+        f"{ALLOWED_PATHS_ENV}={real.parent} (os.pathsep-separated)"
+    )
+
+
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -397,6 +423,7 @@ def _build_family(name: str, parts: list[tuple[Path, dict]]) -> FamilySpec:
             if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("path"), str):
                 p = Path(os.path.expanduser(src["path"]))
                 data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
+                _check_local_path(path, label, "source.path", data["source"]["path"])
             try:
                 checkpoints.append(CheckpointSpec.model_validate(data))
             except ValidationError as e:
@@ -447,6 +474,13 @@ def _parse_datasets(path: Path, doc: dict) -> list[DatasetSpec]:
         if isinstance(src, dict) and isinstance(src.get("path"), str) and src.get("type") in {"imagefolder", "builtin"}:
             p = Path(os.path.expanduser(src["path"]))
             data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
+            if src.get("type") == "imagefolder":  # builtin paths (e.g. /usr/share/datasets) are exempt
+                _check_local_path(path, label, "source.path", data["source"]["path"])
+        if isinstance(src, dict) and src.get("type") == "parquet" and isinstance(src.get("data_files"), dict):
+            for split, pattern in src["data_files"].items():
+                if isinstance(pattern, str) and "://" not in pattern:  # datasets reads it from the working folder
+                    fixed = re.split(r"[*?\[]", os.path.expanduser(pattern))[0]  # a glob: check the part before it
+                    _check_local_path(path, label, f"source.data_files.{split}", Path(fixed or "."))
         try:
             out.append(DatasetSpec.model_validate(data))
         except ValidationError as e:

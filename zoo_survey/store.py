@@ -7,6 +7,7 @@ work and a changed input never overwrites an old row. Each insert is one transac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -96,8 +97,17 @@ class ResultStore:
                 f"no results store at {self.path}; run `zoo-survey run` first (or pass the --out folder it wrote)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        # Two runs creating one store at once: sqlite may refuse the switch to WAL ("database is locked").
         try:
-            self._init()
+            (self.path.parent / ".locks").mkdir(exist_ok=True)
+            lock = FileLock(str(self.path.parent / ".locks" / f"{self.path.name}.lock"))
+        except OSError:  # a read-only folder: nobody can be creating the store in it
+            lock = contextlib.nullcontext()
+        try:
+            with lock:
+                self._init()
         except sqlite3.DatabaseError as e:
             raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another --out") from e
 
@@ -115,14 +125,37 @@ class ResultStore:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
+            if row is None:  # a new store; another process may be creating it at the same moment
                 con.execute(f"CREATE TABLE IF NOT EXISTS results ({_COLUMNS})")
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if int(row[0]) != SCHEMA_VERSION:
                 raise ZooSurveyError(
                     f"{self.path} was written by schema version {row[0]}, this zoo-survey reads {SCHEMA_VERSION}; "
                     "move it away and rerun (cached features are reused, only probes rerun)"
                 )
+
+    @contextmanager
+    def claim(self, row_key: str, wait: bool = True) -> Iterator[bool]:
+        """An advisory lock on one row, so two runs sharing this store do not compute the same row.
+
+        Yields False at once when ``wait`` is False and another process holds it. Like the
+        cache's lock it only saves work: rows are inserted with INSERT OR IGNORE either way.
+        """
+        from filelock import FileLock, Timeout
+
+        lock_path = self.path.parent / ".locks" / f"{row_key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     def has(self, row_key: str) -> bool:
         with self._connect() as con:

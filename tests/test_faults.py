@@ -1,0 +1,373 @@
+"""Faults across whole runs and hostile inputs: two `run`s at once on one cache and store, kill -9 while
+probing and while writing a row, paths that escape the registry folder, symlink loops, odd image files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_cli import zoo
+from zoo_survey.errors import ZooSurveyError
+
+# A real `zoo-survey run` in a subprocess. Before main(), the wrapper may wrap a real function so the test can
+# see (or stop the process at) a chosen point: it always calls the real code; nothing is replaced.
+_WRAPPER = textwrap.dedent("""
+    import os, sys
+    import zoo_survey.survey as survey
+    from zoo_survey.store import ResultStore
+    mode, log = sys.argv[1], sys.argv[2]
+    real_probe_row = survey._probe_row
+
+    def probe_row(key, *a, **k):
+        with open(log, "a") as f:  # one line per probe actually computed
+            f.write(key + "\\n")
+        if mode == "kill-in-probe":  # SIGKILL halfway through the second probe fit of the run
+            if sum(1 for _ in open(log)) == 2:
+                os.kill(os.getpid(), 9)
+        return real_probe_row(key, *a, **k)
+
+    survey._probe_row = probe_row
+    if mode == "kill-in-write":  # SIGKILL after the second row's INSERT ran, before its COMMIT
+        import sqlite3
+        real_connect, n = sqlite3.connect, [0]
+
+        class Con(sqlite3.Connection):
+            def execute(self, sql, *a):
+                cur = super().execute(sql, *a)
+                if sql.startswith("INSERT OR IGNORE INTO results"):
+                    n[0] += 1
+                    if n[0] == 2:
+                        os.kill(os.getpid(), 9)
+                return cur
+
+        sqlite3.connect = lambda *a, **k: real_connect(*a, factory=Con, **k)
+    from zoo_survey.cli import main
+    sys.argv = ["zoo-survey", *sys.argv[3:]]
+    main()
+""")
+
+RUN = ("--family", "tiny", "--ensemble", "1", "-d", "digits", "--max-train", "100", "--max-test", "50",
+       "--image-size", "32", "--workers", "0", "--device", "cpu", "--grid", "0.1,1,10", "--probes", "linear,ncm",
+       "--offline")
+
+
+def _run_cmd(tmp_path: Path, registry: Path, cache: Path, out: Path, mode: str = "plain", log: str = "") -> list[str]:
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(_WRAPPER)
+    log = log or str(tmp_path / f"probes-{out.name}.log")
+    return [sys.executable, str(wrapper), mode, log, "run", "--registry", str(registry), "--cache-dir", str(cache),
+            "--out", str(out), *RUN]
+
+
+def _env(hub_env: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_CACHE": str(hub_env), "COLUMNS": "200"}
+
+
+def _summary(text: str) -> tuple[int, int, int]:
+    m = re.search(r"(\d+) result row\(s\) written, (\d+) already done; (\d+) forward batch", text)
+    assert m, text
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def _rows(store: Path) -> dict[str, tuple]:
+    with sqlite3.connect(store) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = con.execute("SELECT row_key, comparison, probe, top1, mean_per_class FROM results").fetchall()
+    keys = [r[0] for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate row keys"
+    return {r[0]: r[1:] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, hub_cache, tiny_pth) -> Path:
+    """Two checkpoints that both run a forward: a hub snapshot and a local .pth kept next to the YAML."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("faults-registry")
+    shutil.copy(tiny_pth, folder / "tiny_resnet.pth")
+    (folder / "tiny.yaml").write_text(textwrap.dedent("""
+        family: tiny
+        defaults:
+          pretrain: {data: random-init}
+        checkpoints:
+          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.21, gflops: 0.03, feature_dim: 64}
+          - {id: test_resnet.mine, source: {type: file, path: tiny_resnet.pth}, params_m: 0.5, gflops: 0.05, feature_dim: 96}
+        """))
+    return folder
+
+
+_REFERENCE: dict[str, tuple] = {}
+
+
+@pytest.fixture()
+def reference(tmp_path_factory, registry, hub_env, monkeypatch, capsys):
+    """One clean run (in this process, once per module) in its own cache and out folder:
+    its rows, its forward-batch count and its cache folder."""
+    if "ref" not in _REFERENCE:
+        tmp = tmp_path_factory.mktemp("faults-reference")
+        code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(registry), "--cache-dir", str(tmp / "cache"),
+                             "--out", str(tmp / "out"), *RUN)
+        assert code == 0, out + err
+        written, skipped, batches = _summary(out)
+        assert written > 0 and skipped == 0 and batches > 0
+        _REFERENCE["ref"] = (_rows(tmp / "out" / "results.sqlite"), batches, tmp / "cache")
+    return _REFERENCE["ref"]
+
+
+def test_two_runs_at_once_on_one_cache_and_store_do_each_piece_of_work_once(tmp_path, registry, hub_env, reference):
+    ref_rows, ref_batches, _ = reference
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    logs = [tmp_path / "probes-a.log", tmp_path / "probes-b.log"]
+    procs = [subprocess.Popen(_run_cmd(tmp_path, registry, cache, out, log=str(log)), env=_env(hub_env),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for log in logs]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    summaries = [_summary(o) for o in outs]
+    assert sum(s[2] for s in summaries) == ref_batches  # every cache entry computed by one of the two
+    assert sum(s[0] for s in summaries) == len(ref_rows)  # every row written by exactly one of the two
+    computed = [k for log in logs if log.exists() for k in log.read_text().split()]
+    assert sorted(computed) == sorted(set(computed)) and set(computed) == set(ref_rows)  # each probe fitted once
+    rows = _rows(out / "results.sqlite")
+    assert rows == ref_rows  # same keys, same numbers as one run alone
+
+
+@pytest.mark.parametrize("mode", ["kill-in-probe", "kill-in-write"])
+def test_kill_9_while_probing_or_writing_a_row_then_rerun_loses_and_duplicates_nothing(tmp_path, registry, hub_env, reference,
+                                                                                      monkeypatch, capsys, mode):
+    import shutil
+
+    ref_rows, _, ref_cache = reference
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    shutil.copytree(ref_cache, cache)  # features are cached: this run only probes and writes rows
+    killed = subprocess.run(_run_cmd(tmp_path, registry, cache, out, mode=mode), env=_env(hub_env),
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    # The first row was committed; the second was being fitted (or inserted, uncommitted) when the process died.
+    assert len(_rows(out / "results.sqlite")) == 1
+    code, text, err = zoo(monkeypatch, capsys, "run", "--registry", str(registry), "--cache-dir", str(cache),
+                          "--out", str(out), *RUN)
+    assert code == 0, text + err
+    assert _summary(text) == (len(ref_rows) - 1, 1, 0)  # nothing recomputed; one row already done
+    assert _rows(out / "results.sqlite") == ref_rows
+
+
+def _open_store(path: str, barrier) -> None:
+    from zoo_survey.store import ResultStore
+
+    barrier.wait()
+    ResultStore(Path(path))
+
+
+def test_six_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    """Before the fix, ~1 in 4 such races failed: 'UNIQUE constraint failed: meta.key' or 'database is locked'."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for trial in range(5):
+        path = str(tmp_path / f"t{trial}" / "results.sqlite")
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_store, args=(path, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
+        with sqlite3.connect(path) as con:
+            assert con.execute("SELECT value FROM meta").fetchall() == [("2",)]
+
+
+# --------------------------------------------------------------------------- paths that leave the registry folder
+
+_ENTRY = "  - {{id: test_resnet.x, source: {{type: file, path: {}}}, params_m: 1, gflops: 1, feature_dim: 96}}\n"
+
+
+def _family(folder: Path, weights: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "f.yaml").write_text("family: f\ncheckpoints:\n" + _ENTRY.format(weights))
+    return folder
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_a_weights_path_outside_the_registry_folder_is_refused_until_allowed(tmp_path, monkeypatch, capsys, tiny_pth, how):
+    import shutil
+
+    from zoo_survey.registry import load_registry
+
+    monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(tiny_pth, outside / "w.pth")
+    reg = tmp_path / "reg"
+    weights = {"dotdot": "../elsewhere/w.pth", "absolute": str(outside / "w.pth"), "symlink": "link.pth"}[how]
+    _family(reg, weights)
+    if how == "symlink":
+        (reg / "link.pth").symlink_to(outside / "w.pth")  # inside by name, outside once followed
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(reg))
+    assert code == 2 and "Traceback" not in err
+    line = " ".join(err.split())  # rich may wrap the line
+    assert f"{reg / 'f.yaml'}: checkpoint 'test_resnet.x': field 'source.path':" in line
+    assert f"resolves to '{outside.resolve() / 'w.pth'}', outside the folder of this file" in line
+    assert f"ZOO_SURVEY_ALLOWED_PATHS={outside.resolve()}" in line
+
+    monkeypatch.setenv("ZOO_SURVEY_ALLOWED_PATHS", os.pathsep.join(["/nonexistent", str(outside)]))
+    spec = load_registry([reg]).checkpoint("test_resnet.x")
+    assert spec.source.path.resolve() == (outside / "w.pth").resolve()
+
+
+def test_a_weights_path_inside_the_registry_folder_needs_nothing(tmp_path, monkeypatch, tiny_pth):
+    import shutil
+
+    from zoo_survey.registry import load_registry
+
+    monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
+    (tmp_path / "reg" / "weights").mkdir(parents=True)
+    shutil.copy(tiny_pth, tmp_path / "reg" / "weights" / "w.pth")
+    _family(tmp_path / "reg", "weights/../weights/w.pth")  # a .. that stays below the YAML file's folder
+    assert load_registry([tmp_path / "reg"]).checkpoint("test_resnet.x").source.path.is_file()
+    (tmp_path / "reg" / "f.yaml").unlink()
+    _family(tmp_path / "reg" / "sub", "../weights/w.pth")  # the rule is the YAML file's own folder, not the registry's
+    with pytest.raises(ZooSurveyError, match="outside the folder of this file"):
+        load_registry([tmp_path / "reg"])
+
+
+def test_a_symlink_loop_as_weights_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    reg = _family(tmp_path / "reg", "loop.pth")
+    (reg / "loop.pth").symlink_to(reg / "loop2.pth")
+    (reg / "loop2.pth").symlink_to(reg / "loop.pth")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(reg))
+    assert code == 2 and "Traceback" not in err
+    assert "checkpoint 'test_resnet.x': field 'source.path':" in err and "is a symbolic link loop" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "parquet"])
+def test_a_dataset_path_escaping_with_dotdot_is_refused(tmp_path, monkeypatch, capsys, kind):
+    monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    (tmp_path / "secret").mkdir()
+    src = ("{type: imagefolder, path: ../secret}" if kind == "imagefolder"
+           else f"{{type: parquet, data_files: {{train: '{reg}/../secret/*.parquet'}}}}")
+    (reg / "ds.yaml").write_text(f"datasets:\n  - {{id: leak, source: {src}, num_classes: 2}}\n")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(reg))
+    field = "source.path" if kind == "imagefolder" else "source.data_files.train"
+    assert code == 2 and "Traceback" not in err
+    line = " ".join(err.split())
+    assert f"ds.yaml: dataset 'leak': field '{field}':" in line and "outside the folder of this file" in line
+    monkeypatch.setenv("ZOO_SURVEY_ALLOWED_PATHS", str(tmp_path / "secret"))
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(reg))
+    assert code == 0, err
+
+
+def test_builtin_dataset_paths_and_the_shipped_registry_are_exempt(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
+    (tmp_path / "ds.yaml").write_text(
+        "datasets:\n  - {id: fm2, source: {type: builtin, name: fashion-mnist, path: /usr/share/datasets/fashion-mnist}, num_classes: 10}\n")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path))
+    assert code == 0, err
+
+
+# --------------------------------------------------------------------------- odd files in a local image folder
+
+
+def _odd_folder(root: Path) -> None:
+    """Class folders of small PNGs plus: a corrupt JPEG, a text file, grayscale, CMYK, palette, a 6000x6000
+    JPEG and a PNG above PIL's decompression-bomb limit (14000x14000, 1-bit: 24 kB on disk)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    a, b = root / "train" / "a", root / "train" / "b"
+    (a / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
+    (a / "notes.txt").write_text("not an image")
+    pic = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    pic.convert("L").save(b / "gray.png")
+    pic.convert("CMYK").save(b / "cmyk.jpg")
+    pic.convert("P").save(b / "palette.png")
+    Image.new("RGB", (6000, 6000), (10, 200, 30)).save(b / "huge.jpg", quality=50)
+    Image.new("1", (14000, 14000)).save(a / "bomb.png")
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip"])
+def test_an_image_folder_with_odd_files_end_to_end(tmp_path, registry, hub_env, mode):
+    import datasets as hfds
+
+    from zoo_survey.cache import FeatureCache
+    from zoo_survey.checkpoints import resolve
+    from zoo_survey.datasets import prepare
+    from zoo_survey.errors import ZooSurveyFailure
+    from zoo_survey.extract import ExtractOptions
+    from zoo_survey.features import FeatureSource
+    from zoo_survey.registry import load_registry
+
+    _odd_folder(tmp_path / "imgs")
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: odd, source: {type: imagefolder, path: imgs}, num_classes: 2}\n")
+    ds = prepare(load_registry([tmp_path]).dataset("odd"))
+    # notes.txt is not an image: the folder reader leaves it out. Every other file is a row, labelled by its folder.
+    paths = {}
+    for name, split in ds.splits.items():
+        files = split.images.ds.cast_column("image", hfds.Image(decode=False))["image"]
+        paths[name] = [Path(files[int(i)]["path"]) for i in split.indices]
+        assert [p.parent.name for p in paths[name]] == [("a", "b")[int(y)] for y in split.labels]
+    found = {p.name for ps in paths.values() for p in ps}
+    assert "notes.txt" not in found and {"corrupt.jpg", "bomb.png", "gray.png", "cmyk.jpg", "palette.png", "huge.jpg"} <= found
+    assert sum(len(s) for s in ds.splits.values()) == 12 + 12 + 6
+
+    ckpt = resolve(load_registry([registry]).checkpoint("test_convnext.hub"), offline=True, image_size=32)
+    src = FeatureSource(FeatureCache(tmp_path / "c"), ExtractOptions(device="cpu", batch_size=8, workers=0, bad_images=mode))
+    if mode == "fail":
+        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded \((UnidentifiedImageError|DecompressionBombError).*--bad-images skip"):
+            for s in ("train", "val", "test"):
+                src.get(ckpt, ds, s)
+        return
+    got = {s: src.get(ckpt, ds, s) for s in ("train", "val", "test")}
+    assert sum(f.skipped for f in got.values()) == 2  # the corrupt JPEG and the decompression bomb
+    kept = {paths[s][list(ds.splits[s].indices).index(i)].name for s, f in got.items() for i in f.indices}
+    assert {"corrupt.jpg", "bomb.png"}.isdisjoint(kept) and {"gray.png", "cmyk.jpg", "palette.png", "huge.jpg"} <= kept
+    for s, f in got.items():
+        assert np.isfinite(f.features).all() and len(f.features) == len(ds.splits[s]) - f.skipped
+        pos = {int(i): k for k, i in enumerate(ds.splits[s].indices)}
+        assert [int(ds.splits[s].labels[pos[int(i)]]) for i in f.indices] == f.labels.tolist()  # labels stay aligned
+    assert sum("could not be decoded and were skipped" in n for n in src.notes) >= 1
+
+
+# --------------------------------------------------------------------------- malformed registry files (what test_registry.py does not cover)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- just\n- a list\n", "f.yaml: expected a mapping at the top level, got list"),
+        ("family: f\ncheckpoints: not-a-list\n", "family 'f': field 'checkpoints': expected a list of entries"),
+        ("family: f\ndefaults: [1, 2]\ncheckpoints: []\n", "family 'f': field 'defaults': expected a mapping"),
+        ("family: f\ncheckpoints:\n  - just-a-string\n", "checkpoint entry 1: expected a mapping, got 'just-a-string'"),
+        ("family: f\nchekpoints: []\n", "family 'f': unknown top-level field(s) ['chekpoints']"),
+        ("family: f\ncheckpoints: []\nensembles: [a, b]\n", "field 'ensembles': expected a mapping of name: [ids]"),
+        ("datasets: {id: x}\n", "field 'datasets': expected a list of entries"),
+        ("datasets:\n  - {id: x, source: {type: builtin, name: digits}, num_classes: ten}\n",
+         "dataset 'x': field 'num_classes': Input should be a valid integer"),
+        ("datasets:\n  - {id: x, source: {type: builtin, name: digits, colour: red}, num_classes: 10}\n",
+         "dataset 'x': field 'source.colour': unknown field"),
+        ("datasets: []\nextra: 1\n", "unknown top-level field(s) ['extra']; expected 'datasets'"),
+    ],
+)
+def test_malformed_registry_files_get_one_line_naming_file_entry_and_field(tmp_path, monkeypatch, capsys, text, message):
+    (tmp_path / "f.yaml").write_text(text)
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path / "f.yaml"))
+    assert code == 2 and "Traceback" not in err
+    assert message in " ".join(err.split())
