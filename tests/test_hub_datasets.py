@@ -33,19 +33,20 @@ def parquet_split(labels: list[int], seed: int) -> bytes:
     return buf.getvalue()
 
 
-def dataset_repo(seed: int) -> dict[str, bytes]:
+def dataset_repo(seed: int, n_train: int = 30) -> dict[str, bytes]:
     return {
         "README.md": b"# tiny shapes\n",
-        "data/train-00000-of-00001.parquet": parquet_split([0, 1, 2] * 10, seed),
+        "data/train-00000-of-00001.parquet": parquet_split([0, 1, 2] * (n_train // 3), seed),
         "data/test-00000-of-00001.parquet": parquet_split([0, 1, 2] * 4, seed + 1),
     }
 
 
-def registry(folder, revision: str | None = None):
+def registry(folder, revision: str | None = None, sizes: str = ""):
     rev = f", revision: {revision}" if revision else ""
+    sizes = f", split_sizes: {sizes}" if sizes else ""
     write_family(folder, "loopds", f"""
         datasets:
-          - {{id: tiny-shapes, source: {{type: hf, path: {DS_REPO}{rev}}}, num_classes: 3}}
+          - {{id: tiny-shapes, source: {{type: hf, path: {DS_REPO}{rev}}}, num_classes: 3{sizes}}}
         """)
     write_family(folder, "loop", f"""
         family: loop
@@ -131,3 +132,22 @@ def test_offline_with_part_of_the_inputs_cached_names_only_what_is_missing(hub, 
     assert ("'test_resnet.loop2'" in named) == (missing == "checkpoint")
     assert "zoo-survey prefetch --family loop --datasets tiny-shapes" in err
     assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_a_dataset_that_changed_under_its_name_stops_at_load(hub, tmp_path):
+    """An entry records the split sizes it was checked at; an upstream commit with other sizes is refused."""
+    from zoo_survey.errors import ZooSurveyFailure
+
+    v1 = hub.add_commit(DS_REPO, dataset_repo(0), repo_type="dataset")
+    checked = "{train: 30, test: 12}"
+    assert prepare(load_registry([registry(tmp_path / "a", sizes=checked)]).dataset("tiny-shapes")).revision == v1
+    v2 = hub.add_commit(DS_REPO, dataset_repo(0, n_train=27), repo_type="dataset")
+    with pytest.raises(ZooSurveyFailure) as e:
+        prepare(load_registry([registry(tmp_path / "b", sizes=checked)]).dataset("tiny-shapes"))
+    msg = str(e.value)
+    for text in ("split 'train' has 27 rows", "checked at 30", "split_sizes", v2, "pin source.revision"):
+        assert text in msg, msg
+    pinned = prepare(load_registry([registry(tmp_path / "c", revision=v1, sizes=checked)]).dataset("tiny-shapes"))
+    assert pinned.revision == v1  # pinning the checked commit keeps working
+    with pytest.raises(ZooSurveyFailure, match=r"split 'validation' is not among the loaded splits \['test', 'train'\]"):
+        prepare(load_registry([registry(tmp_path / "d", sizes="{train: 27, validation: 5}")]).dataset("tiny-shapes"))

@@ -227,7 +227,8 @@ def prefetch(
     from huggingface_hub import constants
 
     console.print(f"{len(items)} item(s), {_human(sum(i.bytes for i in items))}. Hugging Face cache: {constants.HF_HUB_CACHE}. "
-                  "Copy it to the offline machine (or point HF_HUB_CACHE at it) and pass --offline.")
+                  "Copy it to the offline machine (or point HF_HUB_CACHE at it) and pass --offline; "
+                  "package and builtin items are installed there with pip / apt, not copied.")
 
 
 def _checkpoint_specs(reg, family: list[str], checkpoints: str | None):

@@ -289,6 +289,7 @@ def prepare(
         if v is not None and v < 2:
             raise ZooSurveyError(f"{name} must be at least 2, got {v}")
     raw, fingerprint, class_names, revision = _load_raw(spec, offline)
+    _check_sizes(spec, raw, revision)
     notes: list[str] = []
     train_images, train_labels = raw[spec.train_split if spec.train_split in raw else "train"]
     train_pos = np.arange(len(train_labels))
@@ -324,6 +325,19 @@ def prepare(
     }
     _check_labels(spec, splits)
     return PreparedDataset(spec, fingerprint, splits, class_names, tuple(notes), revision)
+
+
+def _check_sizes(spec: DatasetSpec, raw: dict, revision: str) -> None:
+    """The loaded splits against the entry's ``split_sizes``: a dataset that changed under its name stops here."""
+    for name, expected in (spec.split_sizes or {}).items():
+        found = len(raw[name][1]) if name in raw else None
+        if found != expected:
+            what = f"has {found:,} rows" if found is not None else f"is not among the loaded splits {sorted(raw)}"
+            raise ZooSurveyFailure(
+                f"{spec.defined_in}: dataset {spec.id!r}: split {name!r} {what}, but the entry was checked at "
+                f"{expected:,} (field 'split_sizes'; loaded revision {revision}); the data changed under this name: "
+                "pin source.revision to the commit you checked, or check the new copy and update split_sizes"
+            )
 
 
 def _check_labels(spec: DatasetSpec, splits: dict[str, Split]) -> None:

@@ -222,6 +222,9 @@ class DatasetSpec(_Frozen):
     test_split: str | None = "test"
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
+    # The upstream split sizes this entry was checked against, e.g. {train: 50000, test: 10000}:
+    # a load that finds other sizes stops (the data changed under its name).
+    split_sizes: dict[str, int] | None = None
     description: str = ""
     defined_in: Path
 
