@@ -136,15 +136,16 @@ class ResultStore:
                 )
 
     @contextmanager
-    def claim(self, row_key: str, wait: bool = True) -> Iterator[bool]:
-        """An advisory lock on one row, so two runs sharing this store do not compute the same row.
+    def claim(self, key: str, wait: bool = True) -> Iterator[bool]:
+        """An advisory lock on one unit of work (a row, or a comparison's rows on a dataset), so two runs
+        sharing this store do not compute the same rows.
 
         Yields False at once when ``wait`` is False and another process holds it. Like the
         cache's lock it only saves work: rows are inserted with INSERT OR IGNORE either way.
         """
         from filelock import FileLock, Timeout
 
-        lock_path = self.path.parent / ".locks" / f"{row_key}.lock"
+        lock_path = self.path.parent / ".locks" / f"{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
         try:

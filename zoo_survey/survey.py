@@ -103,32 +103,37 @@ def run_survey(
     store = ResultStore(store_path)
     report.store = store.path
 
-    for plan in plans:
-        for ds in prepared.values():
-            for comp in plan.comparisons:
+    # One unit of work: a comparison on a dataset, all its rows (they share the features). Two runs
+    # sharing this store each take a unit's lock; a unit another run holds is left for the end,
+    # when it is usually stored. The locks only save work: rows are INSERT OR IGNORE either way.
+    units = [(plan, ds, comp) for plan in plans for ds in prepared.values() for comp in plan.comparisons]
+    busy: list = []
+    for wait, items in ((False, [(*u, None, None) for u in units]), (True, busy)):
+        for plan, ds, comp, todo, unit in items:
+            if todo is None:
+                rows = [(s, row_key(_row_payload(comp, ds, *s, options, resolved))) for s in _settings(options, comp)]
+                unit = row_key({"unit": sorted(k for _, k in rows)})  # the same for every run of this unit
+                todo = [(s, k) for s, k in rows if not store.has(k)]
+                report.skipped += len(rows) - len(todo)
+            if not todo:
+                continue
+            with store.claim(unit, wait=wait) as mine:
+                if not mine:
+                    busy.append((plan, ds, comp, todo, unit))
+                    continue
                 data = None  # the comparison's features, read from the cache on first need
-                todo = [(s, row_key(_row_payload(comp, ds, *s, options, resolved))) for s in _settings(options, comp)]
-                busy = []  # rows another run sharing this store is computing: wait for them last
-                for wait, items in ((False, todo), (True, busy)):
-                    for (probe, setting, seed), key in items:
-                        if store.has(key):
-                            report.skipped += 1
-                            continue
-                        with store.claim(key, wait=wait) as mine:
-                            if not mine:
-                                busy.append(((probe, setting, seed), key))
-                                continue
-                            if store.has(key):  # the other run wrote it while we waited
-                                report.skipped += 1
-                                continue
-                            data = data or _comparison_features(comp, ds, resolved, source)
-                            tick = hooks.stage(f"{probe}{' ' + setting if setting else ''} probe · {comp.name} · {ds.spec.id}", 1)
-                            row = _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data)
-                            tick(1)
-                            if store.put(row):
-                                report.written += 1
-                            else:
-                                report.skipped += 1  # written meanwhile by a run that took no lock (e.g. on NFS)
+                for (probe, setting, seed), key in todo:
+                    if store.has(key):  # the other run wrote it while we waited
+                        report.skipped += 1
+                        continue
+                    data = data or _comparison_features(comp, ds, resolved, source)
+                    tick = hooks.stage(f"{probe}{' ' + setting if setting else ''} probe · {comp.name} · {ds.spec.id}", 1)
+                    row = _probe_row(key, plan, comp, ds, probe, setting, seed, options, resolved, data)
+                    tick(1)
+                    if store.put(row):
+                        report.written += 1
+                    else:
+                        report.skipped += 1  # written meanwhile by a run that took no lock (e.g. on NFS)
     report.forward_batches = source.forward_batches
     keys = {
         row_key(_row_payload(c, ds, p, setting, seed, options, resolved))
