@@ -78,6 +78,24 @@ def test_hub_dataset_commit_is_resolved_pinned_and_part_of_the_fingerprint(hub, 
     assert (again.revision, again.fingerprint) == (v1, first.fingerprint)
 
 
+def test_a_copied_hub_cache_gives_the_same_keys_offline(hub, tmp_path, monkeypatch):
+    """prefetch on one machine, copy the cache elsewhere, run offline: same revision, same fingerprint (cache keys)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    v1 = hub.add_commit(DS_REPO, dataset_repo(0), repo_type="dataset")
+    here = prepare(load_registry([registry(tmp_path / "a")]).dataset("tiny-shapes"))
+    hub.stop()
+    copy = tmp_path / "elsewhere" / "hub"
+    shutil.copytree(hub.cache, copy, symlinks=True)
+    shutil.rmtree(hub.cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(copy))
+    there = prepare(load_registry([registry(tmp_path / "a")]).dataset("tiny-shapes"), offline=True)
+    assert (there.revision, there.fingerprint) == (v1, here.fingerprint)
+    assert np.array_equal(there.splits["train"].labels, here.splits["train"].labels)
+
+
 def test_prefetch_then_an_offline_run_with_the_hub_stopped_records_every_commit(hub, tmp_path, monkeypatch, capsys, cache_env):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     ds_commit = hub.add_commit(DS_REPO, dataset_repo(0), repo_type="dataset")

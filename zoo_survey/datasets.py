@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
+from .errors import ZooSurveyError, ZooSurveyFailure
 from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource
 
 SPLIT_SEED = 0  # fixed: every model and every run sees the same split
@@ -194,7 +194,10 @@ def _hf(spec: DatasetSpec, offline: bool = False):
     splits = {
         s: (HFImages(dd[s], spec.image_column), np.asarray(dd[s][spec.label_column], dtype=np.int64)) for s in wanted
     }
-    fp = hashlib.sha256((ident + "".join(dd[s]._fingerprint for s in wanted)).encode()).hexdigest()[:16]
+    # A hub commit names the data exactly; local files are named by datasets' fingerprint of them
+    # (not used for hub snapshots: it depends on where the cache lies, which a copy changes).
+    content = "".join(wanted) if revision else "".join(dd[s]._fingerprint for s in wanted)
+    fp = hashlib.sha256((ident + content).encode()).hexdigest()[:16]
     return splits, fp, names, revision or f"data:{fp}"
 
 
