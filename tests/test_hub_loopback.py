@@ -65,6 +65,9 @@ def hub(tmp_path, monkeypatch):
     """A started loopback hub; huggingface_hub (in this process) online, pointed at it, with an empty HF cache."""
     from huggingface_hub import constants
 
+    from zoo_survey.hub import forget_failures
+
+    forget_failures()
     server = HubServer().start()
     cache = tmp_path / "hf-cache"
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
@@ -278,6 +281,28 @@ def test_500_always_fails_after_the_configured_retries_in_one_line(hub, tmp_path
 # --------------------------------------------------------------------------- (g) timeouts
 
 
+def test_after_the_hub_failed_the_next_checkpoints_try_once_and_cached_ones_still_resolve(hub, tmp_path):
+    """A run over many checkpoints with the hub down fails in seconds: only the first waits through the retries."""
+    cached_repo = "loop/cached"
+    hub.add_commit(cached_repo, timm_repo(seed=1))
+    cached = resolve(spec(tmp_path / "c", cached_repo, cid="test_resnet.cached"))  # fetched while the hub was well
+    hub.add_commit(REPO, timm_repo())
+    hub.add_commit(REPO + "2", timm_repo(seed=2))
+    hub.fail(REPO)
+    hub.fail(REPO + "2")
+    with pytest.raises(ZooSurveyFailure, match=r"tried 3 time\(s\) \(retried 2"):
+        resolve(spec(tmp_path / "a"))
+    assert hub.count(repo_id=REPO) == 3
+    t0 = time.monotonic()
+    with pytest.raises(ZooSurveyFailure) as e:
+        resolve(spec(tmp_path / "b", REPO + "2", cid="test_resnet.loop2"))
+    assert "tried once (not retried: it failed earlier in this run)" in one_line(e)
+    assert hub.count(repo_id=REPO + "2") == 1 and time.monotonic() - t0 < 2
+    hub.stop()
+    again = resolve(spec(tmp_path / "c", cached_repo, cid="test_resnet.cached"))  # the cache still answers
+    assert (again.revision, again.weights) == (cached.revision, cached.weights)
+
+
 def test_stalled_hub_times_out_is_retried_then_one_clear_line(hub, tmp_path, monkeypatch):
     short_timeouts(monkeypatch, 1)
     monkeypatch.setenv("ZOO_SURVEY_HUB_RETRIES", "1")
@@ -291,7 +316,10 @@ def test_stalled_hub_times_out_is_retried_then_one_clear_line(hub, tmp_path, mon
     assert "config.json" in msg and "no answer within HF_HUB_ETAG_TIMEOUT=1 s (ReadTimeout)" in msg and "retried 1" in msg, msg
     assert hub.count("HEAD", "config.json") == 2 and time.monotonic() - t0 < 4
 
-    # Stalled once: our retry gets it.
+    # Stalled once: our retry gets it (in a fresh run: one that saw the hub fail tries each file once).
+    from zoo_survey.hub import forget_failures
+
+    forget_failures()
     hub.clear_faults()
     hub.reset_log()
     hub.stall(REPO, "config.json", seconds=4, times=1, methods=("HEAD",))

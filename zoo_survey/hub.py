@@ -5,8 +5,10 @@ Every download goes through ``huggingface_hub`` into its cache (``HF_HUB_CACHE``
 same files. Server errors (5xx, 408, 429), timeouts and dropped or refused connections
 are retried ``ZOO_SURVEY_HUB_RETRIES`` times (default 3), waiting ``ZOO_SURVEY_HUB_BACKOFF``
 seconds (default 1), doubled after each try; then one line names the repo, the file,
-what went wrong and what to do. A missing, gated or private repo and an unknown revision
-are not retried; offline, a file missing from the cache is a :class:`NotCachedError`.
+what went wrong and what to do. After a hub outlasted the retries, later calls in the same
+process try once (for ``FAILED_FOR_S``, or until it answers again). A missing, gated or
+private repo and an unknown revision are not retried; offline, a file missing from the
+cache is a :class:`NotCachedError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# Endpoints whose requests outlasted every retry, and when: for a while after, each call tries
+# once (a cached file still resolves) instead of waiting through the backoff again, so a run
+# over 40 checkpoints with the hub down fails in seconds, not minutes.
+_FAILED: dict[str, float] = {}
+FAILED_FOR_S = 300.0
+
+
+def forget_failures() -> None:
+    """Retry in full again: forget which hubs failed (a long-lived process, after the network is back)."""
+    _FAILED.clear()
 
 
 def env_number(name: str, default: float) -> float:
@@ -93,6 +106,7 @@ def download_file(repo: str, name: str, revision: str | None, offline: bool, rep
         try:
             get_hf_file_metadata(hf_hub_url(repo, name, revision=revision, repo_type=repo_type),
                                  timeout=constants.HF_HUB_ETAG_TIMEOUT)
+            _FAILED.pop(constants.ENDPOINT, None)  # the hub answered: retry in full again
         except Exception as e:  # noqa: BLE001
             if transient(e) is not None:
                 e.zoo_hub_phase = "metadata"  # type: ignore[attr-defined] - names the timeout that applied
@@ -127,6 +141,9 @@ def hub_call(
 
     retries = int(env_number("ZOO_SURVEY_HUB_RETRIES", 3))
     backoff = env_number("ZOO_SURVEY_HUB_BACKOFF", 1.0)
+    failed_before = time.monotonic() - _FAILED.get(constants.ENDPOINT, -FAILED_FOR_S) < FAILED_FOR_S
+    if failed_before:
+        retries = 0
     attempt = 0
     while True:
         try:
@@ -148,9 +165,11 @@ def hub_call(
                     raise ZooSurveyFailure(f"{where}: hub request for {what} failed: {first_line(e)}") from e
                 raise
             if attempt >= retries:
+                _FAILED[constants.ENDPOINT] = time.monotonic()
+                tries = ("once (not retried: it failed earlier in this run)" if failed_before
+                         else f"{attempt + 1} time(s) (retried {attempt}, ZOO_SURVEY_HUB_RETRIES)")
                 raise ZooSurveyFailure(
-                    f"{where}: {what}: the hub at {constants.ENDPOINT} failed: {problem}; tried {attempt + 1} "
-                    f"time(s) (retried {attempt}, ZOO_SURVEY_HUB_RETRIES); check the network and HF_ENDPOINT, "
+                    f"{where}: {what}: the hub at {constants.ENDPOINT} failed: {problem}; tried {tries}; check the network and HF_ENDPOINT, "
                     "or run `zoo-survey prefetch` on a machine with internet, copy its HF cache (HF_HUB_CACHE) "
                     "here and rerun with --offline"
                 ) from e
