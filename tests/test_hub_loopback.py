@@ -445,3 +445,24 @@ def test_cli_extract_downloads_from_the_hub_then_reruns_offline_with_the_hub_sto
     out = subprocess.run(cmd + ["--offline"], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"\b0 forward batch", out.stdout), out.stdout
+
+
+def test_an_http_error_that_retrying_cannot_fix_is_one_line_without_retries(hub, tmp_path):
+    hub.add_commit(REPO, timm_repo())
+    hub.fail(REPO, status=403)
+    with pytest.raises(ZooSurveyFailure) as e:
+        resolve(spec(tmp_path / "a"))
+    msg = one_line(e)
+    assert "test_resnet.loop" in msg and "hub request for config.json failed: " in msg and "403" in msg, msg
+    assert hub.count(repo_id=REPO) <= 2  # our metadata request and huggingface_hub's: no retries
+
+
+@pytest.mark.parametrize("value, message", [("three", "ZOO_SURVEY_HUB_RETRIES='three' is not a number"),
+                                            ("-1", "ZOO_SURVEY_HUB_RETRIES='-1' must be >= 0")])
+def test_a_bad_retry_setting_is_named(hub, tmp_path, monkeypatch, value, message):
+    from zoo_survey.errors import ZooSurveyError
+
+    hub.add_commit(REPO, timm_repo())
+    monkeypatch.setenv("ZOO_SURVEY_HUB_RETRIES", value)
+    with pytest.raises(ZooSurveyError, match=message):
+        resolve(spec(tmp_path / "a"))

@@ -55,6 +55,8 @@ CacheOpt = Annotated[
 
 
 DatasetsOpt = Annotated[str, typer.Option("--datasets", "-d", help="Comma-separated dataset ids.")]
+FamilyCheckpointsOpt = Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")]
+CheckpointIdsOpt = Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 FullOpt = Annotated[bool, typer.Option("--full", help="On CPU too: native resolution and every sample.")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Images per forward batch [default: 16 on CPU, 256 on CUDA].", show_default=False)]
@@ -196,8 +198,8 @@ def _prefetch_hint(family: list[str], datasets: str, registry: list[Path] | None
 
 @app.command()
 def prefetch(
-    family: Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")] = [DEFAULT_FAMILY],  # noqa: B006
-    checkpoints: Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")] = None,
+    family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
+    checkpoints: CheckpointIdsOpt = None,
     datasets: DatasetsOpt = DEFAULT_DATASETS,
     registry: RegistryOpt = None,
 ) -> None:
@@ -357,8 +359,8 @@ class _RichHooks:
 
 @app.command()
 def extract(
-    family: Annotated[list[str], typer.Option("--family", "-f", help="Family (repeatable, or 'all'): every checkpoint in it.")] = [DEFAULT_FAMILY],  # noqa: B006
-    checkpoints: Annotated[Optional[str], typer.Option(help="Only these checkpoint ids (comma-separated).")] = None,
+    family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
+    checkpoints: CheckpointIdsOpt = None,
     datasets: DatasetsOpt = DEFAULT_DATASETS,
     device: DeviceOpt = "auto",
     cache_dir: CacheOpt = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,9 +200,6 @@ def _hf(spec: DatasetSpec, offline: bool = False):
     return splits, fp, names, revision or f"data:{fp}"
 
 
-_COMMIT = re.compile(r"/snapshots/([0-9a-f]{40})(/|$)")
-
-
 def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
     """Download (or find in the HF hub cache) a hub dataset repo at its pinned revision: (folder, commit).
 
@@ -222,10 +218,7 @@ def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
         lambda: snapshot_download(src.path, repo_type="dataset", revision=src.revision, local_files_only=offline),
         repo_type="dataset",
     )
-    m = _COMMIT.search(Path(folder).as_posix())
-    if m is None:  # a local_dir download has no snapshots/<commit> folder
-        raise ZooSurveyFailure(f"{where}: cannot tell the commit of {folder}; use the default HF hub cache")
-    return Path(folder), m.group(1)
+    return Path(folder), Path(folder).name  # the hub cache's snapshots/<commit> folder
 
 
 def _digest(images: np.ndarray, labels: np.ndarray) -> str:

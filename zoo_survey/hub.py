@@ -159,6 +159,8 @@ def hub_call(
         except Exception as e:  # noqa: BLE001 - sorted below: retried, or a one-line failure, or not ours
             problem = None if offline else transient(e)
             if problem is None:
+                if not offline and isinstance(e, LocalEntryNotFoundError) and isinstance(e.__cause__, HfHubHTTPError):
+                    e = e.__cause__  # online, the hub refused (e.g. 403): that, not the empty cache, is the news
                 if isinstance(e, LocalEntryNotFoundError):
                     raise NotCachedError(f"{where}: {what}", not_cached_hint(repo, revision, repo_type)) from e
                 if isinstance(e, HfHubHTTPError):
