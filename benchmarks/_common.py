@@ -7,12 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo_survey.cache import FeatureCache, cache_root  # noqa: E402
-from zoo_survey.checkpoints import resolve  # noqa: E402
-from zoo_survey.datasets import prepare  # noqa: E402
-from zoo_survey.extract import ExtractOptions, default_workers  # noqa: E402
-from zoo_survey.features import FeatureSource  # noqa: E402
-from zoo_survey.registry import load_registry  # noqa: E402
+from zoo_survey.features.cache import FeatureCache, cache_root  # noqa: E402 - after the sys.path insert above
+from zoo_survey.survey.options import resolve_options  # noqa: E402 - after the sys.path insert above
+from zoo_survey.survey.units import SPLITS, Workspace  # noqa: E402 - after the sys.path insert above
+from zoo_survey.zoo.registry import load_registry  # noqa: E402 - after the sys.path insert above
 
 LITE = ("tf_efficientnet_lite0.pypi", "tf_efficientnet_lite1.pypi", "tf_efficientnet_lite2.pypi")
 
@@ -20,10 +18,7 @@ LITE = ("tf_efficientnet_lite0.pypi", "tf_efficientnet_lite1.pypi", "tf_efficien
 def lite_features(max_train: int = 2000, max_test: int = 1000, image_size: int = 96, cache_dir: Path | None = None):
     """{checkpoint id: {split: Features}} for the efficientnet-lite family on Fashion-MNIST (cached)."""
     reg = load_registry()
-    ds = prepare(reg.dataset("fashion-mnist"), max_train=max_train, max_test=max_test)
-    src = FeatureSource(FeatureCache(cache_root(cache_dir)), ExtractOptions(workers=default_workers("cpu")))
-    out = {}
-    for cid in LITE:
-        ckpt = resolve(reg.checkpoint(cid), image_size=image_size)
-        out[cid] = {s: src.get(ckpt, ds, s) for s in ("train", "val", "test")}
-    return out
+    options = resolve_options(device="cpu", image_size=image_size, max_train=max_train, max_test=max_test)
+    ws = Workspace(FeatureCache(cache_root(cache_dir)), options)
+    ds = ws.dataset(reg.dataset("fashion-mnist"))
+    return {cid: {s: ws.source.get(ws.checkpoint(reg.checkpoint(cid)), ds, s) for s in SPLITS} for cid in LITE}

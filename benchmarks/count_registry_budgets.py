@@ -26,9 +26,12 @@ import math
 import sys
 from pathlib import Path
 
+import timm
 import torch
+from _common import LITE  # noqa: F401 - importing it puts the repository on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from zoo_survey.zoo.flops import count_gmacs
+from zoo_survey.zoo.registry import load_files
 
 
 def round_sig(x: float, digits: int = 3) -> float:
@@ -48,10 +51,6 @@ def feature_dim(model: torch.nn.Module) -> int:
 
 def measure(arch: str, input_size: int) -> dict:
     """params_m, gflops (GMACs at input_size) and feature_dim of a randomly initialised timm model."""
-    import timm
-
-    from zoo_survey.budget import count_gmacs
-
     model = timm.create_model(arch, pretrained=False).eval()
     params = sum(p.numel() for p in model.parameters())
     return {
@@ -63,16 +62,12 @@ def measure(arch: str, input_size: int) -> dict:
 
 def cfg_input_size(checkpoint_id: str) -> int | None:
     """``input_size[-1]`` of timm's pretrained config for ``arch.tag``; None if timm lacks the tag."""
-    import timm
-
     if checkpoint_id not in timm.list_pretrained(checkpoint_id):
         return None
     return int(timm.models.get_pretrained_cfg(checkpoint_id).input_size[-1])
 
 
 def check(files: list[Path]) -> tuple[int, int]:
-    from zoo_survey.registry import load_files
-
     reg = load_files(files)
     checked = mismatches = 0
     for fam in reg.families.values():

@@ -19,10 +19,11 @@ import time
 
 import numpy as np
 from _common import LITE
-from zoo_survey.checkpoints import load_model, resolve
-from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions, run_forward
-from zoo_survey.registry import load_registry
+
+from zoo_survey.data.datasets import prepare
+from zoo_survey.features.extract import ExtractOptions, run_forward
+from zoo_survey.zoo.checkpoints import load_model, resolve
+from zoo_survey.zoo.registry import load_registry
 
 
 def features(model, split, rows, ckpt, **opts) -> np.ndarray:

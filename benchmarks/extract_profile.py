@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from _common import LITE
-from zoo_survey.cache import FeatureCache
-from zoo_survey.checkpoints import load_model, resolve
-from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions, default_batch_size, run_forward
-from zoo_survey.features import FeatureSource
-from zoo_survey.registry import load_registry
+
+from zoo_survey.data.datasets import prepare
+from zoo_survey.features.cache import FeatureCache
+from zoo_survey.features.extract import ExtractOptions, default_batch_size, run_forward
+from zoo_survey.features.source import FeatureSource
+from zoo_survey.zoo.checkpoints import load_model, resolve
+from zoo_survey.zoo.registry import load_registry
 
 
 def main() -> None:

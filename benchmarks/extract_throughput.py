@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 from _common import LITE
-from zoo_survey.cache import FeatureCache
-from zoo_survey.checkpoints import load_model, resolve
-from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions, default_batch_size, default_workers, make_loader
-from zoo_survey.features import FeatureSource
-from zoo_survey.registry import load_registry
+
+from zoo_survey.data.datasets import prepare
+from zoo_survey.features.cache import FeatureCache
+from zoo_survey.features.extract import ExtractOptions, default_batch_size, default_workers, make_loader
+from zoo_survey.features.source import FeatureSource
+from zoo_survey.zoo.checkpoints import load_model, resolve
+from zoo_survey.zoo.registry import load_registry
 
 
 def forward_rate(model, batch_size: int, image_size: int, device: str, amp, n_images: int) -> float:
@@ -65,7 +66,7 @@ def loader_rates(args) -> None:
     for w in (int(v) for v in args.loader_only.split(",")):
         opts = ExtractOptions(device=args.device, batch_size=args.batch_size or default_batch_size(args.device), workers=w)
         t = time.perf_counter()
-        for i, (images, _, _) in enumerate(make_loader(split, range(len(split)), ckpt.preprocessing, opts)):
+        for i, _ in enumerate(make_loader(split, range(len(split)), ckpt.preprocessing, opts)):
             if i == 0:
                 first[w] = round(time.perf_counter() - t, 2)
         rates[w] = round(len(split) / (time.perf_counter() - t), 1)

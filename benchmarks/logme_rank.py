@@ -17,12 +17,14 @@ import tempfile
 from pathlib import Path
 
 from _common import LITE  # noqa: F401  (puts the repo on sys.path)
-from zoo_survey.cache import FeatureCache, cache_root
-from zoo_survey.extract import ExtractOptions
-from zoo_survey.plan import plan_family
-from zoo_survey.registry import load_registry
-from zoo_survey.report import logme_lines
-from zoo_survey.survey import RunOptions, run_survey
+
+from zoo_survey.features.cache import FeatureCache, cache_root
+from zoo_survey.probes import PROBES
+from zoo_survey.results.report import ranking_table
+from zoo_survey.survey.options import resolve_options
+from zoo_survey.survey.plan import plan_family
+from zoo_survey.survey.run import run_survey
+from zoo_survey.zoo.registry import load_registry
 
 
 def main() -> None:
@@ -33,12 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     reg = load_registry()
     plan = plan_family(reg.family("efficientnet-lite"), 2)
-    options = RunOptions(probes=("linear", "logme"), image_size=96, max_train=2000, max_test=1000, extract=ExtractOptions())
+    options = resolve_options(device="cpu", probes=("linear", "logme"))  # the CPU limits: 96 px, 2,000 / 1,000
     with tempfile.TemporaryDirectory() as tmp:
         report = run_survey([plan], [reg.dataset(d) for d in args.datasets.split(",")], FeatureCache(cache_root()),
                             Path(tmp) / "results.sqlite", options)
     taus = {}
-    for fam, ds, ranked, tau_text in logme_lines(report.rows):
+    for _fam, ds, ranked, _tau in ranking_table(report.rows, PROBES.get("logme")).rows:
         rows = [r for r in report.rows if r.dataset == ds]
         sc = {r.comparison: r.score for r in rows if r.probe == "logme"}
         acc = {r.comparison: r.top1 for r in rows if r.probe == "linear"}

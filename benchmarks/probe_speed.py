@@ -18,8 +18,8 @@ import time
 import warnings
 
 import numpy as np
-
 from _common import LITE, lite_features
+
 from zoo_survey.probes import LinearProbe
 
 

@@ -126,3 +126,27 @@ def tiny_registry(tmp_path, hub_env, tiny_pth) -> Path:
 def _allow_test_paths(tmp_path_factory, monkeypatch):
     """Fixture registries point at weights in other pytest temp folders (see ZOO_SURVEY_ALLOWED_PATHS)."""
     monkeypatch.setenv("ZOO_SURVEY_ALLOWED_PATHS", str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """A started loopback hub; huggingface_hub (in this process) online, pointed at it, with an empty HF cache."""
+    from huggingface_hub import constants
+
+    from zoo_survey.zoo.hub import forget_failures
+
+    forget_failures()
+    from hub_server import HubServer
+
+    server = HubServer().start()
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("ZOO_SURVEY_HUB_RETRIES", "2")
+    monkeypatch.setenv("ZOO_SURVEY_HUB_BACKOFF", "0.01")
+    server.cache = cache
+    yield server
+    server.stop()

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from zoo_survey.cache import FeatureCache, FeatureKey, cache_root
-from zoo_survey.checkpoints import resolve
-from zoo_survey.datasets import prepare
-from zoo_survey.extract import ExtractOptions
-from zoo_survey.features import FeatureSource, feature_key
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry, registry_folders
+from zoo_survey.data.datasets import prepare
+from zoo_survey.features.cache import FeatureCache, FeatureKey, cache_root
+from zoo_survey.features.extract import ExtractOptions
+from zoo_survey.features.source import FeatureSource, feature_key
+from zoo_survey.zoo.checkpoints import resolve
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders
 
 OPTS = ExtractOptions(device="cpu", batch_size=16, workers=0)
 
@@ -105,7 +105,7 @@ def test_extraction_resumes_after_a_crash_and_reruns_do_no_forward(setup, tmp_pa
     cache = FeatureCache(tmp_path, shard_rows=32)  # lfw train has 120 rows: 4 shards
     src = FeatureSource(cache, OPTS)
 
-    import zoo_survey.features as features_mod
+    import zoo_survey.features.source as features_mod
 
     real = features_mod.run_forward
     calls = {"n": 0}
@@ -162,7 +162,7 @@ def test_another_layer_is_another_entry_with_other_features(setup, tmp_path):
 def test_written_files_get_ordinary_permissions(tmp_path):
     import os
 
-    from zoo_survey.cache import atomic_write
+    from zoo_survey.files import atomic_write
 
     mask = os.umask(0o022)
     try:
@@ -176,8 +176,8 @@ def test_engine_features_equal_the_timm_transform_then_the_model(setup):
     """The engine normalizes whole uint8 batches on the device; that must be timm's per-image transform."""
     import torch
 
-    from zoo_survey.checkpoints import load_model
-    from zoo_survey.extract import run_forward
+    from zoo_survey.features.extract import run_forward
+    from zoo_survey.zoo.checkpoints import load_model
 
     reg, ckpt, ds = setup
     model = load_model(ckpt)

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli import zoo
-from zoo_survey.cache import FeatureCache, gc_plan, scan
-from zoo_survey.checkpoints import resolve
-from zoo_survey.datasets import prepare
+
+from zoo_survey.data.datasets import prepare
 from zoo_survey.errors import ZooSurveyFailure
-from zoo_survey.extract import ExtractOptions
-from zoo_survey.features import FeatureSource, feature_key
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry, registry_folders
+from zoo_survey.features.cache import FeatureCache, gc_plan, scan
+from zoo_survey.features.extract import ExtractOptions
+from zoo_survey.features.source import FeatureSource, feature_key
+from zoo_survey.zoo.checkpoints import resolve
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders
 
 OPTS = ExtractOptions(device="cpu", batch_size=16, workers=0)
 EXE = str(Path(sys.executable).parent / "zoo-survey")
@@ -51,7 +51,7 @@ def test_a_flipped_byte_is_caught_by_verify_and_only_that_shard_is_recomputed(se
     _flip_byte(cache.path(key) / manifest["shards"][1]["features"])
 
     code, out, err = zoo(monkeypatch, capsys, "cache", "verify", "--cache-dir", str(tmp_path / "c"))
-    assert code == 1 and "1 corrupt" in out and "shard-00001.feat.npy" in out
+    assert code == 1 and "1 corrupt" in err and "shard-00001.feat.npy" in out  # piped: table on stdout, totals on stderr
 
     again = FeatureSource(FeatureCache(tmp_path / "c", shard_rows=32), OPTS)
     feats = again.get(ckpt, ds, "train")
@@ -59,7 +59,7 @@ def test_a_flipped_byte_is_caught_by_verify_and_only_that_shard_is_recomputed(se
     assert any("fail their checksum" in r for r in again.cache.repaired)
     np.testing.assert_allclose(feats.features, first.features, rtol=1e-5, atol=1e-5)
     code, out, err = zoo(monkeypatch, capsys, "cache", "verify", "--cache-dir", str(tmp_path / "c"))
-    assert code == 0 and "0 corrupt" in out
+    assert code == 0 and "0 corrupt" in err
 
 
 def test_a_truncated_manifest_is_recomputed(setup, tmp_path):
@@ -164,8 +164,8 @@ class _OOMAbove:
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path):
-    from zoo_survey.checkpoints import load_model
-    from zoo_survey.extract import run_forward
+    from zoo_survey.features.extract import run_forward
+    from zoo_survey.zoo.checkpoints import load_model
 
     ckpt, ds = setup
     wrapped = _OOMAbove(load_model(ckpt), limit=5)
@@ -241,9 +241,9 @@ def test_gc_shows_a_plan_then_deletes_with_yes(setup, tmp_path, monkeypatch, cap
     plan = gc_plan(cache)
     assert {reason.split(" (")[0] for _, reason, _ in plan} == {"temporary file of an interrupted write", "partial entry not being written"}
     code, out, err = zoo(monkeypatch, capsys, "cache", "gc", "--cache-dir", str(tmp_path))
-    assert code == 0 and "Nothing deleted" in out and (tmp_path / "stray.npy.abc.incomplete").exists()
+    assert code == 0 and "Nothing deleted" in err and (tmp_path / "stray.npy.abc.incomplete").exists()
     code, out, err = zoo(monkeypatch, capsys, "cache", "gc", "--cache-dir", str(tmp_path), "--yes")
-    assert code == 0 and "Deleted 2 item(s)" in out
+    assert code == 0 and "Deleted 2 item(s)" in err
     assert [e.status for e in scan(cache)] == ["complete"]
     code, out, err = zoo(monkeypatch, capsys, "cache", "ls", "--cache-dir", str(tmp_path))
     assert code == 0 and "test_resnet.hub" in out and "lfw-subset" in out

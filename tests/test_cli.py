@@ -125,7 +125,7 @@ def test_an_unknown_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys)
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path, tiny_registry, cache_env):
-    import zoo_survey.survey as survey
+    import zoo_survey.survey.run as survey
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo_survey.datasets import FASHION_MNIST_DIR, prepare, stratified_take
+from zoo_survey.data.datasets import FASHION_MNIST_DIR, prepare, stratified_take
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry
 
 REG = load_registry([SHIPPED_REGISTRY])
 

@@ -3,7 +3,6 @@ probing and while writing a row, paths that escape the registry folder, symlink 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -11,33 +10,31 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_cli import zoo
+
 from zoo_survey.errors import ZooSurveyError
 
 # A real `zoo-survey run` in a subprocess. Before main(), the wrapper may wrap a real function so the test can
 # see (or stop the process at) a chosen point: it always calls the real code; nothing is replaced.
 _WRAPPER = textwrap.dedent("""
     import os, sys
-    import zoo_survey.survey as survey
-    from zoo_survey.store import ResultStore
+    from zoo_survey.survey.units import ProbeUnit
     mode, log = sys.argv[1], sys.argv[2]
-    real_probe_row = survey._probe_row
+    real_run = ProbeUnit.run
 
-    def probe_row(key, *a, **k):
+    def run(unit, ws):
         with open(log, "a") as f:  # one line per probe actually computed
-            f.write(key + "\\n")
+            f.write(unit.row_key + "\\n")
         if mode == "kill-in-probe":  # SIGKILL halfway through the second probe fit of the run
             if sum(1 for _ in open(log)) == 2:
                 os.kill(os.getpid(), 9)
-        return real_probe_row(key, *a, **k)
+        return real_run(unit, ws)
 
-    survey._probe_row = probe_row
+    ProbeUnit.run = run
     if mode == "kill-in-write":  # SIGKILL after the second row's INSERT ran, before its COMMIT
         import sqlite3
         real_connect, n = sqlite3.connect, [0]
@@ -163,7 +160,7 @@ def test_kill_9_while_probing_or_writing_a_row_then_rerun_loses_and_duplicates_n
 
 
 def _open_store(path: str, barrier) -> None:
-    from zoo_survey.store import ResultStore
+    from zoo_survey.results.store import ResultStore
 
     barrier.wait()
     ResultStore(Path(path))
@@ -202,7 +199,7 @@ def _family(folder: Path, weights: str) -> Path:
 def test_a_weights_path_outside_the_registry_folder_is_refused_until_allowed(tmp_path, monkeypatch, capsys, tiny_pth, how):
     import shutil
 
-    from zoo_survey.registry import load_registry
+    from zoo_survey.zoo.registry import load_registry
 
     monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
     outside = tmp_path / "elsewhere"
@@ -228,7 +225,7 @@ def test_a_weights_path_outside_the_registry_folder_is_refused_until_allowed(tmp
 def test_a_weights_path_inside_the_registry_folder_needs_nothing(tmp_path, monkeypatch, tiny_pth):
     import shutil
 
-    from zoo_survey.registry import load_registry
+    from zoo_survey.zoo.registry import load_registry
 
     monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
     (tmp_path / "reg" / "weights").mkdir(parents=True)
@@ -307,13 +304,13 @@ def _odd_folder(root: Path) -> None:
 def test_an_image_folder_with_odd_files_end_to_end(tmp_path, registry, hub_env, mode):
     import datasets as hfds
 
-    from zoo_survey.cache import FeatureCache
-    from zoo_survey.checkpoints import resolve
-    from zoo_survey.datasets import prepare
+    from zoo_survey.data.datasets import prepare
     from zoo_survey.errors import ZooSurveyFailure
-    from zoo_survey.extract import ExtractOptions
-    from zoo_survey.features import FeatureSource
-    from zoo_survey.registry import load_registry
+    from zoo_survey.features.cache import FeatureCache
+    from zoo_survey.features.extract import ExtractOptions
+    from zoo_survey.features.source import FeatureSource
+    from zoo_survey.zoo.checkpoints import resolve
+    from zoo_survey.zoo.registry import load_registry
 
     _odd_folder(tmp_path / "imgs")
     (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: odd, source: {type: imagefolder, path: imgs}, num_classes: 2}\n")
@@ -353,17 +350,17 @@ def test_an_image_folder_with_odd_files_end_to_end(tmp_path, registry, hub_env, 
     ("text", "message"),
     [
         ("- just\n- a list\n", "f.yaml: expected a mapping at the top level, got list"),
-        ("family: f\ncheckpoints: not-a-list\n", "family 'f': field 'checkpoints': expected a list of entries"),
-        ("family: f\ndefaults: [1, 2]\ncheckpoints: []\n", "family 'f': field 'defaults': expected a mapping"),
-        ("family: f\ncheckpoints:\n  - just-a-string\n", "checkpoint entry 1: expected a mapping, got 'just-a-string'"),
+        ("family: f\ncheckpoints: not-a-list\n", "family 'f': field 'checkpoints': expected a list, got 'not-a-list'"),
+        ("family: f\ndefaults: [1, 2]\ncheckpoints: []\n", "family 'f': field 'defaults': expected a mapping, got [1, 2]"),
+        ("family: f\ncheckpoints:\n  - just-a-string\n", "family 'f': field 'checkpoints', entry 1: expected a mapping, got 'just-a-string'"),
         ("family: f\nchekpoints: []\n", "family 'f': unknown top-level field(s) ['chekpoints']"),
-        ("family: f\ncheckpoints: []\nensembles: [a, b]\n", "field 'ensembles': expected a mapping of name: [ids]"),
-        ("datasets: {id: x}\n", "field 'datasets': expected a list of entries"),
+        ("family: f\ncheckpoints: []\nensembles: [a, b]\n", "field 'ensembles': expected a mapping, got ['a', 'b']"),
+        ("datasets: {id: x}\n", "datasets file: field 'datasets': expected a list, got {'id': 'x'}"),
         ("datasets:\n  - {id: x, source: {type: builtin, name: digits}, num_classes: ten}\n",
          "dataset 'x': field 'num_classes': Input should be a valid integer"),
         ("datasets:\n  - {id: x, source: {type: builtin, name: digits, colour: red}, num_classes: 10}\n",
          "dataset 'x': field 'source.colour': unknown field"),
-        ("datasets: []\nextra: 1\n", "unknown top-level field(s) ['extra']; expected 'datasets'"),
+        ("datasets: []\nextra: 1\n", "unknown top-level field(s) ['extra']; expected ['datasets', 'description']"),
     ],
 )
 def test_malformed_registry_files_get_one_line_naming_file_entry_and_field(tmp_path, monkeypatch, capsys, text, message):

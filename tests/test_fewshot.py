@@ -7,10 +7,12 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from test_cli import TINY_RUN, zoo
+
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.probes.fewshot import paired_interval, parse_shots, sample_shots, t_interval
+from zoo_survey.probes.fewshot import sample_shots
+from zoo_survey.results.stats import paired_interval, t_interval
+from zoo_survey.survey.options import parse_list, resolve_options
 
 
 def test_sampling_depends_only_on_labels_k_and_seed():
@@ -32,7 +34,7 @@ def test_k_above_a_class_size_uses_what_it_has_and_says_so():
 @pytest.mark.parametrize("bad", ["0,5", "a,b", ""])
 def test_bad_shots(bad):
     with pytest.raises(ZooSurveyError, match=r"--shots"):
-        parse_shots(bad)
+        resolve_options(device="cpu", shots=parse_list(bad, "--shots", int))
 
 
 def test_intervals_match_scipy():

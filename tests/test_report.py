@@ -6,11 +6,11 @@ import json
 import re
 
 import pytest
-
 from test_cli import TINY_RUN, zoo
-from zoo_survey.plots import pareto_front
-from zoo_survey.report import comparison_lines
-from zoo_survey.store import ResultStore
+
+from zoo_survey.results.plots import pareto_front
+from zoo_survey.results.report import comparison_lines
+from zoo_survey.results.store import ResultStore
 
 
 @pytest.fixture()
@@ -45,10 +45,15 @@ def test_html_is_one_self_contained_file(filled, monkeypatch, capsys):
     assert "class='sortable'" in page and "addEventListener('click'" in page
 
 
-def test_json_has_every_row(filled, monkeypatch, capsys):
+def test_json_has_the_report_sections_and_every_row(filled, monkeypatch, capsys):
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "json")
-    rows = json.loads((filled / "report.json").read_text())
+    report = json.loads((filled / "report.json").read_text())
+    rows = report["rows"]
     assert len(rows) == 5 + 5 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
+    titles = [s["title"] for s in report["sections"]]
+    assert {"Budgets", "Few-shot", "Across architectures", "Revisions", "Every row"} <= set(titles)
+    (every,) = report["sections"][titles.index("Every row")]["tables"]
+    assert len(every) == len(rows)  # the same model as Markdown and HTML: one record per row
 
 
 def test_partial_results_are_marked_missing(filled, monkeypatch, capsys):
@@ -66,10 +71,10 @@ def test_pareto_front():
 
 
 def test_gflops_are_counted_at_the_runs_resolution_and_budgets_are_reported(filled, monkeypatch, capsys, tiny_registry):
-    from zoo_survey.budget import count_gmacs
-    from zoo_survey.checkpoints import load_model, resolve
-    from zoo_survey.extract import pooled
-    from zoo_survey.registry import load_registry, registry_folders
+    from zoo_survey.features.extract import pooled
+    from zoo_survey.zoo.checkpoints import load_model, resolve
+    from zoo_survey.zoo.flops import count_gmacs
+    from zoo_survey.zoo.registry import load_registry, registry_folders
 
     rows = ResultStore(filled / "results.sqlite", create=False).rows(probe="linear")
     base = next(r for r in rows if r.role == "baseline")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo_survey.survey import weight_blocks
+from zoo_survey.probes.combine import weight_blocks
 
 
 def test_every_member_block_gets_the_same_total_variance_whatever_its_width():
@@ -29,34 +29,31 @@ def test_a_single_block_is_left_as_it_is():
 
 
 def test_members_on_different_samples_are_refused(tiny_registry, tmp_path):
-    import dataclasses
-
     import pytest
 
-    from zoo_survey.cache import FeatureCache
-    from zoo_survey.checkpoints import resolve
-    from zoo_survey.datasets import prepare
     from zoo_survey.errors import ZooSurveyError
-    from zoo_survey.extract import ExtractOptions
-    from zoo_survey.features import FeatureSource
-    from zoo_survey.plan import plan_family
-    from zoo_survey.registry import load_registry, registry_folders
-    from zoo_survey.survey import _comparison_features
+    from zoo_survey.features.cache import FeatureCache
+    from zoo_survey.features.extract import ExtractOptions
+    from zoo_survey.survey.options import RunOptions
+    from zoo_survey.survey.plan import plan_family
+    from zoo_survey.survey.units import Workspace
+    from zoo_survey.zoo.registry import load_registry, registry_folders
 
     reg = load_registry(registry_folders([tiny_registry]))
     plan = plan_family(reg.family("tiny"), 2)
-    ds = prepare(reg.dataset("lfw-subset"))
-    resolved = {m.id: resolve(m, offline=True, image_size=32) for m in plan.ensemble.members}
-    source = FeatureSource(FeatureCache(tmp_path), ExtractOptions(workers=0))
-    _comparison_features(plan.ensemble, ds, resolved, source)  # same samples: fine
-    other = prepare(reg.dataset("lfw-subset"), max_train=60)  # another subsample for the second member
+    spec = reg.dataset("lfw-subset")
+    ws = Workspace(FeatureCache(tmp_path), RunOptions(image_size=32, offline=True, extract=ExtractOptions(workers=0)))
+    fingerprint = ws.dataset(spec).fingerprint
+    ws.comparison_features(plan.ensemble, spec, fingerprint)  # same samples: fine
+    other = Workspace(ws.source.cache, RunOptions(image_size=32, offline=True, max_train=60,
+                                                   extract=ExtractOptions(workers=0))).dataset(spec)
 
-    real_get = source.get
+    real_get = ws.source.get
 
-    def get(ckpt, d, split):
+    def get(ckpt, d, split):  # the second member reads another subsample of the same dataset
         return real_get(ckpt, other if ckpt.spec.id == plan.ensemble.members[1].id else d, split)
 
-    source = dataclasses.replace(source)
-    source.get = get
+    ws.source.get = get  # type: ignore[method-assign] - the test swaps in a reader of other samples
+    ws._features = None
     with pytest.raises(ZooSurveyError, match=r"members disagree on the train samples of 'lfw-subset'"):
-        _comparison_features(plan.ensemble, ds, resolved, source)
+        ws.comparison_features(plan.ensemble, spec, fingerprint)

@@ -1,6 +1,18 @@
-"""Probes: estimators over feature matrices. They never touch images or models."""
+"""Probes: estimators over feature matrices. They never touch images or models.
 
-from .linear import DEFAULT_GRID, LinearProbe, ProbeResult, validate_features
+:data:`PROBES` is the registry the survey and the report read; see :mod:`.base` for the protocol.
+"""
+
+from .base import Probe, ProbeConfig, ProbeOutcome, ProbeResult, Setting, validate_features
+from .fewshot import FewShotProbe
+from .linear import DEFAULT_GRID, LinearProbe
+from .logme import LogMEProbe
 from .neighbors import KNNProbe, NCMProbe
+from .registry import ProbeRegistry
 
-__all__ = ["DEFAULT_GRID", "KNNProbe", "LinearProbe", "NCMProbe", "ProbeResult", "validate_features"]
+PROBES = ProbeRegistry([LinearProbe, KNNProbe, NCMProbe, FewShotProbe, LogMEProbe])
+
+__all__ = [
+    "DEFAULT_GRID", "PROBES", "FewShotProbe", "KNNProbe", "LinearProbe", "LogMEProbe", "NCMProbe", "Probe",
+    "ProbeConfig", "ProbeOutcome", "ProbeRegistry", "ProbeResult", "Setting", "validate_features",
+]

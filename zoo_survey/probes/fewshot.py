@@ -1,23 +1,23 @@
-"""Few-shot linear probe: k training examples per class, several seeds, paired confidence intervals.
+"""Few-shot linear probe: k training examples per class, several seeds.
 
 The k-shot set is sampled from the train split only (per class, seeded); C is chosen on
 the full validation split, which never enters training (no refit on train+val), and the
 test split is scored once. The sampled indices depend only on the labels, k and the
 seed, so every model and ensemble of a comparison sees exactly the same examples, and
-differences between them are paired.
+differences between them are paired (the report gives paired intervals over seeds).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ZooSurveyError
+from .base import MemberFeatures, Presentation, ProbeConfig, ProbeOutcome, Setting
+from .linear import LinearProbe
 
-DEFAULT_SHOTS = (1, 5, 10, 25)
-DEFAULT_SEEDS = 5
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
 
 
@@ -40,33 +40,32 @@ def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, lis
     return np.sort(np.concatenate(picked)), notes
 
 
-def parse_shots(text: str) -> tuple[int, ...]:
-    try:
-        shots = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError as e:
-        raise ZooSurveyError(f"--shots must be comma-separated integers like 1,5,10; got {text!r}") from e
-    if not shots or shots[0] < 1:
-        raise ZooSurveyError(f"--shots values must be at least 1 (examples per class); got {text!r}")
-    return shots
+def shots_of(setting: Setting) -> int:
+    """k of a few-shot setting label such as ``"5-shot"``."""
+    return int(setting.label.split("-")[0])
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of a Student-t confidence interval; half-width is nan for one value.
+class FewShotProbe(LinearProbe):
+    """The linear probe on k examples per class: every C of the grid fitted, chosen on val, no refit."""
 
-    >>> m, h = t_interval([0.5, 0.6, 0.7]); round(m, 2), round(h, 3)
-    (0.6, 0.248)
-    """
-    from scipy.stats import t
+    name: ClassVar[str] = "fewshot"
+    summary: ClassVar[str] = "the linear probe on k examples per class, over several seeds"
+    presentation: ClassVar[Presentation] = "over-seeds"
+    title: ClassVar[str] = "Few-shot"
+    setting_axis: ClassVar[str] = "examples per class (k)"
 
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return (float(x.mean()) if len(x) else math.nan), math.nan
-    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return float(x.mean()), half
+    @classmethod
+    def settings(cls, config: ProbeConfig) -> tuple[Setting, ...]:
+        return tuple(Setting(f"{k}-shot", seed) for k in config.shots for seed in range(config.seeds))
 
+    @classmethod
+    def build(cls, config: ProbeConfig, standardize: bool) -> FewShotProbe:
+        return cls(grid=config.grid or FEWSHOT_GRID, search="full", refit=False, device=config.device,
+                   standardize=standardize)
 
-def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean difference ``b - a`` over paired seeds, and the half-width of its t interval."""
-    if len(a) != len(b):
-        raise ZooSurveyError(f"a paired interval needs the same seeds on both sides; got {len(a)} and {len(b)}")
-    return t_interval(np.asarray(b, float) - np.asarray(a, float), level)
+    @classmethod
+    def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
+        # Sample first: ensemble block weights then come from the k-shot examples alone.
+        idx, notes = sample_shots(data.labels["train"], shots_of(setting), setting.seed or 0)
+        out = super().run(data.train_rows(idx), setting, config)
+        return replace(out, warnings=out.warnings + tuple(notes))

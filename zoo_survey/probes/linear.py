@@ -18,75 +18,14 @@ are a combination of the training rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ZooSurveyError
+from .base import Probe, ProbeConfig, check_fit
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
-
-
-def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
-    """Check a feature matrix (and labels): 2-D, finite, row counts agree. Returns float32 / int64 arrays."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ZooSurveyError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ZooSurveyError(f"{what} contain NaN or inf in {bad} of {len(X)} rows; re-extract them (delete their cache entry)")
-    if y is None:
-        return X.astype(np.float32, copy=False), None
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ZooSurveyError(f"{what} have {len(X)} rows but there are {len(y)} labels; they must match one to one")
-    return X.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Test metrics and the hyper-parameters the probe chose."""
-
-    top1: float | None
-    mean_per_class: float | None
-    top5: float | None
-    hparams: dict[str, Any]
-    warnings: tuple[str, ...] = field(default=())
-
-
-def classification_metrics(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str, float | None]:
-    """top-1, mean per-class accuracy, and top-5 when there are more than 5 classes."""
-    pred = classes[np.argmax(proba, axis=1)]
-    correct = pred == y
-    per_class = [correct[y == c].mean() for c in np.unique(y)]
-    top5 = None
-    if len(classes) > 5:
-        top = classes[np.argsort(-proba, axis=1)[:, :5]]
-        top5 = float((top == y[:, None]).any(axis=1).mean())
-    return {"top1": float(correct.mean()), "mean_per_class": float(np.mean(per_class)), "top5": top5}
-
-
-class Probe:
-    """What every probe shares: the check of test features against the fit, and ``predict``.
-
-    Subclasses set ``n_features_in_`` and ``classes_`` in ``fit`` and implement ``predict_proba``.
-    """
-
-    def _test_features(self, X) -> np.ndarray:
-        if not hasattr(self, "n_features_in_"):
-            raise ZooSurveyError(f"this {type(self).__name__} is not fitted yet; call fit() first")
-        X, _ = validate_features(X, what="test features")
-        if X.shape[1] != self.n_features_in_:
-            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
-        return X
-
-    def predict_proba(self, X) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, X) -> np.ndarray:
-        proba = self.predict_proba(X)  # first: it raises the not-fitted error before classes_ is read
-        return self.classes_[np.argmax(proba, axis=1)]
 
 
 class LinearProbe(Probe):
@@ -95,6 +34,13 @@ class LinearProbe(Probe):
     >>> probe = LinearProbe().fit(X_train, y_train, X_val, y_val)   # doctest: +SKIP
     >>> probe.best_C_, probe.score(X_test, y_test).top1              # doctest: +SKIP
     """
+
+    name: ClassVar[str] = "linear"
+    summary: ClassVar[str] = "L2 logistic regression, C swept on val, refit on train+val (Kornblith et al. 2019)"
+
+    @classmethod
+    def build(cls, config: ProbeConfig, standardize: bool) -> LinearProbe:
+        return cls(grid=config.grid, device=config.device, standardize=standardize)
 
     def __init__(
         self,
@@ -150,16 +96,7 @@ class LinearProbe(Probe):
 
     def fit(self, X, y, X_val, y_val) -> LinearProbe:
         """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C``."""
-        X, y = validate_features(X, y, what="train features")
-        X_val, y_val = validate_features(X_val, y_val, what="validation features")
-        if X_val.shape[1] != X.shape[1]:
-            raise ZooSurveyError(
-                f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}; "
-                "they must come from the same model"
-            )
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
+        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         missing = np.setdiff1d(classes, np.unique(y_val))
         if len(missing) and self.refit:
             raise ZooSurveyError(
@@ -227,12 +164,9 @@ class LinearProbe(Probe):
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def score(self, X, y) -> ProbeResult:
-        """Test metrics, plus the chosen ``C`` and the validation accuracy at it."""
-        X, y = validate_features(X, y, what="test features")
-        m = classification_metrics(self.predict_proba(X), y, self.classes_)
-        hp = {"C": self.best_C_, "val_top1": self.val_scores_[self.best_C_], "grid_evaluated": len(self.val_scores_)}
-        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], hp, self.warnings_)
+    def hparams(self) -> dict[str, Any]:
+        """The chosen ``C``, the validation accuracy at it, and how many grid values were fitted."""
+        return {"C": self.best_C_, "val_top1": self.val_scores_[self.best_C_], "grid_evaluated": len(self.val_scores_)}
 
 
 class _Solver:

@@ -8,10 +8,24 @@ should transfer better; use it to rank checkpoints before paying for probes.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..errors import ZooSurveyError
-from .linear import validate_features
+from .base import (
+    MemberFeatures,
+    Presentation,
+    Probe,
+    ProbeConfig,
+    ProbeOutcome,
+    Setting,
+    Yields,
+    check_fit,
+    score_outcome,
+    validate_features,
+)
+from .combine import weight_blocks
 
 
 def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
@@ -22,6 +36,7 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
     True
     """
     X, y = validate_features(X, y, what="features")
+    assert y is not None
     classes = np.unique(y)
     if len(classes) < 2:
         raise ZooSurveyError(f"labels hold a single class ({classes.tolist()}); LogME needs at least 2")
@@ -55,3 +70,31 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
         )
         evidences.append(evidence / n)
     return float(np.mean(evidences))
+
+
+class LogMEProbe(Probe):
+    """LogME as a probe: a score of train+val features, no test; the report ranks models by it.
+
+    Output averaging has no single feature matrix to score, so only single models and
+    concatenated ensembles get a LogME row.
+    """
+
+    name: ClassVar[str] = "logme"
+    summary: ClassVar[str] = "LogME transferability score (no training), ranked against the linear probe"
+    yields: ClassVar[Yields] = "score"
+    presentation: ClassVar[Presentation] = "ranking"
+    title: ClassVar[str] = "Transferability (LogME)"
+    rank_against: ClassVar[str | None] = "linear"
+    combines: ClassVar[tuple[str, ...]] = ("single", "concat")
+
+    def fit(self, X, y, X_val, y_val) -> LogMEProbe:
+        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
+        self.score_ = logme(np.concatenate([X, X_val]), np.concatenate([y, y_val]))
+        self.classes_, self.n_features_in_ = classes, X.shape[1]
+        return self
+
+    @classmethod
+    def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
+        X = weight_blocks(data.blocks)
+        est = cls().fit(X["train"], data.labels["train"], X["val"], data.labels["val"])
+        return score_outcome(data, est.score_)

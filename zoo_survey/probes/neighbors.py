@@ -1,16 +1,18 @@
 """Non-parametric probes on L2-normalized features: kNN (DINO-style weighted votes) and NCM.
 
-Both follow the estimator shape of :class:`~zoo_survey.probes.linear.LinearProbe`:
+Both follow the probe protocol of :class:`~zoo_survey.probes.base.Probe`:
 ``fit(X, y, X_val, y_val)`` chooses hyper-parameters on the validation split and then
 uses train+val as the final memory; ``score(X_test, y_test)`` evaluates once.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from ..errors import ZooSurveyError
-from .linear import Probe, ProbeResult, classification_metrics, validate_features
+from .base import Probe, ProbeConfig, check_fit
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -18,17 +20,6 @@ DEFAULT_KS = (10, 20, 100, 200)
 def _normalize(X: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, 1e-12)
-
-
-def _check_fit(X, y, X_val, y_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    X, y = validate_features(X, y, what="train features")
-    X_val, y_val = validate_features(X_val, y_val, what="validation features")
-    if X_val.shape[1] != X.shape[1]:
-        raise ZooSurveyError(f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}")
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
-    return X, y, X_val, y_val, classes
 
 
 class KNNProbe(Probe):
@@ -41,6 +32,13 @@ class KNNProbe(Probe):
     >>> KNNProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).hparams["k"]   # doctest: +SKIP
     20
     """
+
+    name: ClassVar[str] = "knn"
+    summary: ClassVar[str] = "weighted cosine kNN (DINO's eval), k chosen on val"
+
+    @classmethod
+    def build(cls, config: ProbeConfig, standardize: bool) -> KNNProbe:
+        return cls(device=config.device)
 
     def __init__(self, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07, batch_size: int = 1024, device: str = "cpu"):
         self.ks = ks
@@ -69,7 +67,7 @@ class KNNProbe(Probe):
         return out
 
     def fit(self, X, y, X_val, y_val) -> KNNProbe:
-        X, y, X_val, y_val, classes = _check_fit(X, y, X_val, y_val)
+        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         ks = sorted(set(int(k) for k in self.ks))
         if not ks or ks[0] < 1:
             raise ZooSurveyError(f"kNN needs k >= 1, got {list(self.ks)}")
@@ -89,11 +87,8 @@ class KNNProbe(Probe):
         X = self._test_features(X)
         return self._proba(_normalize(X), self.bank_, self.bank_y_, [self.best_k_])[self.best_k_]
 
-    def score(self, X, y) -> ProbeResult:
-        X, y = validate_features(X, y, what="test features")
-        m = classification_metrics(self.predict_proba(X), y, self.classes_)
-        hp = {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}
-        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], hp)
+    def hparams(self) -> dict[str, Any]:
+        return {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}
 
 
 class NCMProbe(Probe):
@@ -102,8 +97,11 @@ class NCMProbe(Probe):
     >>> NCMProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).top1   # doctest: +SKIP
     """
 
+    name: ClassVar[str] = "ncm"
+    summary: ClassVar[str] = "nearest class mean, cosine"
+
     def fit(self, X, y, X_val, y_val) -> NCMProbe:
-        X, y, X_val, y_val, classes = _check_fit(X, y, X_val, y_val)
+        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         Xa, ya = _normalize(np.concatenate([X, X_val])), np.concatenate([y, y_val])
         self.classes_ = classes
         self.means_ = _normalize(np.stack([Xa[ya == c].mean(0) for c in classes]))
@@ -115,8 +113,3 @@ class NCMProbe(Probe):
         sims = _normalize(X) @ self.means_.T
         e = np.exp((sims - sims.max(1, keepdims=True)) / 0.07)  # a softmax over cosine, for top-5 ordering
         return e / e.sum(1, keepdims=True)
-
-    def score(self, X, y) -> ProbeResult:
-        X, y = validate_features(X, y, what="test features")
-        m = classification_metrics(self.predict_proba(X), y, self.classes_)
-        return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], {})

@@ -10,7 +10,6 @@ subsample (stratified, seeded) before the validation split is carved, so
 from __future__ import annotations
 
 import gzip
-import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ZooSurveyError, ZooSurveyFailure
-from .registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource
+from ..digests import arrays_digest, file_sha256, string_digest
+from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..zoo.hub import hub_call
+from ..zoo.registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource, ParquetSource
 
 SPLIT_SEED = 0  # fixed: every model and every run sees the same split
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -47,7 +48,7 @@ class Split:
         return self.images[int(self.indices[row])]
 
     def indices_digest(self) -> str:
-        return hashlib.sha256(np.ascontiguousarray(self.indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return arrays_digest(np.asarray(self.indices, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -91,23 +92,27 @@ class HFImages:
         return self.ds[int(i)][self.column].convert("RGB")
 
 
-def _digits() -> tuple[dict[str, tuple[Images, np.ndarray]], str, tuple[str, ...]]:
+# What a source loads: its splits as (images, labels), a fingerprint, class names, and a revision.
+Raw = tuple[dict[str, tuple[Images, np.ndarray]], str, "tuple[str, ...] | None", str]
+
+
+def _digits() -> Raw:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
     labels = d.target.astype(np.int64)
-    fp = _digest(images, labels)
+    fp = arrays_digest(images, labels)
     return {"train": (ArrayImages(images), labels)}, fp, tuple(str(n) for n in d.target_names), f"data:{fp}"
 
 
-def _lfw_subset():
+def _lfw_subset() -> Raw:
     from skimage.data import lfw_subset
 
     faces = lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
     images = np.clip(faces * 255.0, 0, 255).astype(np.uint8)
     labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
-    fp = _digest(images, labels)
+    fp = arrays_digest(images, labels)
     return {"train": (ArrayImages(images), labels)}, fp, ("non-face", "face"), f"data:{fp}"
 
 
@@ -131,7 +136,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def _fashion_mnist(folder: Path | None):
+def _fashion_mnist(folder: Path | None) -> Raw:
     folder = folder or FASHION_MNIST_DIR
     missing = [n for pair in _FASHION_FILES.values() for n in pair if not (folder / n).is_file()]
     if missing:
@@ -140,19 +145,17 @@ def _fashion_mnist(folder: Path | None):
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or on a machine with internet add an "
             "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out with --datasets"
         )
-    from .checkpoints import file_sha256
-
-    splits = {}
+    splits: dict[str, tuple[Images, np.ndarray]] = {}
     for split, (img_name, lab_name) in _FASHION_FILES.items():
         images, labels = _read_idx(folder / img_name), _read_idx(folder / lab_name).astype(np.int64)
         if len(images) != len(labels):
             raise ZooSurveyFailure(f"{folder}: {img_name} has {len(images)} images but {lab_name} {len(labels)} labels")
         splits[split] = (ArrayImages(images), labels)
-    fp = hashlib.sha256("".join(file_sha256(folder / n) for p in _FASHION_FILES.values() for n in p).encode())
-    return splits, fp.hexdigest()[:16], FASHION_CLASSES, f"data:{fp.hexdigest()[:16]}"
+    fp = string_digest("".join(file_sha256(folder / n) for p in _FASHION_FILES.values() for n in p))
+    return splits, fp, FASHION_CLASSES, f"data:{fp}"
 
 
-def _hf(spec: DatasetSpec, offline: bool = False):
+def _hf(spec: DatasetSpec, offline: bool = False) -> Raw:
     import datasets as hfds
 
     src = spec.source
@@ -167,9 +170,11 @@ def _hf(spec: DatasetSpec, offline: bool = False):
                 raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {src.path} is not a folder")
             dd = hfds.load_dataset("imagefolder", data_dir=str(src.path))
             ident = f"imagefolder:{src.path}"
-        else:
+        elif isinstance(src, ParquetSource):
             dd = hfds.load_dataset("parquet", data_files=src.data_files)
             ident = f"parquet:{sorted(src.data_files.items())}"
+        else:  # pragma: no cover - builtin sources are read by _load_raw
+            raise TypeError(f"dataset {spec.id!r}: {src.type!r} is not read with the datasets library")
     except ZooSurveyError:
         raise
     except FileNotFoundError as e:
@@ -189,14 +194,14 @@ def _hf(spec: DatasetSpec, offline: bool = False):
                 f"{spec.defined_in}: dataset {spec.id!r}: column {col!r} not found; columns are {first.column_names}"
             )
     feat = first.features[spec.label_column]
-    names = tuple(feat.names) if hasattr(feat, "names") else None
-    splits = {
+    names = tuple(str(n) for n in feat.names) if hasattr(feat, "names") else None
+    splits: dict[str, tuple[Images, np.ndarray]] = {
         s: (HFImages(dd[s], spec.image_column), np.asarray(dd[s][spec.label_column], dtype=np.int64)) for s in wanted
     }
     # A hub commit names the data exactly; local files are named by datasets' fingerprint of them
     # (not used for hub snapshots: it depends on where the cache lies, which a copy changes).
     content = "".join(wanted) if revision else "".join(dd[s]._fingerprint for s in wanted)
-    fp = hashlib.sha256((ident + content).encode()).hexdigest()[:16]
+    fp = string_digest(ident + content)
     return splits, fp, names, revision or f"data:{fp}"
 
 
@@ -209,9 +214,9 @@ def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
     """
     from huggingface_hub import snapshot_download
 
-    from .hub import hub_call
-
     src = spec.source
+    if not isinstance(src, HFSource):
+        raise TypeError(f"dataset {spec.id!r} is not a hub dataset")
     where = f"dataset {spec.id!r} (hub dataset {src.path!r}{'@' + src.revision if src.revision else ''})"
     folder = hub_call(
         where, "the dataset files", src.path, src.revision, offline,
@@ -221,13 +226,7 @@ def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
     return Path(folder), Path(folder).name  # the hub cache's snapshots/<commit> folder
 
 
-def _digest(images: np.ndarray, labels: np.ndarray) -> str:
-    h = hashlib.sha256(images.tobytes())
-    h.update(labels.tobytes())
-    return h.hexdigest()[:16]
-
-
-def _load_raw(spec: DatasetSpec, offline: bool = False):
+def _load_raw(spec: DatasetSpec, offline: bool = False) -> Raw:
     src = spec.source
     if isinstance(src, BuiltinSource):
         if src.name == "digits":
@@ -266,7 +265,7 @@ def stratified_take(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, 
     while share.sum() > n:  # the at-least-one rule can overshoot: trim the largest shares
         share[np.argmax(share)] -= 1
     rng = np.random.default_rng(seed)
-    taken = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, share)]
+    taken = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, share, strict=True)]
     take = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=np.int64)
     rest = np.setdiff1d(np.arange(len(labels)), take)
     return take.astype(np.int64), rest.astype(np.int64)

@@ -2,17 +2,22 @@
 
 - accuracy vs total GFLOPs, singles and ensembles marked apart, Pareto front drawn, one panel per dataset;
 - the ensemble-minus-single difference per family and dataset, as a heat map;
-- few-shot curves (top-1 vs k) with 95% interval bands.
+- for each probe presented over seeds (few-shot): top-1 against the setting, with 95% interval bands.
 
-Each is written as PNG and SVG; :func:`write_plots` returns the PNG paths.
+The first two show the primary paired probe (the linear probe by default). Each plot is
+written as PNG and SVG; :func:`write_plots` returns the PNG paths.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files import atomic_write
+from ..probes import PROBES
+from .stats import t_interval
 from .store import ResultRow
 
 
@@ -40,49 +45,47 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:
-    from .cache import atomic_write
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "svg"):
-        atomic_write(out_dir / f"{name}.{ext}", lambda f, e=ext: fig.savefig(f, format=e, dpi=110, bbox_inches="tight"))
+        atomic_write(out_dir / f"{name}.{ext}", functools.partial(fig.savefig, format=ext, dpi=110, bbox_inches="tight"))
     _pyplot().close(fig)
     return out_dir / f"{name}.png"
 
 
-def accuracy_vs_flops(rows: Sequence[ResultRow], out_dir: Path) -> Path | None:
-    full = [r for r in rows if r.probe == "linear" and not r.setting and r.top1 is not None]
+def accuracy_vs_flops(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> Path | None:
+    full = [r for r in rows if r.probe == probe and not r.setting and r.top1 is not None]
     datasets = sorted({r.dataset for r in full})
     if not datasets:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
-        pts = [r for r in full if r.dataset == ds]
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        pts = [(r.gflops, 100 * r.top1, r.role) for r in full if r.dataset == ds and r.top1 is not None]
         for role, marker, colour, label in (
             ("baseline", "s", "#1f77b4", "single (largest)"),
             ("member", "o", "#7f7f7f", "single (member)"),
             ("ensemble", "*", "#d62728", "ensemble (concatenated)"),
             ("ensemble-avg", "P", "#ff7f0e", "ensemble (averaged)"),
         ):
-            sel = [r for r in pts if r.role == role]
-            ax.scatter([r.gflops for r in sel], [100 * r.top1 for r in sel], marker=marker, s=90 if role.startswith("ensemble") else 45,
+            sel = [(g, acc) for g, acc, rl in pts if rl == role]
+            ax.scatter([g for g, _ in sel], [acc for _, acc in sel], marker=marker, s=90 if role.startswith("ensemble") else 45,
                        color=colour, label=label, zorder=3)
-        front = pareto_front([(r.gflops, 100 * r.top1) for r in pts])
+        front = pareto_front([(g, acc) for g, acc, _ in pts])
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="#2ca02c", lw=1.2, label="Pareto front", zorder=2)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.12)
         ax.set_title(ds)
         ax.set_xlabel("total GFLOPs per image")
-        ax.set_ylabel("linear-probe top-1 (%)")
+        ax.set_ylabel(f"{probe} probe top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Accuracy against compute: singles and ensembles", y=1.04)
     return _save(fig, out_dir, "accuracy_vs_gflops")
 
 
-def difference_heatmap(lines, out_dir: Path) -> Path | None:
-    """``lines``: report.ComparisonLine items (linear probe rows are used)."""
-    cells = {(ln.family, ln.dataset): 100 * ln.delta for ln in lines if ln.probe == "linear" and ln.delta is not None}
+def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
+    """``lines``: report.ComparisonLine items (those of ``probe`` are drawn)."""
+    cells = {(ln.family, ln.dataset): 100 * ln.delta for ln in lines if ln.probe == probe and ln.delta is not None}
     if not cells:
         return None
     fams = sorted({f for f, _ in cells})
@@ -98,41 +101,57 @@ def difference_heatmap(lines, out_dir: Path) -> Path | None:
         for j, v in enumerate(row):
             ax.text(j, i, "missing" if v != v else f"{v:+.1f}", ha="center", va="center", fontsize=9)
     fig.colorbar(im, ax=ax, label="ensemble − single (points)")
-    ax.set_title("Linear probe: ensemble minus single")
+    ax.set_title(f"{probe} probe: ensemble minus single")
     return _save(fig, out_dir, "difference_heatmap")
 
 
-def fewshot_curves(rows: Sequence[ResultRow], out_dir: Path) -> Path | None:
-    from .probes.fewshot import t_interval
+def _setting_x(label: str) -> float | None:
+    """The number a setting label starts with ("5-shot" -> 5), the curve's x."""
+    head = label.split("-")[0]
+    try:
+        return float(head)
+    except ValueError:
+        return None
 
-    fs = [r for r in rows if r.probe == "fewshot" and r.top1 is not None and r.role in ("baseline", "ensemble")]
+
+def seed_curves(rows: Sequence[ResultRow], probe: str, axis: str, out_dir: Path) -> Path | None:
+    """Top-1 against the setting's number, mean ± 95% t interval over seeds, single and ensemble."""
+    fs = [r for r in rows if r.probe == probe and r.top1 is not None and r.role in ("baseline", "ensemble")
+          and _setting_x(r.setting) is not None]
     keys = sorted({(r.family, r.dataset) for r in fs})
     if not keys:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, (fam, ds) in zip(axes[0], keys):
+    for ax, (fam, ds) in zip(axes[0], keys, strict=True):
         for role, colour in (("baseline", "#1f77b4"), ("ensemble", "#d62728")):
-            by_k: dict[int, list[float]] = {}
+            by_x: dict[float, list[float]] = {}
             for r in fs:
-                if (r.family, r.dataset, r.role) == (fam, ds, role):
-                    by_k.setdefault(int(r.setting.split("-")[0]), []).append(100 * r.top1)
-            ks = sorted(by_k)
-            stats = [t_interval(by_k[k]) for k in ks]
+                x = _setting_x(r.setting)
+                if (r.family, r.dataset, r.role) == (fam, ds, role) and x is not None and r.top1 is not None:
+                    by_x.setdefault(x, []).append(100 * r.top1)
+            xs = sorted(by_x)
+            stats = [t_interval(by_x[x]) for x in xs]
             means = [m for m, _ in stats]
             halves = [0.0 if h != h else h for _, h in stats]
-            ax.plot(ks, means, "o-", color=colour, label="single (largest)" if role == "baseline" else "ensemble")
-            ax.fill_between(ks, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)], color=colour, alpha=0.2)
+            ax.plot(xs, means, "o-", color=colour, label="single (largest)" if role == "baseline" else "ensemble")
+            ax.fill_between(xs, [m - h for m, h in zip(means, halves, strict=True)], [m + h for m, h in zip(means, halves, strict=True)],
+                            color=colour, alpha=0.2)
         ax.set_xscale("log")
         ax.set_title(f"{fam} · {ds}")
-        ax.set_xlabel("examples per class (k)")
+        ax.set_xlabel(axis)
         ax.set_ylabel("top-1 (%), mean ± 95% CI")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out_dir, "fewshot_curves")
+    return _save(fig, out_dir, f"{probe}_curves")
 
 
-def write_plots(rows: Sequence[ResultRow], lines, out_dir: Path) -> list[Path]:
+def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path) -> list[Path]:
     """Every plot the rows allow; each as PNG and SVG in ``out_dir``. Returns the PNG paths."""
-    made = [accuracy_vs_flops(rows, out_dir), difference_heatmap(lines, out_dir), fewshot_curves(rows, out_dir)]
+    made = []
+    if primary is not None:
+        made += [accuracy_vs_flops(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir)]
+    present = {r.probe for r in rows}
+    made += [seed_curves(rows, p.name, p.setting_axis, out_dir) for p in PROBES
+             if p.presentation == "over-seeds" and p.name in present]
     return [p for p in made if p is not None]

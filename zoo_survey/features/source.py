@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
+from ..data.datasets import PreparedDataset
+from ..errors import ZooSurveyFailure
+from ..zoo.checkpoints import ResolvedCheckpoint, load_model
+from ..zoo.flops import count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
-from .checkpoints import ResolvedCheckpoint, load_model
-from .datasets import PreparedDataset
-from .errors import ZooSurveyFailure
-from .extract import ExtractOptions, run_forward
+from .extract import ExtractOptions, pooled, run_forward
 
 
 def feature_key(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions) -> FeatureKey:
@@ -97,9 +98,6 @@ class FeatureSource:
 
     def _gflops(self, ckpt: ResolvedCheckpoint, model) -> float:
         """GMACs of the forward this extraction runs, at its resolution, counted once per checkpoint and size."""
-        from .budget import count_gmacs
-        from .extract import pooled
-
         key = (ckpt.spec.id, ckpt.preprocessing.input_size, self.options.layer)
         if key not in self._gflops_seen:
             model = model.to(self.options.device)
@@ -133,15 +131,16 @@ class FeatureSource:
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
             buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             shard_iter = iter(pending)
-            shard = next(shard_iter)
-            need = len(writer.shard_rows_range(shard))
+            first = next(shard_iter)
+            shard: int | None = first
+            need = len(writer.shard_rows_range(first))
             for batch in self._forward(ckpt, model, s, rows):
                 self.forward_batches += 1
                 self._check(ckpt, ds, split, s, batch)
                 buf.append((batch.rows, batch.features, batch.ok))
                 # Flush every shard the buffer now covers (a batch may span two shards).
                 while shard is not None and sum(len(b[0]) for b in buf) >= need:
-                    r_all, f_all, ok_all = (np.concatenate(parts) for parts in zip(*buf))
+                    r_all, f_all, ok_all = (np.concatenate(parts) for parts in zip(*buf, strict=True))
                     r_sh = r_all[:need]
                     writer.write(shard, f_all[:need], s.indices[r_sh], s.labels[r_sh], ok_all[:need])
                     buf = [(r_all[need:], f_all[need:], ok_all[need:])]
@@ -149,7 +148,7 @@ class FeatureSource:
                     if self.on_progress:
                         self.on_progress(label, done, len(s))
                     shard = next(shard_iter, None)
-                    need = len(writer.shard_rows_range(shard)) if shard is not None else 0
+                    need = 0 if shard is None else len(writer.shard_rows_range(shard))
         seconds = time.perf_counter() - start
         writer.info["extract_seconds"] = round(seconds, 3)
         writer.finalize()

@@ -9,17 +9,19 @@ never silently replaced by a random initialisation.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
+import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
-from .registry import CheckpointSpec, FileSource, HubSource, PackageSource, TimmSource
+from ..digests import file_sha256
+from ..errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
+from .hub import download_file, hub_call, not_cached_hint
+from .registry import CheckpointSpec, FileSource, HubSource, KeyMap, PackageSource, TimmSource
 
 _HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -124,7 +126,7 @@ def resolve(spec: CheckpointSpec, *, offline: bool = False, image_size: int | No
 def _timm_cfg(spec: CheckpointSpec, name: str) -> dict[str, Any]:
     import timm
 
-    if spec.arch not in timm.list_models():
+    if not timm.is_model(spec.arch):
         raise ZooSurveyError(
             f"{spec.defined_in}: checkpoint {spec.id!r}: field 'arch': {spec.arch!r} is not a timm architecture "
             f"(timm {timm.__version__}); see timm.list_models()"
@@ -137,17 +139,35 @@ def _timm_cfg(spec: CheckpointSpec, name: str) -> dict[str, Any]:
     return cfg.to_dict() if cfg is not None else {}
 
 
-def _preprocessing(cfg: dict[str, Any], spec: CheckpointSpec, image_size: int | None) -> Preprocessing:
+def _preprocessing(cfg: Mapping[str, Any], spec: CheckpointSpec, image_size: int | None) -> Preprocessing:
+    """timm's ``resolve_data_config`` on the pretrained config, with the entry's ``preprocess`` overrides
+    and ``--image-size`` as its arguments (timm's defaults fill what neither gives)."""
+    from timm.data import resolve_data_config
+
     over = spec.preprocess
-    size = image_size or over.input_size or int((cfg.get("input_size") or (3, 224, 224))[-1])
+    args = {
+        "in_chans": 3,
+        "img_size": image_size or over.input_size,
+        "interpolation": over.interpolation,
+        "crop_pct": over.crop_pct,
+        "crop_mode": over.crop_mode,
+        "mean": over.mean,
+        "std": over.std,
+    }
+    data = resolve_data_config(args={k: v for k, v in args.items() if v is not None}, pretrained_cfg=dict(cfg))
     return Preprocessing(
-        input_size=size,
-        interpolation=over.interpolation or cfg.get("interpolation") or "bicubic",
-        crop_pct=float(over.crop_pct or cfg.get("crop_pct") or 0.875),
-        crop_mode=over.crop_mode or cfg.get("crop_mode") or "center",
-        mean=tuple(float(v) for v in (over.mean or cfg.get("mean") or (0.485, 0.456, 0.406))),
-        std=tuple(float(v) for v in (over.std or cfg.get("std") or (0.229, 0.224, 0.225))),
+        input_size=int(data["input_size"][-1]),
+        interpolation=str(data["interpolation"]),
+        crop_pct=float(data["crop_pct"]),
+        crop_mode=str(data["crop_mode"]),
+        mean=_rgb(data["mean"]),
+        std=_rgb(data["std"]),
     )
+
+
+def _rgb(values) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
 
 
 def _local_file(spec: CheckpointSpec, path: Path) -> Path:
@@ -175,21 +195,6 @@ def _package_file(spec: CheckpointSpec, src: PackageSource) -> Path:
     return _local_file(spec, path)
 
 
-@lru_cache(maxsize=256)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) for the life of the process."""
-    st = Path(path).stat()
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
 _COMMIT = re.compile(r"/snapshots/([0-9a-f]{40})/")
 
 
@@ -203,8 +208,6 @@ def _from_hub(
     """
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    from .hub import download_file, hub_call, not_cached_hint
 
     where = f"checkpoint {spec.id!r} (hub repo {repo!r}{'@' + revision if revision else ''})"
 
@@ -233,56 +236,51 @@ def _from_hub(
 # --------------------------------------------------------------------------- load
 
 
-def load_state_dict(path: Path, where: str = "") -> dict[str, Any]:
-    """Read a ``.safetensors`` or a pickled state_dict with ``weights_only=True`` (code is never unpickled)."""
-    import pickle
-
+def read_state_dict(path: Path, where: str = "") -> dict[str, Any]:
+    """timm's ``load_state_dict`` (``.safetensors``, or a pickle with ``weights_only=True``: code is never
+    unpickled; the ``state_dict`` / ``model`` wrapper unwrapped, DDP prefixes removed), with one-line errors."""
     import torch
+    from timm.models import load_state_dict
 
     prefix = f"{where}: " if where else ""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Any = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+        sd = load_state_dict(str(path), use_ema=False, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        if not isinstance(e, pickle.UnpicklingError) and "weights_only" not in str(e):  # timm re-raises torch's refusal
+            raise ZooSurveyFailure(f"{prefix}cannot read weights file {path}: {type(e).__name__}: {e}") from e
         raise ZooSurveyFailure(
             f"{prefix}{path} needs more than plain tensors to unpickle (refused, weights_only=True): "
             f"{str(e).splitlines()[0]}; re-save it as a state_dict or .safetensors"
         ) from e
     except Exception as e:  # noqa: BLE001 - any decoder error means the file is not usable weights
         raise ZooSurveyFailure(f"{prefix}cannot read weights file {path}: {type(e).__name__}: {e}") from e
-    for wrapper in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
-            break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ZooSurveyFailure(f"{prefix}{path} does not hold a state_dict of tensors")
     return dict(sd)
 
 
-def remap_keys(sd: dict[str, Any], target: dict[str, Any], key_map, where: str = "") -> dict[str, Any]:
-    """Rename a state_dict's keys: ``'ordered'`` pairs tensors by position, a mapping renames prefixes."""
+def remap_ordered(sd: dict[str, Any], model, where: str = "") -> dict[str, Any]:
+    """``key_map: ordered``: timm's ``remap_state_dict`` (tensors paired by position), after checking that
+    the counts match (timm's zip would drop the surplus) and with no reshaping."""
+    from timm.models import remap_state_dict
+
     prefix = f"{where}: " if where else ""
-    if key_map is None:
-        return sd
-    if key_map == "ordered":
-        if len(sd) != len(target):
-            raise ZooSurveyFailure(
-                f"{prefix}key_map 'ordered' needs as many tensors as the model: the file has {len(sd)}, "
-                f"the model {len(target)}"
-            )
-        out = {}
-        for (k_src, v), (k_dst, ref) in zip(sd.items(), target.items()):
-            if tuple(v.shape) != tuple(ref.shape):
-                raise ZooSurveyFailure(
-                    f"{prefix}key_map 'ordered': tensor {k_src!r} has shape {tuple(v.shape)} but the model's "
-                    f"{k_dst!r} at the same position has {tuple(ref.shape)}"
-                )
-            out[k_dst] = v
-        return out
+    n_model = len(model.state_dict())
+    if len(sd) != n_model:
+        raise ZooSurveyFailure(
+            f"{prefix}key_map 'ordered' needs as many tensors as the model: the file has {len(sd)}, the model {n_model}"
+        )
+    try:
+        return remap_state_dict(sd, model, allow_reshape=False)
+    except AssertionError as e:  # timm's message names both tensors and shapes
+        raise ZooSurveyFailure(
+            f"{prefix}key_map 'ordered': {e} (model tensor first, the file's second); the file's tensors must "
+            "match the architecture's one to one, in order: check 'arch'"
+        ) from e
+
+
+def rename_prefixes(sd: dict[str, Any], key_map: Mapping[str, str]) -> dict[str, Any]:
+    """A ``key_map`` of ``old_prefix: new_prefix``: each key takes the first mapping whose prefix it has."""
     out = {}
     for k, v in sd.items():
         for old, new in key_map.items():
@@ -302,6 +300,26 @@ def _infer_num_classes(sd: dict[str, Any], classifier: str | tuple | list | None
     return 0
 
 
+def _create(ckpt: ResolvedCheckpoint, where: str, **kwargs):
+    """``timm.create_model`` without weights; transformers with a fixed grid get ``dynamic_img_size`` when
+    run at another resolution than they were built for (convnets take no such argument and need none)."""
+    import timm
+
+    arch = ckpt.spec.arch
+    args = {**ckpt.model_args, **kwargs}
+    arch_cfg = timm.models.get_pretrained_cfg(arch)
+    if arch_cfg is not None and arch_cfg.input_size and arch_cfg.input_size[-1] != ckpt.preprocessing.input_size:
+        args.setdefault("dynamic_img_size", True)
+    try:
+        try:
+            return timm.create_model(arch, pretrained=False, **args)
+        except TypeError:  # the architecture has no dynamic_img_size
+            args.pop("dynamic_img_size", None)
+            return timm.create_model(arch, pretrained=False, **args)
+    except Exception as e:  # noqa: BLE001 - timm raises many types for a bad architecture or argument
+        raise ZooSurveyFailure(f"{where}: timm cannot build {arch!r}: {e}") from e
+
+
 def load_model(ckpt: ResolvedCheckpoint):
     """Build the timm model and load its weights strictly; returns the model in eval mode.
 
@@ -312,29 +330,22 @@ def load_model(ckpt: ResolvedCheckpoint):
 
     spec = ckpt.spec
     where = f"checkpoint {spec.id!r}"
-    sd = load_state_dict(ckpt.weights, where)
+    sd = read_state_dict(ckpt.weights, where)
+    key_map: KeyMap | None = getattr(spec.source, "key_map", None)
+    reference = None
+    if key_map == "ordered":
+        reference = _create(ckpt, where)  # the default head; rebuilt below if the weights have another
+        sd = remap_ordered(sd, reference, where)
+    elif isinstance(key_map, Mapping):
+        sd = rename_prefixes(sd, key_map)
     num_classes = ckpt.num_classes
-    if spec.source.type in ("file", "package") and spec.source.key_map == "ordered":
-        reference = timm.create_model(spec.arch, pretrained=False, **ckpt.model_args).state_dict()
-        sd = remap_keys(sd, reference, "ordered", where)
-    elif spec.source.type in ("file", "package"):
-        sd = remap_keys(sd, {}, spec.source.key_map, where)
     if num_classes is None:
         cfg = timm.models.get_pretrained_cfg(spec.arch)
         num_classes = _infer_num_classes(sd, cfg.classifier if cfg else None)
-    kwargs = dict(ckpt.model_args)
-    arch_cfg = timm.models.get_pretrained_cfg(spec.arch)  # the resolution the model is built for
-    if arch_cfg is not None and arch_cfg.input_size and arch_cfg.input_size[-1] != ckpt.preprocessing.input_size:
-        # Transformers with a fixed grid interpolate their position embeddings at another resolution.
-        kwargs.setdefault("dynamic_img_size", True)
-    try:
-        try:
-            model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **kwargs)
-        except TypeError:  # the architecture has no dynamic_img_size (convnets need none)
-            kwargs.pop("dynamic_img_size", None)
-            model = timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, **kwargs)
-    except Exception as e:  # noqa: BLE001
-        raise ZooSurveyFailure(f"{where}: timm cannot build {spec.arch!r}: {e}") from e
+    if reference is not None and reference.num_classes == num_classes:
+        model = reference
+    else:
+        model = _create(ckpt, where, num_classes=num_classes)
     missing, unexpected = _compare_keys(model.state_dict(), sd)
     if missing or unexpected:
         raise ZooSurveyFailure(

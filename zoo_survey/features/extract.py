@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .errors import ZooSurveyError
-
+from ..errors import ZooSurveyError
 
 LAYERS = ("pre_logits", "avg", "max")
 
@@ -120,8 +120,10 @@ def make_loader(split, rows: Sequence[int], preprocessing, options: ExtractOptio
     """The engine's DataLoader: batches of (uint8 crops, rows, decode errors), in row order."""
     from torch.utils.data import DataLoader
 
+    # A map-style dataset (len, getitem); it does not subclass torch's Dataset, which would load torch on import.
+    rows_dataset: Any = _Rows(split, rows, preprocessing.transform(normalize=False), preprocessing.input_size)
     return DataLoader(
-        _Rows(split, rows, preprocessing.transform(normalize=False), preprocessing.input_size),
+        rows_dataset,
         batch_size=options.batch_size,
         shuffle=False,
         num_workers=options.workers,

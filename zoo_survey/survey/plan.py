@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import ZooSurveyError, unknown
-from .registry import CheckpointSpec, FamilySpec
+from ..errors import ZooSurveyError, unknown
+from ..zoo.registry import CheckpointSpec, FamilySpec
 
-Strategy = Literal["smallest", "same-arch", "budget", "explicit"]
+DEFAULT_K = 2
 STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
 
 
@@ -52,10 +52,6 @@ class Comparison:
     def gflops(self) -> float:
         return sum(m.gflops for m in self.members)
 
-    @property
-    def feature_dim(self) -> int:
-        return sum(m.feature_dim for m in self.members)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -81,26 +77,43 @@ def _single(spec: CheckpointSpec, role: Literal["baseline", "member"]) -> Compar
 
 def plan_family(
     family: FamilySpec,
-    k: int,
-    strategy: str = "smallest",
+    k: int | None = None,
+    strategy: str | None = None,
     against: str | None = None,
     members: Sequence[str] | str | None = None,
-    budget_by: Literal["params", "flops"] = "params",
+    budget_by: str = "params",
 ) -> Plan:
-    """Choose the baseline and K ensemble members of ``family``.
+    """Choose the baseline and K ensemble members of ``family``; every check of K and the members is here.
+
+    ``k`` defaults to the number of ``members`` when they are given, else 2. ``strategy``
+    defaults to ``explicit`` with members and ``smallest`` without; members with another
+    strategy are refused rather than silently overriding it.
 
     >>> plan = plan_family(reg.family("efficientnet-lite"), k=2)   # doctest: +SKIP
     >>> [m.id for m in plan.ensemble.members]                       # doctest: +SKIP
     ['tf_efficientnet_lite0.pypi', 'tf_efficientnet_lite1.pypi']
     """
-    if strategy not in STRATEGIES:
+    if strategy is not None and strategy not in STRATEGIES:
         raise unknown("ensemble strategy", strategy, STRATEGIES)
     if budget_by not in ("params", "flops"):
         raise unknown("--budget-by value", budget_by, ("params", "flops"))
-    if members is not None and strategy != "explicit":
-        strategy = "explicit"
+    if members is not None and strategy not in (None, "explicit"):
+        raise ZooSurveyError(
+            f"--members names the ensemble, but --strategy {strategy} chooses it; drop one of them "
+            "(with --members the strategy is 'explicit')"
+        )
+    if members is None and strategy == "explicit":
+        raise ZooSurveyError("strategy 'explicit' needs --members a,b,c or the name of an ensemble in the family YAML")
+    strategy = strategy or ("explicit" if members is not None else "smallest")
+    named = _member_ids(family, members) if members is not None else None
+    if named is not None and not named:
+        raise ZooSurveyError("--members is empty; name checkpoints a,b,c or an ensemble of the family YAML")
+    if k is None:
+        k = len(named) if named is not None else DEFAULT_K
     if k < 1:
         raise ZooSurveyError(f"--ensemble must be at least 1 (the number of ensemble members), got {k}")
+    if named is not None and len(named) != k:
+        raise ZooSurveyError(f"--ensemble {k} but --members names {len(named)} checkpoints; make them agree")
     ids = [c.id for c in family.checkpoints]
     base_id = against or family.baseline or max(family.checkpoints, key=lambda c: (c.params_m, c.gflops)).id
     if base_id not in ids:
@@ -109,8 +122,8 @@ def plan_family(
     pool = [c for c in family.checkpoints if c.id != base_id]
     fail = f"family {family.name!r} cannot supply an ensemble of {k} with strategy {strategy!r}"
 
-    if strategy == "explicit":
-        chosen = _explicit(family, members, baseline)
+    if named is not None:
+        chosen = _explicit(family, named, baseline)
     elif len(pool) < k:
         raise ZooSurveyError(
             f"--ensemble {k} is larger than family {family.name!r} allows: it has {len(pool)} checkpoint(s) "
@@ -146,8 +159,6 @@ def plan_family(
                 f"{base_id!r} has {limit:.3g}; lower --ensemble or choose a larger --against"
             )
         chosen = sorted(best, key=lambda c: (c.params_m, c.id))
-    if strategy != "explicit" and len(chosen) != k:  # pragma: no cover - guarded above
-        raise ZooSurveyError(fail)
     name = "+".join(c.id for c in chosen)
     ensemble = Comparison(name, "ensemble", tuple(chosen), "concat")
     averaged = Comparison(f"avg({name})", "ensemble-avg", tuple(chosen), "average")
@@ -156,14 +167,16 @@ def plan_family(
     return Plan(family.name, strategy, base, ensemble, comparisons)
 
 
-def _explicit(family: FamilySpec, members: Sequence[str] | str | None, baseline: CheckpointSpec) -> list[CheckpointSpec]:
-    if members is None:
-        raise ZooSurveyError("strategy 'explicit' needs --members a,b,c or the name of an ensemble in the family YAML")
+def _member_ids(family: FamilySpec, members: Sequence[str] | str) -> list[str]:
+    """``--members``: a named ensemble of the family YAML, or comma-separated ids."""
     if isinstance(members, str):
         if members in family.ensembles:
-            members = list(family.ensembles[members])
-        else:
-            members = [m for m in members.split(",") if m]
+            return list(family.ensembles[members])
+        return [m.strip() for m in members.split(",") if m.strip()]
+    return list(members)
+
+
+def _explicit(family: FamilySpec, members: list[str], baseline: CheckpointSpec) -> list[CheckpointSpec]:
     if len(set(members)) != len(members):
         raise ZooSurveyError(f"--members names a checkpoint twice: {list(members)}")
     chosen = [family.get(m) for m in members]

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
+from ..errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def transient(e: BaseException | None) -> str | None:
         return f"HTTP {status}" if status is not None and (status >= 500 or status in (408, 429)) else None
     if isinstance(e, LocalEntryNotFoundError):  # huggingface_hub's own HEAD failed and nothing is cached
         if e.__cause__ is not None and not hasattr(e.__cause__, "zoo_hub_phase"):
-            e.__cause__.zoo_hub_phase = "metadata"  # type: ignore[union-attr]
+            e.__cause__.zoo_hub_phase = "metadata"  # type: ignore[attr-defined]  # a tag read by transient() below
         return transient(e.__cause__)
     names = {c.__name__ for c in type(e).__mro__}  # httpx2, httpx and requests alike, by name
     if names & {"TimeoutException", "Timeout", "TimeoutError"}:
@@ -107,9 +107,9 @@ def download_file(repo: str, name: str, revision: str | None, offline: bool, rep
             get_hf_file_metadata(hf_hub_url(repo, name, revision=revision, repo_type=repo_type),
                                  timeout=constants.HF_HUB_ETAG_TIMEOUT)
             _FAILED.pop(constants.ENDPOINT, None)  # the hub answered: retry in full again
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - transient() sorts it: re-raised for a retry, or left to hf_hub_download
             if transient(e) is not None:
-                e.zoo_hub_phase = "metadata"  # type: ignore[attr-defined] - names the timeout that applied
+                e.zoo_hub_phase = "metadata"  # type: ignore[attr-defined]  # names the timeout that applied
                 raise
             # 404 / 401 / ...: hf_hub_download meets it again, raises it and caches what it should.
     return hf_hub_download(repo, name, revision=revision, repo_type=repo_type, local_files_only=offline)

@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ZooSurveyError
+from filelock import FileLock, Timeout
+
+from ..digests import canonical_digest
+from ..errors import ZooSurveyError
 
 SCHEMA_VERSION = 2
 STORE_NAME = "results.sqlite"
@@ -97,14 +100,12 @@ class ResultStore:
                 f"no results store at {self.path}; run `zoo-survey run` first (or pass the --out folder it wrote)"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        from filelock import FileLock
-
         # Two runs creating one store at once: sqlite may refuse the switch to WAL ("database is locked").
         try:
             (self.path.parent / ".locks").mkdir(exist_ok=True)
             lock = FileLock(str(self.path.parent / ".locks" / f"{self.path.name}.lock"))
         except OSError:  # a read-only folder: nobody can be creating the store in it
-            lock = contextlib.nullcontext()
+            lock = contextlib.nullcontext()  # type: ignore[assignment]  # same use: a context manager
         try:
             with lock:
                 self._init()
@@ -143,8 +144,6 @@ class ResultStore:
         Yields False at once when ``wait`` is False and another process holds it. Like the
         cache's lock it only saves work: rows are inserted with INSERT OR IGNORE either way.
         """
-        from filelock import FileLock, Timeout
-
         lock_path = self.path.parent / ".locks" / f"{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path), timeout=-1 if wait else 0)
@@ -191,6 +190,5 @@ class ResultStore:
 
 
 def row_key(payload: Mapping[str, Any]) -> str:
-    from .cache import canonical_digest
-
+    """The first 32 hex digits of the canonical digest of what determines a row."""
     return canonical_digest(payload)[:32]

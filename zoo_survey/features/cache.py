@@ -18,20 +18,22 @@ sha256 against the manifest; a corrupt shard is deleted, reported and recomputed
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import os
 import re
-import tempfile
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from .errors import ZooSurveyFailure
+from ..digests import canonical_digest, sha256_of
+from ..files import WriteError, atomic_write
 
 FEATURE_FORMAT = 2
 CACHE_ENV = "ZOO_SURVEY_CACHE"
@@ -52,12 +54,6 @@ def cache_root(cli_value: Path | None = None, env: Mapping[str, str] | None = No
         return Path(env[CACHE_ENV]).expanduser()
     xdg = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(xdg) / "zoo-survey"
-
-
-def canonical_digest(payload: Any) -> str:
-    """sha256 of the canonical JSON of ``payload`` (sorted keys, no whitespace)."""
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -98,59 +94,16 @@ class Features:
         return int(self.manifest.get("skipped", 0))
 
 
-class CacheWriteError(ZooSurveyFailure):
-    """The cache folder cannot be written (read-only, full, missing permissions)."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are 0600
-
-
-def atomic_write(target: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``target``, then ``os.replace`` it into place."""
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".incomplete", dir=target.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise CacheWriteError(
-            f"cannot write {target}: {e.strerror or e} (errno {e.errno}); free space or permissions there, "
-            "or pass --cache-dir / --out on another disk; nothing half-written was kept"
-        ) from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _shard_intact(folder: Path, shard: dict[str, Any]) -> bool:
     """Both files of a shard exist with the recorded size and sha256."""
     for k in ("features", "meta"):
         p = folder / shard[k]
         try:
-            if p.stat().st_size != shard[k + "_bytes"] or _sha256(p) != shard[k + "_sha256"]:
+            if p.stat().st_size != shard[k + "_bytes"] or sha256_of(p) != shard[k + "_sha256"]:
                 return False
         except FileNotFoundError:
             return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FeatureCache:
@@ -174,7 +127,7 @@ class FeatureCache:
             if not tag.exists():
                 atomic_write(tag, lambda f: f.write(_TAG.encode()))
         except OSError as e:
-            raise CacheWriteError(
+            raise WriteError(
                 f"cannot create the feature cache at {self.root}: {e.strerror or e}; pass --cache-dir or set {CACHE_ENV}"
             ) from e
 
@@ -186,9 +139,6 @@ class FeatureCache:
 
     def path(self, key: FeatureKey) -> Path:
         return self.root / key.relpath
-
-    def has(self, key: FeatureKey) -> bool:
-        return (self.path(key) / "manifest.json").is_file()
 
     def get(self, key: FeatureKey) -> Features | None:
         """The entry if it is complete and intact, else None (a corrupt shard is removed, to be recomputed)."""
@@ -222,8 +172,6 @@ class FeatureCache:
     @contextmanager
     def lock(self, key: FeatureKey) -> Iterator[None]:
         """An advisory lock so two processes do not compute the same entry (it only saves work)."""
-        from filelock import FileLock
-
         self._ensure_root()
         lock_path = self.root / ".locks" / (key.digest[:20] + ".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,34 +205,31 @@ def scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
     if not root.is_dir():
         return []
     leaves = sorted({p.parent for p in root.rglob("manifest.json")} | {p.parent for p in root.rglob("shard-*.json")})
-    out = []
-    for leaf in leaves:
-        rel = leaf.relative_to(root).parts
-        names = (list(rel[:4]) + ["?"] * 4)[:4]
-        size = sum(p.stat().st_size for p in leaf.iterdir() if p.is_file())
-        try:
-            manifest = json.loads((leaf / "manifest.json").read_text())
-        except FileNotFoundError:
-            done = len(list(leaf.glob("shard-*.json")))
-            out.append(EntryInfo(leaf, *names, "partial", None, None, size, f"{done} shard(s) written, no manifest"))
-            continue
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            out.append(EntryInfo(leaf, *names, "corrupt", None, None, size, "manifest is not valid JSON"))
-            continue
-        status, detail = "complete", ""
-        if verify:
-            bad = [sh["features"] for sh in manifest.get("shards", []) if not _shard_intact(leaf, sh)]
-            if bad:
-                status, detail = "corrupt", f"checksum or size mismatch: {', '.join(bad)}"
-        out.append(EntryInfo(leaf, *names, status, manifest.get("rows"), manifest.get("dim"), size, detail))
-    return out
+    return [_entry_info(root, leaf, verify) for leaf in leaves]
+
+
+def _entry_info(root: Path, leaf: Path, verify: bool) -> EntryInfo:
+    family, checkpoint, dataset, split = (list(leaf.relative_to(root).parts[:4]) + ["?"] * 4)[:4]
+    size = sum(p.stat().st_size for p in leaf.iterdir() if p.is_file())
+
+    def entry(status: str, rows: int | None, dim: int | None, detail: str = "") -> EntryInfo:
+        return EntryInfo(leaf, family, checkpoint, dataset, split, status, rows, dim, size, detail)
+
+    try:
+        manifest = json.loads((leaf / "manifest.json").read_text())
+    except FileNotFoundError:
+        return entry("partial", None, None, f"{len(list(leaf.glob('shard-*.json')))} shard(s) written, no manifest")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return entry("corrupt", None, None, "manifest is not valid JSON")
+    bad = [sh["features"] for sh in manifest.get("shards", []) if not _shard_intact(leaf, sh)] if verify else []
+    if bad:
+        return entry("corrupt", manifest.get("rows"), manifest.get("dim"), f"checksum or size mismatch: {', '.join(bad)}")
+    return entry("complete", manifest.get("rows"), manifest.get("dim"))
 
 
 def gc_plan(cache: FeatureCache, verify: bool = True) -> list[tuple[Path, str, int]]:
     """What ``cache gc`` would delete: (path, reason, bytes). Partial entries are kept for resume
     unless nothing is writing them (their lock is free)."""
-    from filelock import FileLock, Timeout
-
     plan: list[tuple[Path, str, int]] = []
     if not cache.root.is_dir():
         return plan
@@ -306,8 +251,6 @@ def gc_plan(cache: FeatureCache, verify: bool = True) -> list[tuple[Path, str, i
 
 def gc_execute(plan: list[tuple[Path, str, int]]) -> int:
     """Delete what ``gc_plan`` listed; returns bytes freed."""
-    import shutil
-
     freed = 0
     for path, _, size in plan:
         if path.is_dir():
@@ -316,6 +259,10 @@ def gc_execute(plan: list[tuple[Path, str, int]]) -> int:
             path.unlink(missing_ok=True)
         freed += size
     return freed
+
+
+def _save_npy(f: BinaryIO, array: np.ndarray) -> None:
+    np.save(f, array, allow_pickle=False)
 
 
 class EntryWriter:
@@ -365,9 +312,9 @@ class EntryWriter:
         side: dict[str, Any] = {"rows": rows, "dim": int(feats.shape[1]), "skipped": int(rows - valid.sum()), **names}
         for k, arr in (("features", feats), ("meta", meta)):
             target = self.folder / names[k]
-            atomic_write(target, lambda f, a=arr: np.save(f, a, allow_pickle=False))
+            atomic_write(target, functools.partial(_save_npy, array=arr))
             side[k + "_bytes"] = target.stat().st_size
-            side[k + "_sha256"] = _sha256(target)
+            side[k + "_sha256"] = sha256_of(target)
         atomic_write(self._sidecar(shard), lambda f: f.write(json.dumps(side, indent=1).encode()))
 
     def finalize(self) -> dict[str, Any]:

@@ -22,16 +22,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, unknown
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "registries"
+SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "registries"
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
 ALLOWED_PATHS_ENV = "ZOO_SURVEY_ALLOWED_PATHS"
 
@@ -128,10 +128,6 @@ class CheckpointSpec(_Frozen):
     revision: str | None = None  # a hub commit, tag or branch to pin
     preprocess: Preprocess = Preprocess()
     defined_in: Path
-
-    @property
-    def tag(self) -> str:
-        return split_id(self.id)[1]
 
 
 class FamilySpec(_Frozen):
@@ -243,7 +239,6 @@ class Registry:
 
     families: Mapping[str, FamilySpec]
     datasets: Mapping[str, DatasetSpec]
-    folders: tuple[Path, ...] = field(default=())
 
     def family(self, name: str) -> FamilySpec:
         if name not in self.families:
@@ -261,6 +256,29 @@ class Registry:
                 if c.id == checkpoint_id:
                     return c
         raise unknown("checkpoint", checkpoint_id, [c.id for f in self.families.values() for c in f.checkpoints])
+
+    def select_families(self, names: Iterable[str]) -> list[FamilySpec]:
+        """``--family`` values, each possibly comma-separated; ``all`` means every family."""
+        flat = [n.strip() for v in names for n in v.split(",") if n.strip()]
+        if not flat:
+            raise ZooSurveyError("--family is empty; name a family (zoo-survey registry list) or 'all'")
+        return [self.family(n) for n in dict.fromkeys(list(self.families) if "all" in flat else flat)]
+
+    def select_datasets(self, ids: Iterable[str]) -> list[DatasetSpec]:
+        """``--datasets`` values, each possibly comma-separated, each once."""
+        flat = [d.strip() for v in ids for d in v.split(",") if d.strip()]
+        if not flat:
+            raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+        return [self.dataset(d) for d in dict.fromkeys(flat)]
+
+    def select_checkpoints(self, families: Iterable[str], ids: Iterable[str] = ()) -> list[CheckpointSpec]:
+        """Every checkpoint of ``families``, or only those named in ``ids`` (comma-separated allowed)."""
+        specs = [c for fam in self.select_families(families) for c in fam.checkpoints]
+        wanted = [i.strip() for v in ids for i in v.split(",") if i.strip()]
+        for cid in wanted:
+            if cid not in {c.id for c in specs}:
+                raise unknown("checkpoint", cid, [c.id for c in specs])
+        return [c for c in specs if c.id in wanted] if wanted else specs
 
 
 def registry_folders(extra: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
@@ -281,14 +299,38 @@ def registry_folders(extra: Sequence[Path] = (), env: Mapping[str, str] | None =
 
 def load_registry(folders: Iterable[Path] | None = None) -> Registry:
     """Read every ``*.yaml``/``*.yml`` below ``folders`` (default: see :func:`registry_folders`)."""
-    folders = tuple(registry_folders() if folders is None else folders)
+    return load_files(registry_files(registry_folders() if folders is None else folders))
+
+
+def registry_files(folders: Iterable[Path], paths: Iterable[Path] = ()) -> list[Path]:
+    """Every YAML file below ``folders``, then ``paths`` (files, or folders searched the same way), each once.
+
+    >>> registry_files([SHIPPED_REGISTRY])[0].name   # doctest: +SKIP
+    'builtin.yaml'
+    """
     files: list[Path] = []
-    for folder in folders:
-        files += sorted(p for p in Path(folder).rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
-    return load_files(files, folders=folders)
+    for p in [*folders, *paths]:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix in {".yaml", ".yml"} and q.is_file())
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ZooSurveyError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(f.resolve() for f in files))
 
 
-def load_files(files: Iterable[Path], folders: tuple[Path, ...] = ()) -> Registry:
+def check_weight_files(reg: Registry) -> None:
+    """Every ``file`` source's weights exist (``registry validate``; a run checks them when it resolves)."""
+    for fam in reg.families.values():
+        for c in fam.checkpoints:
+            if isinstance(c.source, FileSource) and not c.source.path.is_file():
+                raise ZooSurveyError(
+                    f"{c.defined_in}: checkpoint {c.id!r}: field 'source.path': weights file {str(c.source.path)!r} does not exist"
+                )
+
+
+def load_files(files: Iterable[Path]) -> Registry:
     """Validate and merge the given YAML files into one :class:`Registry`."""
     fam_parts: dict[str, list[tuple[Path, dict]]] = {}
     datasets: dict[str, DatasetSpec] = {}
@@ -322,7 +364,7 @@ def load_files(files: Iterable[Path], folders: tuple[Path, ...] = ()) -> Registr
                 f"{c.defined_in}: checkpoint {c.id!r}: duplicate id, already defined in {seen[c.id].defined_in}"
             )
         seen[c.id] = c
-    return Registry(families=dict(sorted(families.items())), datasets=dict(sorted(datasets.items())), folders=tuple(folders))
+    return Registry(families=dict(sorted(families.items())), datasets=dict(sorted(datasets.items())))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -377,47 +419,77 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurveyError:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    parts = [p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+    # A list position reads as "entry N" (1-based), after the field that holds the list.
+    loc = ".".join(str(p) for p in parts if not isinstance(p, int))
+    at = "".join(f", entry {p + 1}" for p in parts if isinstance(p, int))
     msg = first["msg"]
-    if first["type"] == "extra_forbidden":
+    kind = first["type"]
+    if kind == "extra_forbidden":
         msg = "unknown field (check the spelling; see docs/registry.md for the fields)"
-    elif first["type"] == "missing":
+    elif kind == "missing":
         msg = "missing required field"
-    elif first["type"] == "union_tag_invalid":
-        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"][
-            "expected_tags"
-        ]
+    elif kind == "union_tag_invalid":
+        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"]["expected_tags"]
+    elif kind in ("dict_type", "list_type"):
+        want = "a mapping" if kind == "dict_type" else "a list"
+        msg = f"expected {want}, got {first.get('input')!r}"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return ZooSurveyError(f"{path}: {entry}: field {loc!r}: {msg}{more}")
+    return ZooSurveyError(f"{path}: {entry}: field {loc!r}{at}: {msg}{more}")
 
 
 _UNION_TAGS = {"hf-hub", "timm", "file", "package", "builtin", "hf", "imagefolder", "parquet"}
 
-_FAMILY_KEYS = {"family", "description", "defaults", "checkpoints", "ensembles", "baseline"}
+
+class _FamilyFile(BaseModel):
+    """The shape of a family file; each entry of ``checkpoints`` is validated as a CheckpointSpec after
+    ``defaults`` are merged into it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(min_length=1)
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = Field(default_factory=list)
+    ensembles: dict[str, list[str]] = Field(default_factory=dict)
+    baseline: str | None = None
 
 
-def _build_family(name: str, parts: list[tuple[Path, dict]]) -> FamilySpec:
+class _DatasetsFile(BaseModel):
+    """The shape of a datasets file; each entry is validated as a DatasetSpec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: list[dict[str, Any]]
+    description: str = ""
+
+
+def _validate_file(model: type[_M], path: Path, label: str, doc: dict[str, Any]) -> _M:
+    # YAML reads an empty key as None: treat it as absent, so "ensembles:" alone is an empty mapping.
+    try:
+        return model.model_validate({k: v for k, v in doc.items() if v is not None})
+    except ValidationError as e:
+        extra = sorted(str(err["loc"][0]) for err in e.errors() if err["type"] == "extra_forbidden" and len(err["loc"]) == 1)
+        if extra:
+            raise ZooSurveyError(
+                f"{path}: {label}: unknown top-level field(s) {extra}; expected {sorted(model.model_fields)}"
+            ) from None
+        raise _format_validation(path, label, e) from None
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _build_family(name: str, parts: list[tuple[Path, dict[str, Any]]]) -> FamilySpec:
     checkpoints: list[CheckpointSpec] = []
     ensembles: dict[str, tuple[str, ...]] = {}
     baseline: str | None = None
     description = ""
     for path, doc in parts:
-        extra = set(doc) - _FAMILY_KEYS
-        if extra:
-            raise ZooSurveyError(
-                f"{path}: family {name!r}: unknown top-level field(s) {sorted(extra)}; expected {sorted(_FAMILY_KEYS)}"
-            )
-        defaults = doc.get("defaults") or {}
-        entries = doc.get("checkpoints") or []
-        if not isinstance(defaults, dict):
-            raise ZooSurveyError(f"{path}: family {name!r}: field 'defaults': expected a mapping")
-        if not isinstance(entries, list):
-            raise ZooSurveyError(f"{path}: family {name!r}: field 'checkpoints': expected a list of entries")
-        for i, raw in enumerate(entries):
-            if not isinstance(raw, dict):
-                raise ZooSurveyError(f"{path}: checkpoint entry {i + 1}: expected a mapping, got {raw!r}")
+        shape = _validate_file(_FamilyFile, path, f"family {name!r}", doc)
+        for i, raw in enumerate(shape.checkpoints):
             label = f"checkpoint {raw.get('id', f'entry {i + 1}')!r}"
-            data = _deep_merge(defaults, raw)
+            data = _deep_merge(shape.defaults, raw)
             data.setdefault("family", name)
             data["defined_in"] = path
             if isinstance(data.get("id"), str) and "arch" not in data:
@@ -431,21 +503,15 @@ def _build_family(name: str, parts: list[tuple[Path, dict]]) -> FamilySpec:
                 checkpoints.append(CheckpointSpec.model_validate(data))
             except ValidationError as e:
                 raise _format_validation(path, label, e) from None
-        raw_ens = doc.get("ensembles") or {}
-        if not isinstance(raw_ens, dict) or not all(
-            isinstance(v, list) and all(isinstance(m, str) for m in v) for v in raw_ens.values()
-        ):
-            raise ZooSurveyError(f"{path}: family {name!r}: field 'ensembles': expected a mapping of name: [ids]")
-        for ens_name, members in raw_ens.items():
+        for ens_name, members in shape.ensembles.items():
             if ens_name in ensembles:
                 raise ZooSurveyError(f"{path}: family {name!r}: ensemble {ens_name!r} is defined twice")
             ensembles[ens_name] = tuple(members)
-        if doc.get("baseline") is not None:
-            baseline = str(doc["baseline"])
-        description = description or str(doc.get("description") or "")
+        baseline = shape.baseline if shape.baseline is not None else baseline
+        description = description or shape.description
     ids = [c.id for c in checkpoints]
-    for ens_name, members in ensembles.items():
-        for m in members:
+    for ens_name, ens_members in ensembles.items():
+        for m in ens_members:
             if m not in ids:
                 raise unknown(f"member of ensemble {ens_name!r} in family {name!r}:", m, ids)
     if baseline is not None and baseline not in ids:
@@ -460,17 +526,10 @@ def _build_family(name: str, parts: list[tuple[Path, dict]]) -> FamilySpec:
     )
 
 
-def _parse_datasets(path: Path, doc: dict) -> list[DatasetSpec]:
-    entries = doc.get("datasets")
-    if not isinstance(entries, list):
-        raise ZooSurveyError(f"{path}: field 'datasets': expected a list of entries")
-    extra = set(doc) - {"datasets", "description"}
-    if extra:
-        raise ZooSurveyError(f"{path}: unknown top-level field(s) {sorted(extra)}; expected 'datasets'")
+def _parse_datasets(path: Path, doc: dict[str, Any]) -> list[DatasetSpec]:
+    shape = _validate_file(_DatasetsFile, path, "datasets file", doc)
     out = []
-    for i, raw in enumerate(entries):
-        if not isinstance(raw, dict):
-            raise ZooSurveyError(f"{path}: dataset entry {i + 1}: expected a mapping, got {raw!r}")
+    for i, raw in enumerate(shape.datasets):
         label = f"dataset {raw.get('id', f'entry {i + 1}')!r}"
         data = {**raw, "defined_in": path}
         src = data.get("source")

@@ -1,0 +1,76 @@
+"""``zoo-survey cache ls / verify / gc``: thin commands over :mod:`zoo_survey.features.cache`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from ..document import Table
+from ..features.cache import EntryInfo, FeatureCache, cache_root, gc_execute, gc_plan, scan
+from .app import cache_app, console, err_console
+from .options import CacheOpt, ListFormatOpt
+from .output import emit, human, resolve_format
+
+
+def _entries_table(entries: Sequence[EntryInfo], title: str) -> Table:
+    return Table(
+        ("family", "checkpoint", "dataset", "split", "rows", "dim", "size", "status"),
+        [[e.family, e.checkpoint, e.dataset, e.split, e.rows, e.dim, human(e.bytes),
+          e.status + (f" ({e.detail})" if e.detail else "")] for e in entries],
+        title=title,
+    )
+
+
+def _say(text: str, fmt: str) -> None:
+    """Totals and advice: on stdout beside a table, on stderr when stdout carries TSV or JSON for a program."""
+    (console if fmt == "table" else err_console).print(text, soft_wrap=True)
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> None:
+    """List cache entries with their size and what they are."""
+    fmt = resolve_format(format, console)
+    cache = FeatureCache(cache_root(cache_dir))
+    entries = scan(cache)
+    emit([_entries_table(entries, f"feature cache {cache.root}")], console, fmt)
+    _say(f"{len(entries)} entr(ies), {human(sum(e.bytes for e in entries))}", fmt)
+
+
+@cache_app.command("verify")
+def cache_verify(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> None:
+    """Re-check every shard's size and sha256; report corrupt and partial entries (exit 1 if any is corrupt)."""
+    fmt = resolve_format(format, console)
+    cache = FeatureCache(cache_root(cache_dir))
+    entries = scan(cache, verify=True)
+    bad = [e for e in entries if e.status != "complete"]
+    if bad:
+        emit([_entries_table(bad, "entries that are not complete")], console, fmt)
+    corrupt = sum(e.status == "corrupt" for e in entries)
+    _say(f"{len(entries)} entr(ies) checked: {corrupt} corrupt, {sum(e.status == 'partial' for e in entries)} partial. "
+         + ("Run `zoo-survey cache gc` to remove them; the next run recomputes what it needs." if bad else "All intact."), fmt)
+    if corrupt:
+        raise typer.Exit(1)
+
+
+@cache_app.command("gc")
+def cache_gc(
+    cache_dir: CacheOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete what the plan lists (without it, only show the plan).")] = False,
+    format: ListFormatOpt = None,
+) -> None:
+    """Remove corrupt entries, abandoned partial entries and temporary files: shows a plan, --yes executes it."""
+    fmt = resolve_format(format, console)
+    cache = FeatureCache(cache_root(cache_dir))
+    plan = gc_plan(cache)
+    if not plan:
+        _say(f"Nothing to clean in {cache.root}.", fmt)
+        return
+    emit([Table(("path", "reason", "size"), [[str(p.relative_to(cache.root)), why, human(size)] for p, why, size in plan],
+                title="cache gc plan")], console, fmt)
+    total = human(sum(size for _, _, size in plan))
+    if not yes:
+        _say(f"{len(plan)} item(s), {total}. Nothing deleted: rerun with --yes to delete them.", fmt)
+        return
+    _say(f"Deleted {len(plan)} item(s), freed {human(gc_execute(plan))}.", fmt)

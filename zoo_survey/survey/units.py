@@ -1,0 +1,260 @@
+"""Units of work: frozen specs with pure ``run`` functions. Runners only decide where they execute.
+
+- :class:`ExtractUnit`: (checkpoint, dataset, split, options) -> one feature-cache entry.
+- :class:`ProbeUnit`: (comparison, dataset, probe, setting, seed) -> one result row.
+
+A unit holds specs, not loaded data, so it can run in this process or on another
+machine: :class:`Workspace` rebuilds (and memoises) what it needs there, prepares the
+dataset and resolves the checkpoints, and checks that the data is the data the run
+planned (the dataset fingerprint travels with the unit). Each cache key belongs to
+exactly one extraction unit, and cache writes are atomic, so running a unit twice
+(a retry) writes the same files.
+
+>>> units = probe_units(plans, prepared, resolved, options)      # doctest: +SKIP
+>>> row = units[0].run(Workspace(cache, options))                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..data.datasets import PreparedDataset, prepare
+from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..features.cache import FeatureCache
+from ..features.source import FeatureSource
+from ..probes import PROBES
+from ..probes.base import MemberFeatures, Probe, Setting
+from ..results.store import ResultRow, row_key
+from ..zoo.checkpoints import ResolvedCheckpoint, resolve
+from ..zoo.registry import CheckpointSpec, DatasetSpec
+from .options import RunOptions
+from .plan import Comparison, Plan
+
+SPLITS = ("train", "val", "test")
+
+
+class Workspace:
+    """What units share inside one process: prepared datasets, resolved checkpoints, the feature source.
+
+    The driver passes what it already prepared; a remote worker starts empty and fills it
+    on first use. ``on_progress(label, done, total)`` reports extraction progress.
+    """
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        options: RunOptions,
+        prepared: Mapping[str, PreparedDataset] | None = None,
+        resolved: Mapping[str, ResolvedCheckpoint] | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ):
+        self.options = options
+        self.prepared: dict[str, PreparedDataset] = dict(prepared or {})
+        self.resolved: dict[str, ResolvedCheckpoint] = dict(resolved or {})
+        self.source = FeatureSource(cache, options.extract, on_progress=on_progress)
+        self._features: tuple[tuple[str, str], _ComparisonData] | None = None
+
+    def dataset(self, spec: DatasetSpec, fingerprint: str | None = None) -> PreparedDataset:
+        """``spec`` prepared with the run's sizes; ``fingerprint``, when given, must match (same data everywhere)."""
+        if spec.id not in self.prepared:
+            o = self.options
+            self.prepared[spec.id] = prepare(spec, max_train=o.max_train, max_test=o.max_test, offline=o.offline)
+        ds = self.prepared[spec.id]
+        if fingerprint is not None and ds.fingerprint != fingerprint:
+            raise ZooSurveyFailure(
+                f"dataset {spec.id!r} here has fingerprint {ds.fingerprint}, but the run planned {fingerprint}: "
+                "this machine sees other data under that name; give every node the same copy"
+            )
+        return ds
+
+    def checkpoint(self, spec: CheckpointSpec) -> ResolvedCheckpoint:
+        if spec.id not in self.resolved:
+            self.resolved[spec.id] = resolve(spec, offline=self.options.offline, image_size=self.options.image_size)
+        return self.resolved[spec.id]
+
+    def comparison_features(self, comp: Comparison, spec: DatasetSpec, fingerprint: str) -> _ComparisonData:
+        """The comparison's train / val / test matrices, one per member, from the cache (the last one is kept)."""
+        key = (comp.name, spec.id)
+        if self._features is None or self._features[0] != key:
+            self._features = (key, _read_members(self, comp, self.dataset(spec, fingerprint)))
+        return self._features[1]
+
+
+@dataclass(frozen=True)
+class _ComparisonData:
+    blocks: dict[str, list[np.ndarray]]  # split -> one matrix per member
+    labels: dict[str, np.ndarray]
+    extract_seconds: float
+    gflops: float | None  # counted at the run's resolution (None when an entry predates counting)
+
+
+def _read_members(ws: Workspace, comp: Comparison, ds: PreparedDataset) -> _ComparisonData:
+    mats: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    labels: dict[str, np.ndarray] = {}
+    seconds = 0.0
+    gflops: float | None = 0.0
+    for m in comp.members:
+        for split in SPLITS:
+            f = ws.source.get(ws.checkpoint(m), ds, split)
+            if split == "train":
+                counted = f.manifest.get("gflops")
+                gflops = None if counted is None or gflops is None else gflops + counted
+            if split in labels and not np.array_equal(labels[split], f.labels):
+                raise ZooSurveyError(
+                    f"ensemble {comp.name!r}: members disagree on the {split} samples of {ds.spec.id!r}; "
+                    "they must use the same dataset and split"
+                )
+            labels[split] = f.labels
+            mats[split].append(f.features)
+            seconds += float(f.manifest.get("extract_seconds", 0.0))
+    return _ComparisonData(mats, labels, seconds, gflops)
+
+
+@dataclass(frozen=True)
+class ExtractDone:
+    """What an extraction unit reports back: its cache entry and the forward batches it ran."""
+
+    digest: str
+    rows: int
+    forward_batches: int
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExtractUnit:
+    """One checkpoint's features on one split of one dataset: exactly one cache entry."""
+
+    checkpoint: CheckpointSpec
+    dataset: DatasetSpec
+    split: str
+    fingerprint: str  # the dataset the run planned with
+    options: RunOptions
+
+    @property
+    def name(self) -> str:
+        return f"extract {self.checkpoint.id} · {self.dataset.id}/{self.split}"
+
+    def run(self, ws: Workspace) -> ExtractDone:
+        """Fill (or find) the cache entry; a rerun after it is complete runs no forward."""
+        before, notes_before = ws.source.forward_batches, len(ws.source.notes)
+        ds = ws.dataset(self.dataset, self.fingerprint)
+        f = ws.source.get(ws.checkpoint(self.checkpoint), ds, self.split)
+        return ExtractDone(str(f.manifest.get("digest", "")), len(f.labels), ws.source.forward_batches - before,
+                           tuple(ws.source.notes[notes_before:]))
+
+
+@dataclass(frozen=True)
+class ProbeUnit:
+    """One probe setting on one comparison and dataset: exactly one result row, keyed by ``row_key``."""
+
+    family: str
+    strategy: str
+    comparison: Comparison
+    dataset: DatasetSpec
+    fingerprint: str
+    probe: type[Probe]
+    setting: Setting
+    options: RunOptions
+    row_key: str
+    group: str  # every row of this comparison on this dataset (they share features): the unit two runs claim
+
+    @property
+    def name(self) -> str:
+        label = f" {self.setting.label}" if self.setting.label else ""
+        seed = f" seed {self.setting.seed}" if self.setting.seed is not None else ""
+        return f"{self.probe.name}{label}{seed} probe · {self.comparison.name} · {self.dataset.id}"
+
+    def run(self, ws: Workspace) -> ResultRow:
+        """Fit and score the probe on the cached member features; returns the row (the caller stores it)."""
+        comp, ds = self.comparison, ws.dataset(self.dataset, self.fingerprint)
+        data = ws.comparison_features(comp, self.dataset, self.fingerprint)
+        out = self.probe.run(MemberFeatures(data.blocks, data.labels, comp.combine), self.setting,
+                             self.options.probe_config)
+        resolved = {m.id: ws.checkpoint(m) for m in comp.members}
+        return ResultRow(
+            row_key=self.row_key,
+            family=self.family,
+            comparison=comp.name,
+            role=comp.role,
+            members=[m.id for m in comp.members],
+            combine=comp.combine,
+            dataset=ds.spec.id,
+            probe=self.probe.name,
+            setting=self.setting.label,
+            seed=self.setting.seed,
+            top1=out.top1,
+            mean_per_class=out.mean_per_class,
+            top5=out.top5,
+            score=out.score,
+            hparams=out.hparams,
+            params_m=comp.params_m,
+            gflops=round(data.gflops, 4) if data.gflops is not None else comp.gflops,
+            feature_dim=out.feature_dim,
+            n_train=out.n_train,
+            n_val=out.n_val,
+            n_test=out.n_test,
+            extract_seconds=round(data.extract_seconds, 3),
+            warnings=list(out.warnings),
+            provenance={
+                "zoo_survey": __version__,
+                "strategy": self.strategy,
+                "revisions": {m: r.revision for m, r in resolved.items()},
+                "preprocessing": {m: r.key()["preprocessing"] for m, r in resolved.items()},
+                "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
+                "pretrain": {m.id: m.pretrain.model_dump() for m in comp.members},
+                "dataset_fingerprint": ds.fingerprint,
+                "dataset_revision": ds.revision,
+                "dataset_notes": list(ds.notes),
+                "extract": self.options.extract.key(),
+            },
+        )
+
+
+def extract_units(
+    checkpoints: Sequence[CheckpointSpec], prepared: Mapping[str, PreparedDataset], options: RunOptions
+) -> list[ExtractUnit]:
+    """Every (checkpoint, dataset, split), checkpoints outermost: a runner that keeps its model loads each once."""
+    return [ExtractUnit(c, ds.spec, split, ds.fingerprint, options)
+            for c in checkpoints for ds in prepared.values() for split in SPLITS]
+
+
+def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Setting, options: RunOptions,
+                 resolved: Mapping[str, ResolvedCheckpoint]) -> dict[str, Any]:
+    """What determines a row (its key); see docs/architecture.md, 'Row key'."""
+    return {
+        "setting": setting.label,
+        "seed": setting.seed,
+        "members": [resolved[m.id].key() for m in comp.members],
+        "combine": comp.combine,
+        "extract": options.extract.key(),
+        "dataset": ds.spec.id,
+        "fingerprint": ds.fingerprint,
+        "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},
+        "probe": probe,
+        "grid": list(options.grid) if options.grid else "default",
+    }
+
+
+def probe_units(
+    plans: Sequence[Plan],
+    prepared: Mapping[str, PreparedDataset],
+    resolved: Mapping[str, ResolvedCheckpoint],
+    options: RunOptions,
+) -> list[ProbeUnit]:
+    """Every row the plans ask for, in order: plan, dataset, comparison, probe, setting."""
+    out = []
+    for plan in plans:
+        for ds in prepared.values():
+            for comp in plan.comparisons:
+                todo = [(PROBES.get(p), s) for p in options.probes for s in PROBES.get(p).settings(options.probe_config)
+                        if comp.combine in PROBES.get(p).combines]
+                keys = [row_key(_row_payload(comp, ds, p.name, s, options, resolved)) for p, s in todo]
+                group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
+                out += [ProbeUnit(plan.family, plan.strategy, comp, ds.spec, ds.fingerprint, p, s, options, k, group)
+                        for (p, s), k in zip(todo, keys, strict=True)]
+    return out

@@ -1,0 +1,2 @@
+"""The model zoo: registry YAML -> specs (``registry``), specs -> weights and models (``checkpoints``),
+hub downloads (``hub``) and counted FLOPs (``flops``)."""
