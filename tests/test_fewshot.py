@@ -70,3 +70,60 @@ def test_fewshot_rows_share_indices_and_the_report_has_paired_intervals(tmp_path
     d, h = paired_interval([base[s] for s in range(3)], [ens[s] for s in range(3)])
     line = next(line for line in md.splitlines() if line.startswith("| tiny | digits | 4-shot |"))
     assert line.split("|")[7].strip().startswith(f"{100 * d:+.1f}")
+
+
+# --------------------------------------------------------------------------- honest few-shot: C chosen within the shots
+
+
+def _shots(k=5, classes=4, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, d)) * 2
+    y = np.repeat(np.arange(classes), k)
+    return (centers[y] + rng.normal(size=(len(y), d))).astype(np.float32), y
+
+
+def test_folds_hold_out_every_class_in_every_fold():
+    from zoo_survey.probes.fewshot import stratified_folds
+
+    y = np.repeat(np.arange(3), 5)
+    folds = stratified_folds(y, 5, seed=0)
+    assert all(sorted(y[folds == f].tolist()) == [0, 1, 2] for f in range(5))
+
+
+def test_shots_selection_uses_no_label_beyond_the_shots():
+    from zoo_survey.probes.fewshot import FewShotProbe
+
+    X, y = _shots()
+    rng = np.random.default_rng(1)
+    Xv, yv = rng.normal(size=(40, 12)).astype(np.float32), rng.integers(0, 4, 40)
+    a = FewShotProbe(select="shots").fit(X, y, Xv, yv)
+    b = FewShotProbe(select="shots").fit(X, y, Xv * 0, np.roll(yv, 3))  # other validation data: no effect
+    assert a.best_C_ == b.best_C_ and np.array_equal(a.coef_, b.coef_)
+    assert a.hparams()["selection"] == "5-fold CV within the shots" and "cv_top1" in a.hparams()
+    full = FewShotProbe(select="full").fit(X, y, Xv, yv)
+    assert full.hparams()["selection"] == "on the full validation split" and "val_top1" in full.hparams()
+
+
+def test_one_shot_uses_the_documented_fixed_c():
+    from zoo_survey.probes.fewshot import ONE_SHOT_C, FewShotProbe
+
+    X, y = _shots(k=1)
+    p = FewShotProbe(select="shots").fit(X, y, X, y)
+    assert p.best_C_ == ONE_SHOT_C and p.hparams()["selection"].startswith("fixed C=")
+
+
+def test_the_full_val_protocol_is_labelled_in_every_row(tmp_path, monkeypatch, capsys, tiny_registry, cache_env):
+    out_dir = tmp_path / "out"
+    run = [a if a != "linear" else "fewshot" for a in TINY_RUN]
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(out_dir), *run,
+                         "--shots", "1,3", "--seeds", "1", "--fewshot-val", "full")
+    assert code == 0, err
+    with sqlite3.connect(out_dir / "results.sqlite") as con:
+        settings = {r[0] for r in con.execute("SELECT setting FROM results")}
+        selections = {r[0] for r in con.execute("SELECT json_extract(hparams, '$.selection') FROM results WHERE combine != 'average'")}
+    assert settings == {"1-shot+val", "3-shot+val"} and selections == {"on the full validation split"}
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir))
+    assert "| tiny | digits | 3-shot+val |" in (out_dir / "report.md").read_text()
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(out_dir), *run,
+                         "--fewshot-val", "all")
+    assert code == 2 and "unknown --fewshot-val value 'all'" in err

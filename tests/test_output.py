@@ -63,6 +63,7 @@ def test_cache_ls_and_report_tables_pipe(tmp_path, monkeypatch, capsys, tiny_reg
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir), "--format", "tsv")
     assert code == 0, err
     blocks = out.split("\n\n")
-    assert blocks[0].startswith("# single vs ensemble\nfamily\tdataset\tprobe\t")
+    assert blocks[0].startswith("# across architectures\nfamily\tprobe\tdatasets\t")  # the answer first
+    assert blocks[1].startswith("# single vs ensemble\nfamily\tdataset\tprobe\t")
     assert any(b.startswith("# every row\n") and len(b.splitlines()) == 2 + 5 for b in blocks)
     assert not (out_dir / "report.tsv").exists()  # printed, not written

@@ -59,3 +59,31 @@ def test_explicit_members_and_named_ensembles():
 def test_plan_errors(kwargs, message):
     with pytest.raises(ZooSurveyError, match=message):
         plan_family(REG.family("efficientnet-lite"), **kwargs)
+
+
+def test_budget_by_pretraining_compute(tmp_path):
+    from conftest import write_family
+
+    from zoo_survey.zoo.registry import load_registry as load
+
+    write_family(tmp_path, "p", """
+        family: p
+        defaults: {pretrain: {data: imagenet-1k, images: 1281167}, feature_dim: 8}
+        checkpoints:
+          - {id: test_resnet.big, source: {type: timm}, params_m: 20, gflops: 4, pretrain: {epochs: 300}}
+          - {id: test_resnet.long, source: {type: timm}, params_m: 9, gflops: 1, pretrain: {epochs: 1200}}
+          - {id: test_resnet.short1, source: {type: timm}, params_m: 5, gflops: 1, pretrain: {epochs: 100}}
+          - {id: test_resnet.short2, source: {type: timm}, params_m: 5, gflops: 1, pretrain: {epochs: 100}}
+        """)
+    fam = load([tmp_path]).family("p")
+    assert fam.get("test_resnet.big").pretrain_emacs == pytest.approx(300 * 1281167 * 4 * 3 / 1e9)
+    by_params = plan_family(fam, 2, "budget")  # params: long (9 M) + a short (5 M) fit in 20 M
+    by_pretrain = plan_family(fam, 2, "budget", budget_by="pretrain")  # long alone costs 1200 x 1 = big's 300 x 4
+    assert {m.id for m in by_pretrain.ensemble.members} == {"test_resnet.short1", "test_resnet.short2"}
+    assert "test_resnet.long" in {m.id for m in by_params.ensemble.members} and by_pretrain.budget_by == "pretrain"
+
+
+def test_budget_by_pretrain_names_the_entries_without_the_fields():
+    with pytest.raises(ZooSurveyError, match=r"--budget-by pretrain needs pretrain.epochs and pretrain.images .* "
+                                             r"tf_efficientnet_lite2.pypi \(efficientnet-lite.yaml\)"):
+        plan_family(REG.family("efficientnet-lite"), 1, "budget", budget_by="pretrain")

@@ -10,6 +10,7 @@ from test_cli import TINY_RUN, zoo
 
 from zoo_survey.results.plots import pareto_front
 from zoo_survey.results.report import comparison_lines
+from zoo_survey.results.stats import paired_difference
 from zoo_survey.results.store import ResultStore
 
 
@@ -28,10 +29,17 @@ def test_markdown_numbers_are_the_store_rows(filled, monkeypatch, capsys):
     md = (filled / "report.md").read_text()
     rows = ResultStore(filled / "results.sqlite", create=False).rows()
     (line,) = comparison_lines(rows)
-    cells = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | linear |")).split(" | ")
-    assert cells[4] == f"{100 * line.baseline.top1:.1f}" and cells[6] == f"{100 * line.ensemble.top1:.1f}"
-    assert cells[7] == f"{100 * line.delta:+.1f}" and cells[8] == f"{100 * line.averaged.top1:.1f}"
-    for name in ("accuracy_vs_gflops", "difference_heatmap", "fewshot_curves"):
+    lines = md.splitlines()
+    header = next(ln for ln in lines if ln.startswith("| family | dataset | probe | single |")).split(" | ")
+    cells = dict(zip(header, next(ln for ln in lines if ln.startswith("| tiny | digits | linear |")).split(" | "), strict=True))
+    assert cells["single top-1"] == f"{100 * line.baseline.top1:.1f}" and cells["ensemble top-1"] == f"{100 * line.ensemble.top1:.1f}"
+    assert cells["difference (points)"] == f"{100 * line.delta:+.1f}" and cells["averaged top-1"] == f"{100 * line.averaged.top1:.1f}"
+    # the interval and p-value are those of the stored predictions, paired image by image
+    d = paired_difference(line.baseline.predictions == line.baseline.test_labels, line.ensemble.predictions == line.ensemble.test_labels)
+    assert cells["95% CI"] == f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" and d.low <= d.delta <= d.high
+    assert cells["significant"] == ("yes" if d.low > 0 or d.high < 0 else "no")
+    assert md.index("## Across architectures") < md.index("## Single vs ensemble")  # the answer comes first
+    for name in ("accuracy_vs_gflops", "difference_heatmap", "fewshot_curves", "gain_vs_diversity"):
         assert f"(plots/{name}.png)" in md
         assert (filled / "plots" / f"{name}.png").stat().st_size > 1000 and (filled / "plots" / f"{name}.svg").is_file()
 
@@ -40,7 +48,7 @@ def test_html_is_one_self_contained_file(filled, monkeypatch, capsys):
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "html")
     assert code == 0, err
     page = (filled / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from a network
     assert "class='sortable'" in page and "addEventListener('click'" in page
 
@@ -107,7 +115,7 @@ def test_html_loads_in_a_headless_browser_without_errors(filled, monkeypatch, ca
 
     dom, console = load(filled / "report.html")
     assert not console, console  # no script error, nothing logged
-    assert dom.count("<table") >= 3 and dom.count("<img") == 3
+    assert dom.count("<table") >= 3 and dom.count("<img") == 4
     broken = tmp_path / "broken.html"  # the check itself can fail: a page with a script error is caught
     broken.write_text((filled / "report.html").read_text().replace("</body>", "<script>notDefined();</script></body>"))
     assert any("Uncaught ReferenceError" in ln for ln in load(broken)[1])
@@ -119,11 +127,32 @@ def test_an_empty_store_says_to_run_first(tmp_path, monkeypatch, capsys):
     assert code == 2 and "the results store has no rows yet; run `zoo-survey run` first" in err
 
 
-def test_a_store_of_another_schema_is_refused_with_instructions(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_store_of_an_older_schema_is_refused_with_instructions(tmp_path, monkeypatch, capsys, version):
     import sqlite3
 
     with sqlite3.connect(tmp_path / "results.sqlite") as con:
         con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (version,))
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(tmp_path))
-    assert code == 2 and "written by schema version 1, this zoo-survey reads 2; move it away and rerun" in err
+    assert code == 2 and f"written by schema version {version}, this zoo-survey reads 3 (version 3 keeps every test image's" in err
+    assert f"results.v{version}.sqlite" in err
+    assert "move it away (e.g. `mv " in err and "cached features are reused, only the probes rerun" in err
+
+
+def test_member_diversity_is_computed_stored_and_reported(filled, monkeypatch, capsys):
+    store = ResultStore(filled / "results.sqlite", create=False)
+    sims = store.similarity()
+    # the baseline and the two members: three pairs on the one dataset, each a CKA in [-1, 1] on all 60 test rows
+    assert len(sims) == 3 and {s.n_rows for s in sims} == {60} and all(-1 <= s.cka <= 1 for s in sims)
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    md = (filled / "report.md").read_text()
+    assert "## Why: member diversity" in md and "(plots/gain_vs_diversity.png)" in md
+    (line,) = comparison_lines(store.rows())
+    members = set(line.ensemble.members)
+    among = [s.cka for s in sims if s.a in members and s.b in members]
+    summary = next(ln for ln in md.splitlines() if ln.startswith("| tiny | linear | 1 |")).split(" | ")
+    assert summary[6] == f"{among[0]:.3f}"  # the members' mean CKA, in the first section
+    code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(filled.parent / "user-registry"), "--out",
+                         str(filled), *TINY_RUN, "--probes", "linear,fewshot", "--shots", "1,3", "--seeds", "2")
+    assert code == 0 and len(store.similarity()) == 3  # a rerun computes nothing again

@@ -29,14 +29,15 @@ def report(
     """
     if format not in FORMATS:
         raise unknown("report format", format, FORMATS)
-    rows = ResultStore(out / STORE_NAME, create=False).rows()
+    store = ResultStore(out / STORE_NAME, create=False)
+    rows, similarity = store.rows(), store.similarity()
     if format not in FILE_FORMATS:
-        doc = build_report(rows)
+        doc = build_report(rows, similarity=similarity)
         if format == "tsv":
             console.file.write(to_tsv(doc))
         else:
             emit([t for s in doc.sections for t in s.tables], console, "table")
         return
-    paths = write_report(rows, out, format)
+    paths = write_report(rows, out, format, similarity)
     print_summary(rows)
     console.print("Written: " + ", ".join(str(p) for p in paths), soft_wrap=True)

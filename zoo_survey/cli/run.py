@@ -76,11 +76,12 @@ class RichHooks(Hooks):
 def print_summary(rows: list[ResultRow], fmt: str | None = None) -> None:
     """The single-vs-ensemble table of ``rows``: whole, on a terminal or piped."""
     table = headline_table(comparison_lines(rows))
-    cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "averaged top-1")
+    cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "95% CI", "McNemar p",
+            "averaged top-1")
     idx = [table.header.index(c) for c in cols]
     emit([Table(cols, [[row[i] for i in idx] for row in table.rows],
-                title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs")], console, fmt,
-         titled=True)
+                title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs; "
+                "paired 95% intervals over the test images")], console, fmt, titled=True)
 
 
 @app.command()
@@ -102,7 +103,9 @@ def run(
         ),
     ] = None,
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
-    budget_by: Annotated[str, typer.Option(help="What --strategy budget matches: params or flops.")] = "params",
+    budget_by: Annotated[str, typer.Option(
+        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, epochs x images x "
+        "GFLOPs x 3, from the registry's pretrain fields).")] = "params",
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
     out: OutOpt = DEFAULT_OUT,
     probes: Annotated[str, typer.Option(help="Comma-separated probes: " + "; ".join(
@@ -111,6 +114,10 @@ def run(
         help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
     shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
     seeds: Annotated[int, typer.Option(min=1, help="Few-shot seeds per k; differences get paired 95% intervals over them.")] = 5,
+    fewshot_val: Annotated[str, typer.Option(
+        help="How few-shot chooses C: shots (cross-validation within the k examples per class, no other labels; "
+        "1-shot uses a fixed C) or full (on the whole validation split: the earlier protocol, rows labelled k-shot+val).")
+    ] = "shots",
     format: ListFormatOpt = None,
     *,
     flags: dict[str, Any],
@@ -131,7 +138,7 @@ def run(
     ds_specs = reg.select_datasets([flags["datasets"]])
     options = _options(
         flags, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
-        shots=parse_list(shots, "--shots", int), seeds=seeds,
+        shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val,
     )
     plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by) for fam in fams]
     for plan in plans:

@@ -62,6 +62,7 @@ class ProbeConfig:
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: int = DEFAULT_SEEDS
     device: str = "cpu"
+    fewshot_val: str = "shots"  # few-shot: choose C within the shots, or "full" (on the validation split)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ProbeOutcome:
-    """What a probe run gives a result row: metrics or a score, choices, warnings, sizes."""
+    """What a probe run gives a result row: metrics or a score, choices, warnings, sizes, and the
+    predicted class of every test image (an accuracy probe; the report pairs models image by image)."""
 
     top1: float | None
     mean_per_class: float | None
@@ -112,6 +114,7 @@ class ProbeOutcome:
     n_train: int
     n_val: int
     n_test: int
+    predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
@@ -194,13 +197,11 @@ class Probe:
                 notes += list(est.warnings_)
                 classes = est.classes_
             assert classes is not None
-            m = classification_metrics(np.mean(probas, axis=0), y["test"], classes)
-            return _outcome(data, m, {"members": hps}, notes)
+            return _outcome(data, np.mean(probas, axis=0), classes, {"members": hps}, notes)
         X = weight_blocks(b)
         est = cls.build(config, standardize=data.combine == "single").fit(X["train"], y["train"], X["val"], y["val"])
-        res = est.score(X["test"], y["test"])
-        return _outcome(data, {"top1": res.top1, "mean_per_class": res.mean_per_class, "top5": res.top5},
-                        res.hparams, list(res.warnings))
+        return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,
+                        est.hparams(), list(est.warnings_))
 
     # -- the estimator API
 
@@ -248,15 +249,22 @@ def check_fit(X, y, X_val, y_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return X, y, X_val, y_val, classes
 
 
-def _outcome(data: MemberFeatures, metrics: Mapping[str, float | None], hparams: dict[str, Any],
+def _outcome(data: MemberFeatures, proba: np.ndarray | None, classes: np.ndarray | None, hparams: dict[str, Any],
              warnings: Sequence[str], score: float | None = None) -> ProbeOutcome:
+    """A row's outcome from the test class probabilities (accuracy probes) or a ``score``."""
+    m: Mapping[str, float | None] = {}
+    predictions = None
+    if proba is not None and classes is not None:
+        m = classification_metrics(proba, data.labels["test"], classes)
+        predictions = classes[np.argmax(proba, axis=1)]
     return ProbeOutcome(
-        top1=metrics.get("top1"), mean_per_class=metrics.get("mean_per_class"), top5=metrics.get("top5"), score=score,
+        top1=m.get("top1"), mean_per_class=m.get("mean_per_class"), top5=m.get("top5"), score=score,
         hparams=hparams, warnings=tuple(warnings), feature_dim=data.width,
         n_train=len(data.labels["train"]), n_val=len(data.labels["val"]), n_test=len(data.labels["test"]),
+        predictions=predictions,
     )
 
 
 def score_outcome(data: MemberFeatures, score: float, hparams: dict[str, Any] | None = None) -> ProbeOutcome:
-    """The outcome of a score probe (``yields = "score"``): no test metrics."""
-    return _outcome(data, {}, hparams or {}, (), score=score)
+    """The outcome of a score probe (``yields = "score"``): no test metrics, no predictions."""
+    return _outcome(data, None, None, hparams or {}, (), score=score)

@@ -1,24 +1,39 @@
 """Few-shot linear probe: k training examples per class, several seeds.
 
-The k-shot set is sampled from the train split only (per class, seeded); C is chosen on
-the full validation split, which never enters training (no refit on train+val), and the
-test split is scored once. The sampled indices depend only on the labels, k and the
-seed, so every model and ensemble of a comparison sees exactly the same examples, and
-differences between them are paired (the report gives paired intervals over seeds).
+The k-shot set is sampled from the train split only (per class, seeded), and the test
+split is scored once. The sampled indices depend only on the labels, k and the seed, so
+every model and ensemble of a comparison sees exactly the same examples, and differences
+between them are paired (the report gives paired intervals over seeds).
+
+How C is chosen (``--fewshot-val``):
+
+- ``shots`` (the default): with no labels beyond the k per class. C is chosen by
+  stratified cross-validation within the shots (min(k, 5) folds, each holding out one
+  or more examples of every class), then the probe is fitted on all the shots at that C.
+  With one example per class there is nothing to hold out, so 1-shot uses a fixed,
+  documented C (:data:`ONE_SHOT_C`).
+- ``full``: the earlier protocol, C chosen on the full validation split (which never
+  trains the probe). It uses more labels than "k-shot" says; its rows are labelled
+  ``"k-shot+val"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ZooSurveyError
-from .base import MemberFeatures, Presentation, ProbeConfig, ProbeOutcome, Setting
+from .base import MemberFeatures, Presentation, ProbeConfig, ProbeOutcome, Setting, check_fit
 from .linear import LinearProbe
 
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
+# 1-shot has no example to hold out. Strong regularization: as C -> 0 the L2 logistic probe tends to the
+# class-centroid classifier (its weights -> C X^T (Y - 1/K)), the natural rule for one example per class.
+ONE_SHOT_C = 1e-3
+MAX_FOLDS = 5
+SELECTIONS = ("shots", "full")
 
 
 def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -40,13 +55,33 @@ def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, lis
     return np.sort(np.concatenate(picked)), notes
 
 
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
+    """A fold number per row: each class's rows shuffled (seeded) and dealt round-robin, so every fold holds
+    out at least one example of every class that has ``n_folds`` or more.
+
+    >>> stratified_folds(np.array([0, 0, 1, 1]), 2).tolist()
+    [1, 0, 0, 1]
+    """
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        pos = rng.permutation(np.flatnonzero(labels == c))
+        folds[pos] = np.arange(len(pos)) % n_folds
+    return folds
+
+
 def shots_of(setting: Setting) -> int:
     """k of a few-shot setting label such as ``"5-shot"``."""
     return int(setting.label.split("-")[0])
 
 
 class FewShotProbe(LinearProbe):
-    """The linear probe on k examples per class: every C of the grid fitted, chosen on val, no refit."""
+    """The linear probe on k examples per class; C chosen within the shots (``select="shots"``) or on the
+    validation split (``select="full"``); never refitted on validation data.
+
+    >>> FewShotProbe(select="shots").fit(X5, y5, X_val, y_val).hparams()["selection"]   # doctest: +SKIP
+    '5-fold CV within the shots'
+    """
 
     name: ClassVar[str] = "fewshot"
     summary: ClassVar[str] = "the linear probe on k examples per class, over several seeds"
@@ -54,14 +89,64 @@ class FewShotProbe(LinearProbe):
     title: ClassVar[str] = "Few-shot"
     setting_axis: ClassVar[str] = "examples per class (k)"
 
+    def __init__(self, select: str = "shots", **kwargs: Any):
+        kwargs.setdefault("grid", FEWSHOT_GRID)
+        kwargs.setdefault("search", "full")
+        super().__init__(refit=False, **kwargs)
+        self.select = select
+
     @classmethod
     def settings(cls, config: ProbeConfig) -> tuple[Setting, ...]:
-        return tuple(Setting(f"{k}-shot", seed) for k in config.shots for seed in range(config.seeds))
+        suffix = "" if config.fewshot_val == "shots" else "+val"  # rows of the full-val protocol say so
+        return tuple(Setting(f"{k}-shot{suffix}", seed) for k in config.shots for seed in range(config.seeds))
 
     @classmethod
     def build(cls, config: ProbeConfig, standardize: bool) -> FewShotProbe:
-        return cls(grid=config.grid or FEWSHOT_GRID, search="full", refit=False, device=config.device,
+        return cls(select=config.fewshot_val, grid=config.grid or FEWSHOT_GRID, device=config.device,
                    standardize=standardize)
+
+    def fit(self, X, y, X_val, y_val) -> FewShotProbe:
+        """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
+        if self.select not in SELECTIONS:
+            raise ZooSurveyError(f"--fewshot-val must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+        if self.select == "full":
+            self._fit(X, y, X_val, y_val, self._grid())
+            self.selection_, self.cv_ = "on the full validation split", False
+            return self
+        X, y, _, _, classes = check_fit(X, y, X_val, y_val)
+        per_class = int(np.bincount(np.searchsorted(classes, y)).min())
+        if per_class < 2:
+            C, scores = ONE_SHOT_C, {}
+            self.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"
+        else:
+            n_folds = min(per_class, MAX_FOLDS)
+            folds = stratified_folds(y, n_folds)
+            grid = self._grid()
+            scores = dict.fromkeys(grid.tolist(), 0.0)
+            for f in range(n_folds):
+                held = folds == f
+                # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
+                cv = LinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
+                                 tol=10 * self.tol, standardize=self.standardize)._fit(X[~held], y[~held], X[held], y[held],
+                                                                                        grid)
+                for c, acc in cv.val_scores_.items():
+                    scores[c] += acc / n_folds
+            C = max(scores, key=lambda c: (scores[c], -c))  # ties go to the strongest regularization
+            self.selection_ = f"{n_folds}-fold CV within the shots"
+        # The validation arguments only score the single C here; the fit uses the shots alone.
+        self._fit(X, y, X, y, np.array([C]))
+        self.cv_ = bool(scores)
+        if scores:
+            self.val_scores_ = dict(sorted(scores.items()))
+        return self
+
+    def hparams(self) -> dict[str, Any]:
+        """The chosen C, how it was chosen, and the accuracy that chose it (validation, or cross-validation)."""
+        out: dict[str, Any] = {"C": self.best_C_, "selection": self.selection_}
+        if self.select == "full" or self.cv_:
+            out["val_top1" if self.select == "full" else "cv_top1"] = self.val_scores_[self.best_C_]
+            out["grid_evaluated"] = len(self.val_scores_)
+        return out
 
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:

@@ -96,6 +96,9 @@ class LinearProbe(Probe):
 
     def fit(self, X, y, X_val, y_val) -> LinearProbe:
         """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C``."""
+        return self._fit(X, y, X_val, y_val, self._grid())
+
+    def _fit(self, X, y, X_val, y_val, grid: np.ndarray) -> LinearProbe:
         X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         missing = np.setdiff1d(classes, np.unique(y_val))
         if len(missing) and self.refit:
@@ -106,7 +109,6 @@ class LinearProbe(Probe):
         unseen = np.setdiff1d(np.unique(y_val), classes)
         if len(unseen):
             raise ZooSurveyError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
-        grid = self._grid()
         if self.max_iter < 1:
             raise ZooSurveyError(f"max_iter must be at least 1, got {self.max_iter}")
         notes: list[str] = []

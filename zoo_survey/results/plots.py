@@ -1,7 +1,10 @@
 """Plots for the report, drawn from store rows only (matplotlib, Agg, no display needed).
 
-- accuracy vs total GFLOPs, singles and ensembles marked apart, Pareto front drawn, one panel per dataset;
-- the ensemble-minus-single difference per family and dataset, as a heat map;
+- accuracy vs total GFLOPs, singles and ensembles marked apart, Pareto front drawn, one panel per dataset,
+  each point with the 95% Wilson interval of its accuracy;
+- the ensemble-minus-single difference per family and dataset, as a heat map: each cell with its paired
+  95% interval, bold and starred where the interval excludes 0;
+- the ensemble's gain against its members' diversity (1 − mean CKA), with the gains' intervals;
 - for each probe presented over seeds (few-shot): top-1 against the setting, with 95% interval bands.
 
 The first two show the primary paired probe (the linear probe by default). Each plot is
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from ..files import atomic_write
 from ..probes import PROBES
-from .stats import t_interval
+from .stats import t_interval, wilson_interval
 from .store import ResultRow
 
 
@@ -60,17 +63,21 @@ def accuracy_vs_flops(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> P
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
-        pts = [(r.gflops, 100 * r.top1, r.role) for r in full if r.dataset == ds and r.top1 is not None]
+        pts = [(r.gflops, 100 * r.top1, r.role, _wilson(r)) for r in full if r.dataset == ds and r.top1 is not None]
         for role, marker, colour, label in (
             ("baseline", "s", "#1f77b4", "single (largest)"),
             ("member", "o", "#7f7f7f", "single (member)"),
             ("ensemble", "*", "#d62728", "ensemble (concatenated)"),
             ("ensemble-avg", "P", "#ff7f0e", "ensemble (averaged)"),
         ):
-            sel = [(g, acc) for g, acc, rl in pts if rl == role]
-            ax.scatter([g for g, _ in sel], [acc for _, acc in sel], marker=marker, s=90 if role.startswith("ensemble") else 45,
-                       color=colour, label=label, zorder=3)
-        front = pareto_front([(g, acc) for g, acc, _ in pts])
+            sel = [(g, acc, ci) for g, acc, rl, ci in pts if rl == role]
+            ax.scatter([g for g, _, _ in sel], [acc for _, acc, _ in sel], marker=marker,
+                       s=90 if role.startswith("ensemble") else 45, color=colour, label=label, zorder=3)
+            bars = [(g, acc, ci) for g, acc, ci in sel if ci is not None]
+            if bars:
+                ax.errorbar([g for g, _, _ in bars], [acc for _, acc, _ in bars], fmt="none", ecolor=colour, alpha=0.6,
+                            yerr=[[acc - ci[0] for _, acc, ci in bars], [ci[1] - acc for _, acc, ci in bars]], zorder=2)
+        front = pareto_front([(g, acc) for g, acc, _, _ in pts])
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="#2ca02c", lw=1.2, label="Pareto front", zorder=2)
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.12)
@@ -79,13 +86,23 @@ def accuracy_vs_flops(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> P
         ax.set_ylabel(f"{probe} probe top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("Accuracy against compute: singles and ensembles", y=1.04)
+    fig.suptitle("Accuracy against compute: singles and ensembles (bars: 95% Wilson intervals)", y=1.04)
     return _save(fig, out_dir, "accuracy_vs_gflops")
+
+
+def _wilson(r: ResultRow) -> tuple[float, float] | None:
+    """The row's accuracy interval in percent, when its test predictions are stored."""
+    correct = r.correct
+    if correct is None or not len(correct):
+        return None
+    lo, hi = wilson_interval(int(correct.sum()), len(correct))
+    return 100 * lo, 100 * hi
 
 
 def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
     """``lines``: report.ComparisonLine items (those of ``probe`` are drawn)."""
     cells = {(ln.family, ln.dataset): 100 * ln.delta for ln in lines if ln.probe == probe and ln.delta is not None}
+    paired = {(ln.family, ln.dataset): ln.paired for ln in lines if ln.probe == probe and ln.delta is not None}
     if not cells:
         return None
     fams = sorted({f for f, _ in cells})
@@ -93,15 +110,23 @@ def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
     grid = [[cells.get((f, d), math.nan) for d in dss] for f in fams]
     lim = max(abs(v) for v in cells.values()) or 1.0
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(dss), 1.2 + 0.6 * len(fams)))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(dss), 1.2 + 0.8 * len(fams)))
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(len(dss)), dss, rotation=30, ha="right")
     ax.set_yticks(range(len(fams)), fams)
-    for i, row in enumerate(grid):
-        for j, v in enumerate(row):
-            ax.text(j, i, "missing" if v != v else f"{v:+.1f}", ha="center", va="center", fontsize=9)
+    for i, f in enumerate(fams):
+        for j, d in enumerate(dss):
+            v, pd = grid[i][j], paired.get((f, d))
+            if v != v:
+                text, weight = "missing", "normal"
+            elif pd is None:
+                text, weight = f"{v:+.1f}", "normal"
+            else:
+                star = "*" if pd.significant else ""
+                text, weight = f"{v:+.1f}{star}\n[{100 * pd.low:+.1f}, {100 * pd.high:+.1f}]", "bold" if star else "normal"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, fontweight=weight)
     fig.colorbar(im, ax=ax, label="ensemble − single (points)")
-    ax.set_title(f"{probe} probe: ensemble minus single")
+    ax.set_title(f"{probe} probe: ensemble minus single (* : 95% CI excludes 0)")
     return _save(fig, out_dir, "difference_heatmap")
 
 
@@ -146,11 +171,32 @@ def seed_curves(rows: Sequence[ResultRow], probe: str, axis: str, out_dir: Path)
     return _save(fig, out_dir, f"{probe}_curves")
 
 
-def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path) -> list[Path]:
+def gain_vs_diversity(points: Sequence[tuple[str, float, float, float | None, float | None]], probe: str,
+                      out_dir: Path) -> Path | None:
+    """``points``: (label, 1 − mean member CKA, gain, interval low, high) per family and dataset, in points."""
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for label, x, y, lo, hi in points:
+        err = None if lo is None or hi is None else [[y - lo], [hi - y]]
+        ax.errorbar([x], [y], yerr=err, fmt="o", capsize=3, color="#d62728")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.axhline(0, color="#7f7f7f", lw=1)
+    ax.set_xlabel("member diversity: 1 − mean linear CKA between members")
+    ax.set_ylabel(f"ensemble − single, {probe} probe (points)")
+    ax.set_title("Does the gain grow with diversity?")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, "gain_vs_diversity")
+
+
+def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
+                diversity: Sequence[tuple[str, float, float, float | None, float | None]] = ()) -> list[Path]:
     """Every plot the rows allow; each as PNG and SVG in ``out_dir``. Returns the PNG paths."""
     made = []
     if primary is not None:
-        made += [accuracy_vs_flops(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir)]
+        made += [accuracy_vs_flops(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir),
+                 gain_vs_diversity(diversity, primary, out_dir)]
     present = {r.probe for r in rows}
     made += [seed_curves(rows, p.name, p.setting_axis, out_dir) for p in PROBES
              if p.presentation == "over-seeds" and p.name in present]

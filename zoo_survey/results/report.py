@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ from ..files import atomic_write
 from ..probes import PROBES
 from ..probes.base import Presentation, Probe
 from .plots import write_plots
-from .stats import kendall_tau, paired_interval, t_interval
-from .store import ResultRow
+from .stats import PairedDifference, kendall_tau, paired_difference, paired_interval, pooled_difference, t_interval
+from .store import ResultRow, SimilarityRow
 
+CKA_ROWS_NOTE = "10,000 rows, a seeded subsample beyond"
 FILE_FORMATS = ("md", "html", "csv", "json")  # written to <out>/report.<format>
 PRINT_FORMATS = ("table", "tsv")  # printed to stdout
 FORMATS = FILE_FORMATS + PRINT_FORMATS
@@ -87,6 +89,26 @@ class ComparisonLine:
             return None
         return self.ensemble.top1 - self.baseline.top1
 
+    @cached_property
+    def paired(self) -> PairedDifference | None:
+        """Ensemble (concatenated) minus single, paired over the test images."""
+        return pair(self.baseline, self.ensemble)
+
+    @cached_property
+    def averaged_paired(self) -> PairedDifference | None:
+        """Ensemble (averaged outputs) minus single, paired over the test images."""
+        return pair(self.baseline, self.averaged)
+
+
+def pair(single: ResultRow | None, other: ResultRow | None) -> PairedDifference | None:
+    """``other`` minus ``single`` image by image; None unless both kept predictions on the same test images."""
+    if single is None or other is None or single.test_key != other.test_key:
+        return None
+    a, b = single.correct, other.correct
+    if a is None or b is None or len(a) != len(b):
+        return None
+    return paired_difference(a, b)
+
 
 def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
     """One line per (family, dataset, probe) of the ``paired`` probes."""
@@ -123,23 +145,41 @@ def _delta(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f}"
 
 
+def interval(d: PairedDifference | None) -> str:
+    """``[-0.4, +2.2]`` in points, or ``n/a`` without paired predictions."""
+    return "n/a" if d is None else f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+
+
+def p_value(d: PairedDifference | None) -> str:
+    if d is None:
+        return "n/a"
+    return f"{d.p_value:.2g}" if d.p_value >= 1e-4 else "<1e-4"
+
+
+def verdict(d: PairedDifference | None) -> str:
+    """``yes`` when the 95% interval excludes 0 (the only way a difference counts as significant)."""
+    return "n/a" if d is None else ("yes" if d.significant else "no")
+
+
 HEADLINE_HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
-    "averaged top-1", "best member top-1", "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs",
-    "ensemble feature dim",
+    "95% CI", "McNemar p", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
+    "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs", "ensemble feature dim",
 )
 
 
 def headline_table(lines: Sequence[ComparisonLine]) -> Table:
     out = []
     for ln in lines:
-        b, e = ln.baseline, ln.ensemble
+        b, e, avg = ln.baseline, ln.ensemble, ln.averaged_paired
         best_member = max((m.top1 for m in ln.members if m.top1 is not None), default=None)
         out.append([
             ln.family, ln.dataset, ln.probe,
             b.comparison if b else "missing", _pct(b.top1 if b else None),
             " + ".join(e.members) if e else "missing", _pct(e.top1 if e else None),
-            _delta(ln.delta), _pct(ln.averaged.top1 if ln.averaged else None), _pct(best_member),
+            _delta(ln.delta), interval(ln.paired), p_value(ln.paired), verdict(ln.paired),
+            _pct(ln.averaged.top1 if ln.averaged else None),
+            "n/a" if avg is None else f"{100 * avg.delta:+.1f} {interval(avg)}", _pct(best_member),
             f"{b.params_m:.1f}" if b else "", f"{e.params_m:.1f}" if e else "",
             f"{b.gflops:.2f}" if b else "", f"{e.gflops:.2f}" if e else "",
             str(e.feature_dim) if e else "",
@@ -147,13 +187,116 @@ def headline_table(lines: Sequence[ComparisonLine]) -> Table:
     return Table(HEADLINE_HEADER, out, title="single vs ensemble")
 
 
-def summary(lines: Sequence[ComparisonLine]) -> list[tuple[str, float, int, int]]:
-    """Per family: mean difference (points), datasets the ensemble wins, datasets compared."""
-    fams: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class FamilySummary:
+    """One family's answer on one paired probe: the mean gain over datasets with its interval, the datasets
+    won, tied and lost by their intervals, and how alike the members are (mean linear CKA)."""
+
+    family: str
+    probe: str
+    datasets: int
+    delta: float
+    low: float | None  # None when a dataset lacks paired predictions
+    high: float | None
+    wins: int
+    ties: int
+    losses: int
+    member_cka: float | None  # mean over datasets of the mean CKA between ensemble members
+    baseline_cka: float | None  # mean over datasets of the mean CKA between each member and the single
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(sum(values) / len(values)) if values else None
+
+
+def cka_of(line: ComparisonLine, similarity: Sequence[SimilarityRow]) -> tuple[float | None, float | None]:
+    """Mean CKA between the ensemble's members, and between each member and the single, on this dataset."""
+    if line.ensemble is None or line.baseline is None:
+        return None, None
+    members, single = set(line.ensemble.members), line.baseline.comparison
+    among, to_single = [], []
+    for s in similarity:
+        if s.family != line.family or s.dataset != line.dataset or s.cka != s.cka:
+            continue
+        if s.a in members and s.b in members:
+            among.append(s.cka)
+        elif {s.a, s.b} & members and single in (s.a, s.b):
+            to_single.append(s.cka)
+    return _mean(among), _mean(to_single)
+
+
+def family_summaries(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow] = ()) -> list[FamilySummary]:
+    """Per family, for the primary paired probe: the across-datasets answer (see :func:`stats.pooled_difference`)."""
+    primary = primary_probe(lines)
+    groups: dict[str, list[ComparisonLine]] = {}
     for ln in lines:
-        if ln.delta is not None:
-            fams.setdefault(ln.family, []).append(ln.delta)
-    return [(f, 100 * sum(d) / len(d), sum(x > 0 for x in d), len(d)) for f, d in sorted(fams.items())]
+        if ln.probe == primary and ln.delta is not None:
+            groups.setdefault(ln.family, []).append(ln)
+    out = []
+    for fam, lns in sorted(groups.items()):
+        pairs = [ln.paired for ln in lns]
+        low = high = None
+        delta = float(sum(ln.delta for ln in lns if ln.delta is not None) / len(lns))
+        if all(p is not None for p in pairs):
+            outcomes = [(ln.baseline.correct, ln.ensemble.correct) for ln in lns if ln.baseline and ln.ensemble]
+            delta, low, high = pooled_difference([(a, b) for a, b in outcomes if a is not None and b is not None])
+        verdicts = [p.verdict for p in pairs if p is not None]
+        ckas = [cka_of(ln, similarity) for ln in lns]
+        out.append(FamilySummary(
+            fam, primary or "", len(lns), delta, low, high, verdicts.count("win"), verdicts.count("tie"),
+            verdicts.count("loss"), _mean([m for m, _ in ckas if m is not None]), _mean([b for _, b in ckas if b is not None]),
+        ))
+    return out
+
+
+def _cka(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+SUMMARY_HEADER = ("family", "probe", "datasets", "mean difference (points)", "95% CI", "wins / ties / losses",
+                  "mean CKA between members", "mean CKA members–single")
+
+
+def summary_table(summaries: Sequence[FamilySummary]) -> Table:
+    rows = []
+    for f in summaries:
+        ci = "n/a" if f.low is None or f.high is None else f"[{100 * f.low:+.1f}, {100 * f.high:+.1f}]"
+        rows.append([f.family, f.probe, str(f.datasets), f"{100 * f.delta:+.1f}", ci, f"{f.wins} / {f.ties} / {f.losses}",
+                     _cka(f.member_cka), _cka(f.baseline_cka)])
+    return Table(SUMMARY_HEADER, rows, title="across architectures")
+
+
+DIVERSITY_HEADER = ("family", "dataset", "ensemble − single (points)", "95% CI", "mean CKA between members",
+                    "1 − mean member CKA", "mean CKA members–single")
+
+
+def diversity_points(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow]
+                     ) -> list[tuple[str, float, float, float | None, float | None]]:
+    """(family · dataset, 1 − mean member CKA, gain, interval) in points, for the diversity plot."""
+    primary = primary_probe(lines)
+    out = []
+    for ln in lines:
+        among = cka_of(ln, similarity)[0]
+        if ln.probe == primary and ln.delta is not None and among is not None:
+            p = ln.paired
+            out.append((f"{ln.family} · {ln.dataset}", 1 - among, 100 * ln.delta,
+                        None if p is None else 100 * p.low, None if p is None else 100 * p.high))
+    return out
+
+
+def diversity_table(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow]) -> Table:
+    """Per (family, dataset) of the primary probe: the gain beside how different the members are."""
+    primary = primary_probe(lines)
+    rows = []
+    for ln in lines:
+        if ln.probe != primary or ln.delta is None:
+            continue
+        among, to_single = cka_of(ln, similarity)
+        if among is None and to_single is None:
+            continue
+        rows.append([ln.family, ln.dataset, _delta(ln.delta), interval(ln.paired), _cka(among),
+                     _cka(None if among is None else 1 - among), _cka(to_single)])
+    return Table(DIVERSITY_HEADER, rows, title="member diversity")
 
 
 def _budget_note(rows: Sequence[ResultRow]) -> str:
@@ -171,18 +314,37 @@ BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GFLOPs (s
 
 
 def _pretraining(r: ResultRow) -> str:
-    info = r.provenance.get("pretrain", {})
-    parts = [f"{v.get('data') or '?'}{', ' + str(v['epochs']) + ' ep' if v.get('epochs') else ''}" for v in info.values()]
-    return "; ".join(parts) or "not recorded"
+    """Each member's pretraining data and epochs, and the summed pretraining compute when known."""
+    parts = []
+    for v in r.provenance.get("pretrain", {}).values():
+        epochs = f", {v['epochs']:g} ep" if v.get("epochs") else ""
+        parts.append(f"{v.get('data') or '?'}{epochs}")
+    if not parts:
+        return "not recorded"
+    emacs = pretrain_emacs(r)
+    return "; ".join(parts) + (f" ({emacs:.3g} EMAC)" if emacs is not None else "")
+
+
+def pretrain_emacs(r: ResultRow) -> float | None:
+    """The row's pretraining compute (1e18 MACs, summed over members) when every member states it."""
+    values = [v.get("emacs") for v in r.provenance.get("pretrain", {}).values()]
+    return float(sum(values)) if values and all(v is not None for v in values) else None
 
 
 def _matched(b: ResultRow, e: ResultRow) -> str:
-    """Which of the single's costs the ensemble stays within, and by how much it exceeds the others."""
-    costs = (("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops))
+    """Which of the single's costs the ensemble stays within (what the strategy matched first), and by how much
+    it exceeds the others."""
+    costs: list[tuple[str, float, float]] = [("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops)]
+    pb, pe = pretrain_emacs(b), pretrain_emacs(e)
+    if pb is not None and pe is not None:
+        costs.append(("pretraining compute", pb, pe))
+    by = {"params": "params", "flops": "GFLOPs", "pretrain": "pretraining compute"}.get(e.provenance.get("budget_by") or "")
+    costs.sort(key=lambda c: c[0] != by)  # the matched budget first
     within = [name for name, x, y in costs if y <= x]
     over = [f"{name} {y / x:.2f}x" if x else f"{name} n/a" for name, x, y in costs if y > x]
     text = "within the single's " + " and ".join(within) if within else ""
-    return text + ("; " if within and over else "") + ("over on " + ", ".join(over) if over else "")
+    text += ("; " if within and over else "") + ("over on " + ", ".join(over) if over else "")
+    return f"budget by {by} (--budget-by): {text}" if by else text
 
 
 def budget_table(lines: Sequence[ComparisonLine]) -> Table:
@@ -349,10 +511,34 @@ ROW_COLUMNS = (
 )
 
 
+def _num_or_blank(x: float | None) -> Any:
+    return "" if x is None else round(x, 6)
+
+
+# Each row against the single on the same test images (same family, dataset, probe, setting, seed).
+PAIRED_COLUMNS = (
+    ("vs_single", "vs single (points)", lambda d: d.delta, lambda d: f"{100 * d.delta:+.1f}"),
+    ("vs_single_ci_low", "95% CI", lambda d: d.low, interval),
+    ("vs_single_ci_high", "", lambda d: d.high, None),
+    ("mcnemar_p", "McNemar p", lambda d: d.p_value, p_value),
+)
+
+
 def every_row_table(rows: Sequence[ResultRow], raw: bool = False) -> Table:
-    """Every latest row: CSV names and raw values, or labels and text for Markdown and HTML; one column list."""
-    cells = [[c.raw(r) if raw or c.text is None else c.text(r) for c in ROW_COLUMNS] for r in latest_rows(rows)]
+    """Every latest row: CSV names and raw values, or labels and text for Markdown and HTML; one column list.
+    Rows other than the single's also carry their paired difference to it (interval and McNemar p)."""
+    latest = latest_rows(rows)
+    singles = {(r.family, r.dataset, r.probe, r.setting, r.seed): r for r in latest if r.role == "baseline"}
+    paired_cols = [c for c in PAIRED_COLUMNS if raw or c[3] is not None]
+    cells = []
+    for r in latest:
+        d = None if r.role == "baseline" else pair(singles.get((r.family, r.dataset, r.probe, r.setting, r.seed)), r)
+        row = [c.raw(r) if raw or c.text is None else c.text(r) for c in ROW_COLUMNS]
+        for _, _, value, text in paired_cols:
+            row.append("" if d is None else (_num_or_blank(value(d)) if raw or text is None else text(d)))
+        cells.append(row)
     header = tuple(c.name if raw else (c.label or c.name) for c in ROW_COLUMNS)
+    header += tuple(name if raw else label for name, label, _, _ in paired_cols)
     return Table(header, cells, title="every row")
 
 
@@ -363,16 +549,39 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> Document:
+SUMMARY_TEXT = (
+    "The answer per family: the ensemble's mean gain over the single across datasets ({probe} probe), with a 95% "
+    "interval from a two-level bootstrap (datasets drawn with replacement, then each drawn dataset's test images, "
+    "paired); the datasets the ensemble wins, ties and loses by each dataset's own 95% interval; and how alike the "
+    "members are (mean linear CKA, debiased, on test features; 1 = the same representation up to rotation and scale)."
+)
+HEADLINE_TEXT = (
+    "Each difference is paired over the same test images: its 95% interval is a paired bootstrap (percentile, 9,999 "
+    "resamples, seeded) and its p-value McNemar's exact test on the images one side gets right and the other wrong. "
+    "A difference is significant only when its interval excludes 0."
+)
+
+
+def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similarity: Sequence[SimilarityRow] = ()) -> Document:
     """The whole report as one document (every format renders this)."""
     if not rows:
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
     lines = comparison_lines(rows)
-    sections = [Section("", tables=(headline_table(lines),))]
+    summaries = family_summaries(lines, similarity)
+    sections = [Section("Across architectures", (SUMMARY_TEXT.format(probe=primary_probe(lines) or "paired"),),
+                        (summary_table(summaries),))]
+    sections.append(Section("Single vs ensemble", (HEADLINE_TEXT,), (headline_table(lines),)))
     budgets = budget_table(lines)
     if budgets.rows:
         sections.append(Section("Budgets", ("Extraction seconds are measured, summed over the members' cache entries "
                                              "of that dataset.",), (budgets,)))
+    diversity = diversity_table(lines, similarity)
+    if diversity.rows:
+        sections.append(Section("Why: member diversity", (
+            "Supervised pretraining keeps the features its task needed; independently trained members may keep "
+            "different ones. Linear CKA (debiased, Kornblith et al. 2019; Nguyen et al. 2021) on each dataset's "
+            f"test features (at most {CKA_ROWS_NOTE}) measures how alike two models' representations are: the lower "
+            "the members' mutual CKA, the more the ensemble can add.",), (diversity,)))
     present = {r.probe for r in rows}
     for probe in PROBES:
         if probe.name not in present:
@@ -385,9 +594,6 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> Docum
             sections.append(Section(probe.title or probe.name, (
                 f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),
                 (ranking_table(rows, probe),)))
-    summ = Table(("family", "mean difference (points)", "ensemble wins", "datasets"),
-                 [[f, f"{d:+.1f}", str(w), str(n)] for f, d, w, n in summary(lines)], title="across architectures")
-    sections.append(Section("Across architectures", tables=(summ,)))
     if plots:
         sections.append(Section("Plots", figures=tuple(plots)))
     sections.append(Section("Revisions", ("The resolved commit (hub) or content digest of every input the results used.",),
@@ -396,7 +602,8 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> Docum
     return Document("zoo-survey report", INTRO + (_budget_note(rows),), tuple(sections))
 
 
-def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> list[Path]:
+def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
+                 similarity: Sequence[SimilarityRow] = ()) -> list[Path]:
     """Write ``report.<fmt>`` into ``out_dir`` atomically (plus ``plots/`` for md and html); return the paths."""
     if fmt not in FILE_FORMATS:
         raise unknown("report format", fmt, FORMATS)
@@ -406,8 +613,9 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> l
     plots: list[Path] = []
     if fmt in ("md", "html"):
         lines = comparison_lines(rows)
-        plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots")
-    doc = build_report(rows, plots)
+        plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
+                            diversity_points(lines, similarity))
+    doc = build_report(rows, plots, similarity)
     if fmt == "md":
         text = to_markdown(doc, base=out_dir)
     elif fmt == "html":
@@ -415,7 +623,7 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md") -> l
     elif fmt == "csv":
         text = table_to_csv(every_row_table(rows, raw=True))
     else:
-        text = to_json(doc, rows=[asdict(r) for r in latest_rows(rows)])
+        text = to_json(doc, rows=[r.fields() for r in latest_rows(rows)], similarity=[s.__dict__ for s in similarity])
     path = out_dir / f"report.{fmt}"
     atomic_write(path, lambda f: f.write(text.encode()))
     return [path, *plots]

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ZooSurveyError
+from ..errors import ZooSurveyError, unknown
 from ..features.extract import ExtractOptions, default_batch_size, default_workers, resolve_device
 from ..probes import PROBES
 from ..probes.base import DEFAULT_SEEDS, DEFAULT_SHOTS, ProbeConfig
+from ..probes.fewshot import SELECTIONS
 
 # A CPU run without --full: a resolution and sample caps that finish the default survey in minutes.
 CPU_LIMITS: Mapping[str, int] = {"image_size": 96, "max_train": 2000, "max_test": 1000}
@@ -36,13 +37,15 @@ class RunOptions:
     grid: tuple[float, ...] | None = None
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: int = DEFAULT_SEEDS
+    fewshot_val: str = "shots"
     offline: bool = False
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     cpu_limits: Mapping[str, int] = field(default_factory=dict)  # the CPU limits this run took (empty: none)
 
     @property
     def probe_config(self) -> ProbeConfig:
-        return ProbeConfig(grid=self.grid, shots=self.shots, seeds=self.seeds, device=self.extract.device)
+        return ProbeConfig(grid=self.grid, shots=self.shots, seeds=self.seeds, device=self.extract.device,
+                           fewshot_val=self.fewshot_val)
 
 
 def resolve_options(
@@ -63,6 +66,7 @@ def resolve_options(
     grid: Sequence[float] | None = None,
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: int = DEFAULT_SEEDS,
+    fewshot_val: str = "shots",
 ) -> RunOptions:
     """Resolve a run's options; on a CPU without ``full``, :data:`CPU_LIMITS` fill the sizes left unset."""
     dev = resolve_device(device)
@@ -80,6 +84,8 @@ def resolve_options(
         raise ZooSurveyError(f"--shots values must be at least 1 (examples per class); got {list(shots)}")
     if seeds < 1:
         raise ZooSurveyError(f"--seeds must be at least 1, got {seeds}")
+    if fewshot_val not in SELECTIONS:
+        raise unknown("--fewshot-val value", fewshot_val, SELECTIONS)
     for name, value in (("--image-size", image_size), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise ZooSurveyError(f"{name} must be at least 1, got {value}")
@@ -104,6 +110,7 @@ def resolve_options(
         grid=grid,
         shots=shots,
         seeds=seeds,
+        fewshot_val=fewshot_val,
         offline=offline,
         extract=extract,
         cpu_limits=limits,

@@ -11,14 +11,15 @@ Member strategies (``--strategy``):
   (e.g. timm's ``resnet50.a1/a2/a3/tv2`` recipes): the largest architecture, below
   the baseline, that has K of them. This is the published setting.
 - ``budget``: the K checkpoints with the largest summed params that stay within the
-  baseline's params (``--budget-by flops``: GFLOPs).
+  baseline's params (``--budget-by flops``: GFLOPs; ``--budget-by pretrain``: pretraining
+  compute, epochs x images x GFLOPs x 3, from the registry's ``pretrain`` fields).
 - ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,7 @@ from ..errors import ZooSurveyError, unknown
 from ..zoo.registry import CheckpointSpec, FamilySpec
 
 DEFAULT_K = 2
+BUDGET_BY = ("params", "flops", "pretrain")
 STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
 
 
@@ -60,6 +62,7 @@ class Plan:
     baseline: Comparison
     ensemble: Comparison
     comparisons: tuple[Comparison, ...]
+    budget_by: str | None = None  # what strategy 'budget' matched: params, flops or pretrain
 
     @property
     def checkpoints(self) -> tuple[CheckpointSpec, ...]:
@@ -95,8 +98,8 @@ def plan_family(
     """
     if strategy is not None and strategy not in STRATEGIES:
         raise unknown("ensemble strategy", strategy, STRATEGIES)
-    if budget_by not in ("params", "flops"):
-        raise unknown("--budget-by value", budget_by, ("params", "flops"))
+    if budget_by not in BUDGET_BY:
+        raise unknown("--budget-by value", budget_by, BUDGET_BY)
     if members is not None and strategy not in (None, "explicit"):
         raise ZooSurveyError(
             f"--members names the ensemble, but --strategy {strategy} chooses it; drop one of them "
@@ -145,7 +148,7 @@ def plan_family(
         arch = max(ok, key=lambda a: (max(c.params_m for c in ok[a]), a))
         chosen = sorted(ok[arch], key=lambda c: c.id)[:k]
     else:  # budget
-        cost = (lambda c: c.params_m) if budget_by == "params" else (lambda c: c.gflops)
+        cost = budget_cost(budget_by, [baseline, *pool], family.name)
         limit = cost(baseline)
         best = max(
             (combo for combo in itertools.combinations(pool, k) if sum(map(cost, combo)) <= limit),
@@ -164,7 +167,24 @@ def plan_family(
     averaged = Comparison(f"avg({name})", "ensemble-avg", tuple(chosen), "average")
     base = _single(baseline, "baseline")
     comparisons = (base, *(_single(c, "member") for c in chosen), ensemble, averaged)
-    return Plan(family.name, strategy, base, ensemble, comparisons)
+    return Plan(family.name, strategy, base, ensemble, comparisons, budget_by if strategy == "budget" else None)
+
+
+def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Callable[[CheckpointSpec], float]:
+    """What ``--budget-by`` sums: params (M), GFLOPs, or pretraining compute (``pretrain_emacs``); for the last,
+    every entry must state ``pretrain.epochs`` and ``pretrain.images``, and those that do not are named."""
+    if by == "params":
+        return lambda c: c.params_m
+    if by == "flops":
+        return lambda c: c.gflops
+    missing = [c for c in entries if c.pretrain_emacs is None]
+    if missing:
+        names = ", ".join(f"{c.id} ({c.defined_in.name})" for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
+        raise ZooSurveyError(
+            f"--budget-by pretrain needs pretrain.epochs and pretrain.images for every checkpoint it weighs; family "
+            f"{family!r} lacks them for {len(missing)}: {names}; add them to the registry YAML or budget by params or flops"
+        )
+    return lambda c: c.pretrain_emacs or 0.0
 
 
 def _member_ids(family: FamilySpec, members: Sequence[str] | str) -> list[str]:

@@ -21,7 +21,7 @@ from ..zoo.registry import CheckpointSpec, DatasetSpec, HFSource
 from .options import RunOptions
 from .plan import Plan
 from .runner import Hooks, LocalRunner, RunReport
-from .units import Workspace, extract_units, probe_units
+from .units import Workspace, extract_units, probe_units, similarity_units
 
 
 def run_survey(
@@ -46,6 +46,9 @@ def run_survey(
     report.store = store.path
     units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
     runner.probe(units, store, report)
+    for sim in similarity_units(plans, runner.ws.prepared, runner.ws.resolved, options):
+        if not all(store.has_similarity(key) for _, _, key in sim.pairs):  # cheap: test features, on the driver
+            store.put_similarity(sim.run(runner.ws))
     report.notes += [n for n in cache.repaired if n not in report.notes]  # entries found damaged while probing
     keys = {u.row_key for u in units}
     report.rows = [r for r in store.rows() if r.row_key in keys]

@@ -2,6 +2,7 @@
 
 - :class:`ExtractUnit`: (checkpoint, dataset, split, options) -> one feature-cache entry.
 - :class:`ProbeUnit`: (comparison, dataset, probe, setting, seed) -> one result row.
+- :class:`SimilarityUnit`: (a plan's baseline and members, dataset) -> linear CKA of every pair.
 
 A unit holds specs, not loaded data, so it can run in this process or on another
 machine: :class:`Workspace` rebuilds (and memoises) what it needs there, prepares the
@@ -24,12 +25,14 @@ import numpy as np
 
 from .. import __version__
 from ..data.datasets import PreparedDataset, prepare
+from ..digests import arrays_digest, string_digest
 from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
 from ..probes.base import MemberFeatures, Probe, Setting
-from ..results.store import ResultRow, row_key
+from ..results.stats import linear_cka
+from ..results.store import ResultRow, SimilarityRow, row_key
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
 from .options import RunOptions
@@ -154,6 +157,7 @@ class ProbeUnit:
 
     family: str
     strategy: str
+    budget_by: str | None
     comparison: Comparison
     dataset: DatasetSpec
     fingerprint: str
@@ -200,19 +204,87 @@ class ProbeUnit:
             n_test=out.n_test,
             extract_seconds=round(data.extract_seconds, 3),
             warnings=list(out.warnings),
+            test_key=test_key(ds, data.labels["test"]),
+            predictions=out.predictions,
+            test_labels=data.labels["test"] if out.predictions is not None else None,
             provenance={
                 "zoo_survey": __version__,
                 "strategy": self.strategy,
+                "budget_by": self.budget_by,
                 "revisions": {m: r.revision for m, r in resolved.items()},
                 "preprocessing": {m: r.key()["preprocessing"] for m, r in resolved.items()},
                 "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
-                "pretrain": {m.id: m.pretrain.model_dump() for m in comp.members},
+                "pretrain": {m.id: {**m.pretrain.model_dump(), "emacs": m.pretrain_emacs} for m in comp.members},
                 "dataset_fingerprint": ds.fingerprint,
                 "dataset_revision": ds.revision,
                 "dataset_notes": list(ds.notes),
                 "extract": self.options.extract.key(),
             },
         )
+
+
+def test_key(ds: PreparedDataset, labels: np.ndarray) -> str:
+    """Names the test images a row was scored on exactly (the data, the selected images, the labels of those that
+    decoded): rows with one key can be paired image by image."""
+    return string_digest(f"{ds.fingerprint}:{ds.splits['test'].indices_digest()}:{arrays_digest(labels)}", 32)
+
+
+CKA_MAX_ROWS = 10_000  # test rows CKA is computed on (a seeded subsample beyond this)
+CKA_SEED = 0
+
+
+@dataclass(frozen=True)
+class SimilarityUnit:
+    """Linear CKA (debiased) between every pair of a plan's single models on one dataset's test features:
+    the members' diversity, and each member's similarity to the baseline (the report's "why")."""
+
+    family: str
+    models: tuple[CheckpointSpec, ...]  # baseline first, then the members
+    dataset: DatasetSpec
+    fingerprint: str
+    options: RunOptions
+    sim_key: str
+
+    @property
+    def name(self) -> str:
+        return f"CKA · {self.family} · {self.dataset.id}"
+
+    @property
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(a, b, key) of every pair of models, each once."""
+        ids = [m.id for m in self.models]
+        return [(a, b, row_key({"pair": [a, b], "of": self.sim_key})) for i, a in enumerate(ids) for b in ids[i + 1:]]
+
+    def run(self, ws: Workspace) -> list[SimilarityRow]:
+        ds = ws.dataset(self.dataset, self.fingerprint)
+        feats = {m.id: ws.source.get(ws.checkpoint(m), ds, "test") for m in self.models}
+        first = next(iter(feats.values()))
+        for mid, f in feats.items():
+            if not np.array_equal(f.indices, first.indices):
+                raise ZooSurveyError(f"CKA on {ds.spec.id!r}: {mid} has other test rows than {self.models[0].id}")
+        rows = np.arange(len(first.indices))
+        if len(rows) > CKA_MAX_ROWS:
+            rows = np.sort(np.random.default_rng(CKA_SEED).choice(rows, CKA_MAX_ROWS, replace=False))
+        return [SimilarityRow(key, self.family, ds.spec.id, a, b, linear_cka(feats[a].features[rows], feats[b].features[rows]),
+                              len(rows)) for a, b, key in self.pairs]
+
+
+def similarity_units(
+    plans: Sequence[Plan],
+    prepared: Mapping[str, PreparedDataset],
+    resolved: Mapping[str, ResolvedCheckpoint],
+    options: RunOptions,
+) -> list[SimilarityUnit]:
+    """One CKA unit per (plan, dataset): the baseline and the ensemble's members."""
+    out = []
+    for plan in plans:
+        models = (plan.baseline.members[0], *plan.ensemble.members)
+        for ds in prepared.values():
+            key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": options.extract.key(),
+                           "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
+                           "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
+            out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, options, key))
+    return out
 
 
 def extract_units(
@@ -255,6 +327,7 @@ def probe_units(
                         if comp.combine in PROBES.get(p).combines]
                 keys = [row_key(_row_payload(comp, ds, p.name, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
-                out += [ProbeUnit(plan.family, plan.strategy, comp, ds.spec, ds.fingerprint, p, s, options, k, group)
+                out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
+                                  group)
                         for (p, s), k in zip(todo, keys, strict=True)]
     return out

@@ -108,9 +108,13 @@ class Preprocess(_Frozen):
 
 
 class Pretrain(_Frozen):
+    """How the checkpoint was pretrained: data, recipe, and what its compute is counted from
+    (``epochs`` over ``images``; ``--budget-by pretrain`` needs both)."""
+
     data: str | None = None
     recipe: str | None = None
     epochs: int | None = Field(default=None, gt=0)
+    images: int | None = Field(default=None, gt=0, description="images in the pretraining set (one epoch)")
 
 
 class CheckpointSpec(_Frozen):
@@ -128,6 +132,14 @@ class CheckpointSpec(_Frozen):
     revision: str | None = None  # a hub commit, tag or branch to pin
     preprocess: Preprocess = Preprocess()
     defined_in: Path
+
+    @property
+    def pretrain_emacs(self) -> float | None:
+        """Pretraining compute in 1e18 multiply-accumulates: epochs x images x GMACs x 3 (forward and backward),
+        at ``input_size``; None when the entry lacks ``pretrain.epochs`` or ``pretrain.images``."""
+        if self.pretrain.epochs is None or self.pretrain.images is None:
+            return None
+        return self.pretrain.epochs * self.pretrain.images * self.gflops * 3 / 1e9
 
 
 class FamilySpec(_Frozen):
