@@ -332,6 +332,8 @@ ROW_COLUMNS = (
     Column("comparison", lambda r: r.comparison, label="model"),
     Column("role", lambda r: r.role),
     Column("members", lambda r: "+".join(r.members), lambda r: str(len(r.members))),
+    Column("lineages", lambda r: "; ".join(f"{m}={r.provenance.get('lineage', {}).get(m, '?')}" for m in r.members),
+           lambda r: ", ".join(r.provenance.get("lineage", {}).get(m, "?") for m in r.members), "lineage"),
     Column("top1", lambda r: _num(r.top1), _result, "top-1"),
     Column("mean_per_class", lambda r: _num(r.mean_per_class), lambda r: _pct(r.mean_per_class), "mean per-class"),
     Column("top5", lambda r: _num(r.top5), lambda r: "" if r.top5 is None else _pct(r.top5), "top-5"),
@@ -385,8 +387,10 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = ()) -> Docum
             sections.append(Section(probe.title or probe.name, (
                 f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),
                 (ranking_table(rows, probe),)))
-    summ = Table(("family", "mean difference (points)", "ensemble wins", "datasets"),
-                 [[f, f"{d:+.1f}", str(w), str(n)] for f, d, w, n in summary(lines)], title="across architectures")
+    kinds = {r.family: r.provenance.get("family_kind") or "unstated" for r in rows}  # the family YAML's `kind:`
+    summ = Table(("pretraining", "family", "mean difference (points)", "ensemble wins", "datasets"),
+                 sorted([kinds.get(f, "unstated"), f, f"{d:+.1f}", str(w), str(n)] for f, d, w, n in summary(lines)),
+                 title="across architectures, by pretraining kind")
     sections.append(Section("Across architectures", tables=(summ,)))
     if plots:
         sections.append(Section("Plots", figures=tuple(plots)))
