@@ -17,6 +17,10 @@ relative difference on params and GFLOPs (default 0: the rounded numbers must be
 ``registry validate`` allows 1%). Prints one line per mismatching field or unknown tag, then a final JSON line
 ``{"checked": N, "mismatches": M, "seconds": S}``; exits 1 when anything mismatches.
 
+``--cpu`` also counts every distinct architecture below 1.5 GB of weights again on the CPU (real
+tensors, as before the meta device) and adds, side by side, how many counts differ and both times:
+``"cpu": {"architectures": A, "differ": D, "meta_s": .., "cpu_s": .., "ratio": ..}``.
+
     python benchmarks/count_registry_budgets.py registries/models/resnet.yaml
 """
 
@@ -45,15 +49,62 @@ def check(files: list[Path], rel_tol: float = 0.0) -> tuple[int, int]:
     return len(specs), len(problems)
 
 
+def compare_cpu(specs) -> dict:
+    """Count each distinct (architecture, head, size, features) on meta and on the CPU; both timed."""
+    import torch
+
+    from zoo_survey.zoo.budgets import _count, is_timm_entry, pretrained_cfg, round_sig, timm_tag
+    from zoo_survey.zoo.checkpoints import create_model, pool
+    from zoo_survey.zoo.flops import count_gmacs
+
+    keys = {}
+    for c in specs:
+        if not c.heavy:
+            nc = int(pretrained_cfg(timm_tag(c))["num_classes"]) if is_timm_entry(c) else None
+            keys[(c.arch, nc, c.input_size, c.features)] = c.id
+    differ, meta_s, cpu_s = 0, 0.0, 0.0
+    for arch, nc, size, features in keys:
+        _count.cache_clear()
+        t = time.perf_counter()
+        meta = _count(arch, nc, size, features)
+        meta_s += time.perf_counter() - t
+        t = time.perf_counter()
+        model = create_model(arch, size, arch, **({} if nc is None else {"num_classes": nc})).eval().requires_grad_(False)
+        seen = {}
+
+        def forward(x, model=model, seen=seen):
+            seen["f"] = model.forward_features(x)
+            return model.forward_head(seen["f"])
+
+        gmacs = count_gmacs(forward, size)
+        with torch.inference_mode():
+            width = pool(model, seen["f"], features).shape[-1]
+        cpu = (round(sum(p.numel() for p in model.parameters()) / 1e6, 2), round_sig(gmacs), int(width))
+        cpu_s += time.perf_counter() - t
+        if cpu != (meta.params_m, meta.gflops, meta.feature_dim):
+            differ += 1
+            print(f"meta and CPU differ for {arch} at {size} px: {meta} vs {cpu}", flush=True)
+        del model
+    return {"architectures": len(keys), "differ": differ, "meta_s": round(meta_s, 1), "cpu_s": round(cpu_s, 1),
+            "ratio": round(cpu_s / meta_s, 2) if meta_s else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", type=Path, help="family YAML files or folders [default: every shipped family]")
     ap.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance on params_m and gflops")
+    ap.add_argument("--cpu", action="store_true", help="also count on the CPU and compare (slow)")
     args = ap.parse_args(argv)
     files = registry_files([], args.files) if args.files else registry_files([SHIPPED_REGISTRY / "models"])
     start = time.perf_counter()
     checked, mismatches = check(files, args.rel_tol)
-    print(json.dumps({"checked": checked, "mismatches": mismatches, "seconds": round(time.perf_counter() - start, 1)}))
+    out = {"checked": checked, "mismatches": mismatches, "seconds": round(time.perf_counter() - start, 1)}
+    if args.cpu:
+        reg = load_files(registry_files([SHIPPED_REGISTRY], files))
+        wanted = {Path(f).resolve() for f in files}
+        out["cpu"] = compare_cpu([c for f in reg.families.values() for c in f.checkpoints if c.defined_in in wanted])
+        mismatches += out["cpu"]["differ"]
+    print(json.dumps(out))
     return 1 if mismatches else 0
 
 

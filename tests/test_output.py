@@ -24,7 +24,7 @@ def test_a_piped_registry_list_prints_every_id_whole():
     assert done.returncode == 0, done.stderr
     convnext = [c.id for c in load_registry([SHIPPED_REGISTRY]).family("convnext").checkpoints]
     lines = done.stdout.splitlines()
-    assert sum("convnext_" in ln for ln in lines) == len(convnext) == 12
+    assert sum(ln.startswith("convnext\t") for ln in lines) == len(convnext) == 12
     assert all(any(f"\t{cid}\t" in ln for ln in lines) for cid in convnext)
     assert "…" not in done.stdout
 

@@ -19,23 +19,22 @@ from ..zoo.registry import (
     registry_files,
     registry_folders,
 )
-from .app import console, registry_app
+from .app import console, err_console, registry_app
 from .options import ListFormatOpt, RegistryOpt, open_registry
-from .output import emit
+from .output import emit, resolve_format
 
 
 def checkpoints_table(reg: Registry, families: list[str] | None = None) -> Table:
-    rows, total = [], 0.0
+    rows = []
     for fam in reg.select_families(families) if families else reg.families.values():
         for c in fam.checkpoints:
             pre = " ".join(x for x in (c.pretrain.data, f"{c.pretrain.epochs} ep" if c.pretrain.epochs else None) if x)
-            size = f"{c.download_gb:.2f} GB" + (" (heavy)" if c.heavy else "")
-            total += c.download_gb
+            size = (f"{c.download_gb:.2f} GB" if c.download_gb >= 1 else f"{c.download_gb * 1000:.0f} MB") + (
+                " (heavy)" if c.heavy else "")
             rows.append([fam.name, c.id, c.source.type, c.params_m, c.gflops, c.input_size, c.feature_dim, c.features,
                          size, c.lineage, pre])
     return Table(("family", "id", "source", "params (M)", "GFLOPs", "input", "feature dim", "features", "download (est.)",
-                  "lineage", "pretraining"), rows, title=f"checkpoints (weights: about {total:.1f} GB to download, estimated "
-                                                        "at 4 bytes a parameter)")
+                  "lineage", "pretraining"), rows, title="checkpoints")
 
 
 def datasets_table(reg: Registry) -> Table:
@@ -58,8 +57,16 @@ def registry_list(
     Piped, it prints TSV (every id whole), so `zoo-survey registry list | grep convnext_` finds every entry.
     """
     reg = open_registry(registry)
+    fmt = resolve_format(format, console)
     tables = [checkpoints_table(reg, family)] + ([] if family else [datasets_table(reg)])
-    emit(tables, console, format)
+    emit(tables, console, fmt)
+    specs = {c.id: c for f in (reg.select_families(family) if family else reg.families.values()) for c in f.checkpoints}
+    heavy = sum(c.heavy for c in specs.values())
+    # A total beside a table; on stderr when stdout carries TSV or JSON for a program.
+    (console if fmt == "table" else err_console).print(
+        f"{len(specs)} checkpoint(s), about {sum(c.download_gb for c in specs.values()):.1f} GB of weights to download "
+        f"(estimated at 4 bytes a parameter); {heavy} heavy (over 1.5 GB: refused on a CPU unless --allow-heavy)",
+        soft_wrap=True)
 
 
 @registry_app.command("show")
@@ -72,7 +79,7 @@ def registry_show(
     obj: dict[str, Any]
     if id in reg.families:
         fam = reg.families[id]
-        obj = {"family": fam.name, "files": [str(f) for f in fam.files], "baseline": fam.baseline,
+        obj = {"family": fam.name, "kind": fam.kind, "files": [str(f) for f in fam.files], "baseline": fam.baseline,
                "checkpoints": [c.id for c in fam.checkpoints], "ensembles": {k: list(v) for k, v in fam.ensembles.items()}}
     elif id in reg.datasets:
         obj = reg.datasets[id].model_dump(mode="json")
@@ -111,7 +118,7 @@ def registry_validate(
                              + "\nfix the fields to timm's counts (or add the tags again with zoo-survey registry add)")
     n_ck = len(specs)
     console.print(f"OK: {len(files)} file(s), {len(reg.families)} families, {n_ck} checkpoints, {len(reg.datasets)} datasets"
-                  + (f"; {len(todo)} recounted against timm" if recount else ""))
+                  + (f"; {len(todo)} recounted against timm" if recount else ""), soft_wrap=True)
 
 
 @registry_app.command("add")

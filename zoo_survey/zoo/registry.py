@@ -12,6 +12,10 @@ A *family* file describes pretrained checkpoints::
         gflops: 0.40
         feature_dim: 1280
 
+Entries may also state ``lineage`` (the pretraining run they descend from; default: their id) and
+``features`` (which output is the feature vector; default: timm's pre-logits); a family may state its
+pretraining ``kind`` and ``include`` checkpoints other families define (see docs/registry.md).
+
 A *datasets* file lists downstream datasets (``datasets: [...]``). Files are told
 apart by their top-level key, so a user folder may hold either kind, anywhere below it.
 Every error names the file, the entry and the field.
