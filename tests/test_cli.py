@@ -78,7 +78,7 @@ def test_missing_weights_file_stops_before_any_work(tmp_path, monkeypatch, capsy
     [
         (("run", "--ensemble", "0"), "--ensemble must be at least 1"),
         (("run", "--ensemble", "5"), "--ensemble 5 is larger than family 'efficientnet-lite' allows"),
-        (("run", "--family", "resnt"), "unknown family 'resnt'; did you mean 'resnet'?"),
+        (("run", "--family", "resnt"), "unknown family 'resnt'; did you mean 'resnet' or 'regnet'?"),
         (("run", "--datasets", "digts"), "unknown dataset 'digts'; did you mean 'digits'"),
         (("run", "--probes", "linaer"), "unknown probe 'linaer'; did you mean 'linear'?"),
         (("run", "--grid", "1,-1"), "--grid values must be positive"),

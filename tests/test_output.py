@@ -24,7 +24,7 @@ def test_a_piped_registry_list_prints_every_id_whole():
     assert done.returncode == 0, done.stderr
     convnext = [c.id for c in load_registry([SHIPPED_REGISTRY]).family("convnext").checkpoints]
     lines = done.stdout.splitlines()
-    assert sum("convnext_" in ln for ln in lines) == len(convnext) == 12
+    assert sum(ln.startswith("convnext\t") for ln in lines) == len(convnext) == 12
     assert all(any(f"\t{cid}\t" in ln for ln in lines) for cid in convnext)
     assert "…" not in done.stdout
 
@@ -63,7 +63,7 @@ def test_cache_ls_and_report_tables_pipe(tmp_path, monkeypatch, capsys, tiny_reg
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir), "--format", "tsv")
     assert code == 0, err
     blocks = out.split("\n\n")
-    assert blocks[0].startswith("# across architectures\nfamily\tprobe\tdatasets\t")  # the answer first
+    assert blocks[0].startswith("# across architectures, by pretraining kind\npretraining\tfamily\tprobe\t")  # the answer first
     assert blocks[1].startswith("# single vs ensemble\nfamily\tdataset\tprobe\t")
     assert any(b.startswith("# every row\n") and len(b.splitlines()) == 2 + 5 for b in blocks)
     assert not (out_dir / "report.tsv").exists()  # printed, not written

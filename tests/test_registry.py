@@ -145,7 +145,7 @@ def test_family_defaults_deep_merge(tmp_path):
 @pytest.mark.parametrize(
     ("lookup", "name", "message"),
     [
-        ("family", "resnt", r"unknown family 'resnt'; did you mean 'resnet'\?"),
+        ("family", "resnt", r"unknown family 'resnt'; did you mean 'resnet' or 'regnet'\?"),
         ("dataset", "cifar-10", r"unknown dataset 'cifar-10'; did you mean 'cifar10'"),
         ("checkpoint", "resnet50.a1_in1", r"unknown checkpoint 'resnet50.a1_in1'; did you mean 'resnet50.a1_in1k'"),
     ],

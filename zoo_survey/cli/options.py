@@ -73,8 +73,13 @@ EXTRACTION_FLAGS: dict[str, tuple[Any, Any]] = {
     "shard_rows": (Annotated[int, typer.Option(
         min=1, help="Rows per cache shard (the unit of resume after an interruption).")], DEFAULT_SHARD_ROWS),
     "features": (Annotated[str, typer.Option(
-        "--features", help="Which features: pre_logits (timm's pooled pre-logits), avg or max (pooling of the last "
-        "feature map / tokens).")], "pre_logits"),
+        "--features", help="Which features: entry (each checkpoint's own, as its registry entry's 'features:' says; "
+        "timm's pooled pre-logits unless it names another), or for every checkpoint pre_logits, head (the head's "
+        "output), cls_patch_mean (class token + mean of the patch tokens), avg or max (pooling of the last feature map "
+        "/ tokens).")], "entry"),
+    "allow_heavy": (Annotated[bool, typer.Option(
+        "--allow-heavy", help="On a CPU too, run multi-GB checkpoints (over 1.5 GB of weights: ViT-g, SigLIP so400m), "
+        "which a CPU run refuses otherwise.")], False),
 }
 
 

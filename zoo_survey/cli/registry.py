@@ -1,4 +1,5 @@
-"""``zoo-survey registry list / show / validate``: thin commands over :mod:`zoo_survey.zoo.registry`."""
+"""``zoo-survey registry list / show / validate / add``: thin commands over :mod:`zoo_survey.zoo.registry`,
+:mod:`zoo_survey.zoo.budgets` (recounts) and :mod:`zoo_survey.zoo.add`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ import typer
 import yaml
 
 from ..document import Table
-from ..zoo.registry import Registry, check_weight_files, load_files, registry_files, registry_folders
-from .app import console, registry_app
+from ..errors import ZooSurveyError
+from ..zoo.registry import (
+    SHIPPED_REGISTRY,
+    Registry,
+    check_weight_files,
+    load_files,
+    registry_files,
+    registry_folders,
+)
+from .app import console, err_console, registry_app
 from .options import ListFormatOpt, RegistryOpt, open_registry
-from .output import emit
+from .output import emit, resolve_format
 
 
 def checkpoints_table(reg: Registry, families: list[str] | None = None) -> Table:
@@ -20,9 +29,12 @@ def checkpoints_table(reg: Registry, families: list[str] | None = None) -> Table
     for fam in reg.select_families(families) if families else reg.families.values():
         for c in fam.checkpoints:
             pre = " ".join(x for x in (c.pretrain.data, f"{c.pretrain.epochs} ep" if c.pretrain.epochs else None) if x)
-            rows.append([fam.name, c.id, c.source.type, c.params_m, c.gflops, c.input_size, c.feature_dim, pre])
-    return Table(("family", "id", "source", "params (M)", "GFLOPs", "input", "feature dim", "pretraining"), rows,
-                 title="checkpoints")
+            size = (f"{c.download_gb:.2f} GB" if c.download_gb >= 1 else f"{c.download_gb * 1000:.0f} MB") + (
+                " (heavy)" if c.heavy else "")
+            rows.append([fam.name, c.id, c.source.type, c.params_m, c.gflops, c.input_size, c.feature_dim, c.features,
+                         size, c.lineage, pre])
+    return Table(("family", "id", "source", "params (M)", "GFLOPs", "input", "feature dim", "features", "download (est.)",
+                  "lineage", "pretraining"), rows, title="checkpoints")
 
 
 def datasets_table(reg: Registry) -> Table:
@@ -45,8 +57,16 @@ def registry_list(
     Piped, it prints TSV (every id whole), so `zoo-survey registry list | grep convnext_` finds every entry.
     """
     reg = open_registry(registry)
+    fmt = resolve_format(format, console)
     tables = [checkpoints_table(reg, family)] + ([] if family else [datasets_table(reg)])
-    emit(tables, console, format)
+    emit(tables, console, fmt)
+    specs = {c.id: c for f in (reg.select_families(family) if family else reg.families.values()) for c in f.checkpoints}
+    heavy = sum(c.heavy for c in specs.values())
+    # A total beside a table; on stderr when stdout carries TSV or JSON for a program.
+    (console if fmt == "table" else err_console).print(
+        f"{len(specs)} checkpoint(s), about {sum(c.download_gb for c in specs.values()):.1f} GB of weights to download "
+        f"(estimated at 4 bytes a parameter); {heavy} heavy (over 1.5 GB: refused on a CPU unless --allow-heavy)",
+        soft_wrap=True)
 
 
 @registry_app.command("show")
@@ -59,7 +79,7 @@ def registry_show(
     obj: dict[str, Any]
     if id in reg.families:
         fam = reg.families[id]
-        obj = {"family": fam.name, "files": [str(f) for f in fam.files], "baseline": fam.baseline,
+        obj = {"family": fam.name, "kind": fam.kind, "files": [str(f) for f in fam.files], "baseline": fam.baseline,
                "checkpoints": [c.id for c in fam.checkpoints], "ensembles": {k: list(v) for k, v in fam.ensembles.items()}}
     elif id in reg.datasets:
         obj = reg.datasets[id].model_dump(mode="json")
@@ -73,10 +93,67 @@ def registry_validate(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders [default: every registry folder].",
                                                           show_default=False)] = None,
     registry: RegistryOpt = None,
+    recount: Annotated[bool, typer.Option(
+        "--recount/--no-recount", help="Recount params, GFLOPs and feature width from timm (offline, no weights) for "
+        "the timm-tag entries of the given files and of the non-shipped folders (the shipped ones are checked by the "
+        "tests; other entries' heads depend on weights, which validate does not read).")] = True,
 ) -> None:
-    """Validate registry YAML (with the shipped registry, so duplicates are caught) and check local weight files exist."""
+    """Validate registry YAML (with the shipped registry, so duplicates are caught), check local weight files exist,
+    that every timm tag named exists, and that the budgets agree with timm's count (within 1%).
+
+    Example: zoo-survey registry validate my-models
+    """
+    from ..zoo.budgets import check_registry, is_timm_entry
+
     files = registry_files(registry_folders(registry or ()), paths or ())
     reg = load_files(files)
     check_weight_files(reg)
-    n_ck = sum(len(f.checkpoints) for f in reg.families.values())
-    console.print(f"OK: {len(files)} file(s), {len(reg.families)} families, {n_ck} checkpoints, {len(reg.datasets)} datasets")
+    named = set(registry_files([], paths or ()))
+    shipped = set(registry_files([SHIPPED_REGISTRY]))
+    specs = list({c.id: c for f in reg.families.values() for c in f.checkpoints}.values())
+    todo = [c for c in specs if recount and is_timm_entry(c) and (c.defined_in in named or c.defined_in not in shipped)]
+    problems = check_registry(specs, todo)
+    if problems:
+        raise ZooSurveyError(f"{len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+                             + "\nfix the fields to timm's counts (or add the tags again with zoo-survey registry add)")
+    n_ck = len(specs)
+    console.print(f"OK: {len(files)} file(s), {len(reg.families)} families, {n_ck} checkpoints, {len(reg.datasets)} datasets"
+                  + (f"; {len(todo)} recounted against timm" if recount else ""), soft_wrap=True)
+
+
+@registry_app.command("add")
+def registry_add(
+    tags: Annotated[Optional[list[str]], typer.Argument(
+        help="timm pretrained tags, arch.tag (an architecture alone: its default tag).", show_default=False)] = None,
+    family: Annotated[str, typer.Option("--family", "-f", help="The family the entries join (the file's 'family:').")] = "",
+    to: Annotated[Optional[Path], typer.Option(
+        "--to", help="The family YAML file, created if missing [default: <family>.yaml in the first $ZOO_SURVEY_REGISTRY "
+        "folder].", show_default=False)] = None,
+    pattern: Annotated[Optional[str], typer.Option(
+        help="Also every timm pretrained tag matching this (wildcards * and ?).", show_default=False)] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Add timm pretrained tags to a family file: budgets counted offline (no weights downloaded), input size,
+    preprocessing, pretraining and lineage from timm. The file's comments and order are kept.
+
+    Examples:
+
+      zoo-survey registry add convnextv2_atto.fcmae_ft_in1k --family mine --to my/mine.yaml
+
+      zoo-survey registry add --pattern 'convnextv2_*.fcmae_ft_in1k' --family convnextv2-mine --to my/cnv2.yaml
+    """
+    from ..zoo.add import add_tags, default_path
+
+    if not family:
+        raise ZooSurveyError("--family is required: the family the new entries join (a new name starts a family)")
+    path = to if to is not None else default_path(family)
+    result = add_tags(tags or [], family, path, registry or (), pattern=pattern)
+    for cid in result.added:
+        console.print(f"added {cid}", soft_wrap=True)
+    for cid in result.included:
+        console.print(f"included {cid} (another family defines it: listed under 'include:', the same entry)", soft_wrap=True)
+    for cid in result.skipped:
+        console.print(f"[dim]skipped {cid}: already in family {family!r}[/]", soft_wrap=True)
+    verb = "wrote" if result.created else "updated"
+    console.print(f"{verb} {path}: {len(result.added)} added, {len(result.included)} included, {len(result.skipped)} already "
+                  f"there. Next: zoo-survey registry validate {path.parent}", soft_wrap=True)

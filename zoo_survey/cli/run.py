@@ -42,7 +42,7 @@ def _options(flags: dict[str, Any], **probe_args: Any) -> RunOptions:
     return resolve_options(
         device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
         batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
-        bad_images=f["bad_images"], layer=f["features"], offline=f["offline"], **probe_args,
+        bad_images=f["bad_images"], layer=f["features"], offline=f["offline"], allow_heavy=f["allow_heavy"], **probe_args,
     )
 
 
@@ -106,6 +106,9 @@ def run(
     budget_by: Annotated[str, typer.Option(
         help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, epochs x images x "
         "GFLOPs x 3, from the registry's pretrain fields).")] = "params",
+    allow_same_lineage: Annotated[bool, typer.Option(
+        "--allow-same-lineage", help="Let two members descend from one pretraining run (e.g. one ViT fine-tuned at 224 "
+        "and 384 px); by default every member has its own lineage.")] = False,
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
     out: OutOpt = DEFAULT_OUT,
     probes: Annotated[str, typer.Option(help="Comma-separated probes: " + "; ".join(
@@ -140,7 +143,8 @@ def run(
         flags, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
         shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val,
     )
-    plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by) for fam in fams]
+    plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by,
+                         allow_same_lineage=allow_same_lineage) for fam in fams]
     for plan in plans:
         console.print(
             f"[bold]{plan.family}[/]: single [cyan]{plan.baseline.name}[/] ({plan.baseline.params_m:.1f}M params, "
@@ -215,6 +219,10 @@ def prefetch_command(
     reg = open_registry(registry)
     specs = reg.select_checkpoints(family, csv(checkpoints))
     ds_specs = reg.select_datasets([datasets])
+    heavy = [f"{c.id} (about {c.download_gb:.1f} GB)" for c in specs if c.heavy]
+    console.print(f"{len(specs)} checkpoint(s): about {sum(c.download_gb for c in specs):.1f} GB of weights to download "
+                  "(estimated at 4 bytes a parameter; cached files are not fetched again)"
+                  + (f"; the largest: {', '.join(heavy)}" if heavy else ""), soft_wrap=True)
     with console.status(f"fetching {len(specs)} checkpoint(s) and {len(ds_specs)} dataset(s)..."):
         items = prefetch(specs, ds_specs)
     emit([Table(("kind", "id", "source", "revision", "size", "where"),

@@ -3,7 +3,8 @@
 Decoding and resizing run in DataLoader workers; the forward runs under
 ``torch.inference_mode`` in ``channels_last`` (which doubles convnet throughput on
 CPU), with pinned host memory, non-blocking copies and bf16 autocast on CUDA.
-Features are the pooled pre-logit features, ``forward_head(pre_logits=True)``.
+Features are each checkpoint's pooled features (:func:`~zoo_survey.zoo.checkpoints.pooled`): timm's
+pre-logits unless its entry names another output.
 """
 
 from __future__ import annotations
@@ -16,17 +17,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ZooSurveyError
+from ..zoo.checkpoints import pooled
+from ..zoo.registry import FEATURE_OUTPUTS
 
-LAYERS = ("pre_logits", "avg", "max")
-
-
-def pooled(model, x, layer: str):
-    """Features of a batch: timm's pooled pre-logits, or avg / max pooling over positions of forward_features."""
-    if layer == "pre_logits":
-        return model.forward_head(model.forward_features(x), pre_logits=True)
-    f = model.forward_features(x)
-    dims = (2, 3) if f.ndim == 4 else (1,)  # NCHW maps, or (batch, tokens, dim) sequences
-    return f.mean(dims) if layer == "avg" else f.amax(dims)
+# --features: each entry's own output (its `features:`, pre_logits unless it says otherwise), or one for every entry.
+LAYERS: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -40,10 +35,15 @@ class ExtractOptions:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (worth it on CUDA for large runs)
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
-    layer: str = "pre_logits"  # pre_logits (forward_head(pre_logits=True)), or avg / max pooling of forward_features
+    layer: str = "entry"  # entry: each checkpoint's own `features:`; else one of FEATURE_OUTPUTS for all
 
-    def key(self) -> dict[str, str]:
-        return {"dtype": self.dtype, "layer": self.layer}
+    def layer_for(self, features: str) -> str:
+        """The features a checkpoint whose entry says ``features`` gives in this run."""
+        return features if self.layer == "entry" else self.layer
+
+    def key(self, features: str | None = None) -> dict[str, str]:
+        """What changes the features (part of the cache key); ``features``: the checkpoint's own output."""
+        return {"dtype": self.dtype, "layer": self.layer if features is None else self.layer_for(features)}
 
     def __post_init__(self) -> None:
         if self.layer not in LAYERS:
@@ -138,8 +138,10 @@ def run_forward(
     rows: Sequence[int],
     preprocessing,
     options: ExtractOptions,
+    features: str = "pre_logits",
 ) -> Iterator[Batch]:
-    """Yield feature batches for ``rows`` of ``split``, in order.
+    """Yield feature batches for ``rows`` of ``split``, in order; ``features``: the checkpoint entry's own
+    output, which ``options.layer`` keeps (``entry``) or overrides.
 
     On out-of-memory the batch is split in halves and retried, and later batches keep
     the smaller size (automatic batch-size backoff).
@@ -162,6 +164,7 @@ def run_forward(
     mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
     chunk = options.batch_size
+    layer = options.layer_for(features)
     with torch.inference_mode():
         for images, batch_rows, errors in loader:
             images = images.to(device, non_blocking=cuda).float()
@@ -173,7 +176,7 @@ def run_forward(
                 try:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                         x = images[start : start + chunk]
-                        f = pooled(model, x, options.layer)
+                        f = pooled(model, x, layer)
                     outs.append(f.flatten(1).float().cpu())
                     start += len(x)
                 except torch.OutOfMemoryError:

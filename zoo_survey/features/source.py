@@ -16,10 +16,10 @@ import numpy as np
 from .. import __version__
 from ..data.datasets import PreparedDataset
 from ..errors import ZooSurveyFailure
-from ..zoo.checkpoints import ResolvedCheckpoint, load_model
+from ..zoo.checkpoints import ResolvedCheckpoint, load_model, pooled
 from ..zoo.flops import count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
-from .extract import ExtractOptions, pooled, run_forward
+from .extract import ExtractOptions, run_forward
 
 
 def feature_key(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions) -> FeatureKey:
@@ -27,7 +27,7 @@ def feature_key(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, optio
     s = ds.splits[split]
     payload = {
         **ckpt.key(),
-        **options.key(),
+        **options.key(ckpt.spec.features),
         "dataset": ds.spec.id,
         "dataset_fingerprint": ds.fingerprint,
         "split": split,
@@ -59,7 +59,7 @@ class FeatureSource:
                 f"dataset {ds.spec.id!r} split {split!r}: the image at index {first} cannot be decoded "
                 f"({batch.errors[0]}); fix or remove it, or pass --bad-images skip to leave such images out"
             )
-        if self.options.layer == "pre_logits" and batch.features.shape[1] != ckpt.spec.feature_dim:
+        if self.options.layer_for(ckpt.spec.features) == ckpt.spec.features and batch.features.shape[1] != ckpt.spec.feature_dim:
             raise ZooSurveyFailure(
                 f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
                 f"{ckpt.spec.feature_dim} but the model gives {batch.features.shape[1]}-dimensional features; fix the entry"
@@ -83,7 +83,7 @@ class FeatureSource:
 
     def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows):
         """The engine's batches; a model that cannot run at this resolution is a clear failure."""
-        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options)
+        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options, ckpt.spec.features)
         while True:
             try:
                 item = next(batches)
@@ -98,10 +98,11 @@ class FeatureSource:
 
     def _gflops(self, ckpt: ResolvedCheckpoint, model) -> float:
         """GMACs of the forward this extraction runs, at its resolution, counted once per checkpoint and size."""
-        key = (ckpt.spec.id, ckpt.preprocessing.input_size, self.options.layer)
+        layer = self.options.layer_for(ckpt.spec.features)
+        key = (ckpt.spec.id, ckpt.preprocessing.input_size, layer)
         if key not in self._gflops_seen:
             model = model.to(self.options.device)
-            self._gflops_seen[key] = count_gmacs(lambda x: pooled(model, x, self.options.layer),
+            self._gflops_seen[key] = count_gmacs(lambda x: pooled(model, x, layer),
                                                  ckpt.preprocessing.input_size, self.options.device)
         return self._gflops_seen[key]
 

@@ -193,6 +193,7 @@ class FamilySummary:
     won, tied and lost by their intervals, and how alike the members are (mean linear CKA)."""
 
     family: str
+    kind: str  # the family's pretraining kind (supervised, self-supervised, image-text, ...), as its YAML states it
     probe: str
     datasets: int
     delta: float
@@ -233,7 +234,7 @@ def family_summaries(lines: Sequence[ComparisonLine], similarity: Sequence[Simil
         if ln.probe == primary and ln.delta is not None:
             groups.setdefault(ln.family, []).append(ln)
     out = []
-    for fam, lns in sorted(groups.items()):
+    for fam, lns in groups.items():
         pairs = [ln.paired for ln in lns]
         low = high = None
         delta = float(sum(ln.delta for ln in lns if ln.delta is not None) / len(lns))
@@ -242,18 +243,19 @@ def family_summaries(lines: Sequence[ComparisonLine], similarity: Sequence[Simil
             delta, low, high = pooled_difference([(a, b) for a, b in outcomes if a is not None and b is not None])
         verdicts = [p.verdict for p in pairs if p is not None]
         ckas = [cka_of(ln, similarity) for ln in lns]
+        kind = next((r.provenance.get("family_kind") for ln in lns for r in (ln.baseline, ln.ensemble) if r), None)
         out.append(FamilySummary(
-            fam, primary or "", len(lns), delta, low, high, verdicts.count("win"), verdicts.count("tie"),
+            fam, kind or "unstated", primary or "", len(lns), delta, low, high, verdicts.count("win"), verdicts.count("tie"),
             verdicts.count("loss"), _mean([m for m, _ in ckas if m is not None]), _mean([b for _, b in ckas if b is not None]),
         ))
-    return out
+    return sorted(out, key=lambda f: (f.kind, f.family))  # grouped by pretraining kind
 
 
 def _cka(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-SUMMARY_HEADER = ("family", "probe", "datasets", "mean difference (points)", "95% CI", "wins / ties / losses",
+SUMMARY_HEADER = ("pretraining", "family", "probe", "datasets", "mean difference (points)", "95% CI", "wins / ties / losses",
                   "mean CKA between members", "mean CKA members–single")
 
 
@@ -261,9 +263,9 @@ def summary_table(summaries: Sequence[FamilySummary]) -> Table:
     rows = []
     for f in summaries:
         ci = "n/a" if f.low is None or f.high is None else f"[{100 * f.low:+.1f}, {100 * f.high:+.1f}]"
-        rows.append([f.family, f.probe, str(f.datasets), f"{100 * f.delta:+.1f}", ci, f"{f.wins} / {f.ties} / {f.losses}",
+        rows.append([f.kind, f.family, f.probe, str(f.datasets), f"{100 * f.delta:+.1f}", ci, f"{f.wins} / {f.ties} / {f.losses}",
                      _cka(f.member_cka), _cka(f.baseline_cka)])
-    return Table(SUMMARY_HEADER, rows, title="across architectures")
+    return Table(SUMMARY_HEADER, rows, title="across architectures, by pretraining kind")
 
 
 DIVERSITY_HEADER = ("family", "dataset", "ensemble − single (points)", "95% CI", "mean CKA between members",
@@ -494,6 +496,8 @@ ROW_COLUMNS = (
     Column("comparison", lambda r: r.comparison, label="model"),
     Column("role", lambda r: r.role),
     Column("members", lambda r: "+".join(r.members), lambda r: str(len(r.members))),
+    Column("lineages", lambda r: "; ".join(f"{m}={r.provenance.get('lineage', {}).get(m, '?')}" for m in r.members),
+           lambda r: ", ".join(r.provenance.get("lineage", {}).get(m, "?") for m in r.members), "lineage"),
     Column("top1", lambda r: _num(r.top1), _result, "top-1"),
     Column("mean_per_class", lambda r: _num(r.mean_per_class), lambda r: _pct(r.mean_per_class), "mean per-class"),
     Column("top5", lambda r: _num(r.top5), lambda r: "" if r.top5 is None else _pct(r.top5), "top-5"),

@@ -41,6 +41,7 @@ class RunOptions:
     offline: bool = False
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     cpu_limits: Mapping[str, int] = field(default_factory=dict)  # the CPU limits this run took (empty: none)
+    allow_heavy: bool = False  # run multi-GB checkpoints (CheckpointSpec.heavy) on a CPU too
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -60,8 +61,9 @@ def resolve_options(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "pre_logits",
+    layer: str = "entry",
     offline: bool = False,
+    allow_heavy: bool = False,
     probes: Sequence[str] = DEFAULT_PROBES,
     grid: Sequence[float] | None = None,
     shots: Sequence[int] = DEFAULT_SHOTS,
@@ -114,6 +116,7 @@ def resolve_options(
         offline=offline,
         extract=extract,
         cpu_limits=limits,
+        allow_heavy=allow_heavy,
     )
 
 

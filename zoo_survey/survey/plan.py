@@ -14,6 +14,10 @@ Member strategies (``--strategy``):
   baseline's params (``--budget-by flops``: GFLOPs; ``--budget-by pretrain``: pretraining
   compute, epochs x images x GFLOPs x 3, from the registry's ``pretrain`` fields).
 - ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
+
+Every strategy keeps the members independent: no two share a ``lineage`` (one pretraining
+run fine-tuned twice, e.g. ViT-Ti/16 at 224 and 384 px, counts once) unless
+``allow_same_lineage`` (``--allow-same-lineage``) says otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Plan:
     ensemble: Comparison
     comparisons: tuple[Comparison, ...]
     budget_by: str | None = None  # what strategy 'budget' matched: params, flops or pretrain
+    kind: str = ""  # the family's pretraining kind, as its YAML states it
 
     @property
     def checkpoints(self) -> tuple[CheckpointSpec, ...]:
@@ -85,6 +90,7 @@ def plan_family(
     against: str | None = None,
     members: Sequence[str] | str | None = None,
     budget_by: str = "params",
+    allow_same_lineage: bool = False,
 ) -> Plan:
     """Choose the baseline and K ensemble members of ``family``; every check of K and the members is here.
 
@@ -124,26 +130,44 @@ def plan_family(
     baseline = family.get(base_id)
     pool = [c for c in family.checkpoints if c.id != base_id]
     fail = f"family {family.name!r} cannot supply an ensemble of {k} with strategy {strategy!r}"
+    distinct = (lambda cs: True) if allow_same_lineage else _distinct_lineages
+    lineages = len({c.lineage for c in pool})
 
     if named is not None:
         chosen = _explicit(family, named, baseline)
+        if not distinct(chosen):
+            raise ZooSurveyError(
+                f"--members: {_shared(chosen)}: fine-tunes of one pretraining run are not independent members; "
+                "choose members of other lineages (zoo-survey registry list shows them), or pass --allow-same-lineage"
+            )
+    elif not pool:
+        raise ZooSurveyError(
+            f"family {family.name!r} has one checkpoint, {base_id!r}: a run sets a baseline against an ensemble of "
+            f"others; add more to the family (zoo-survey registry add TAG --family {family.name} --to FILE)"
+        )
     elif len(pool) < k:
         raise ZooSurveyError(
             f"--ensemble {k} is larger than family {family.name!r} allows: it has {len(pool)} checkpoint(s) "
             f"besides the baseline {base_id!r}; use --ensemble {len(pool)} or less"
         )
+    elif not allow_same_lineage and lineages < k:
+        raise ZooSurveyError(
+            f"{fail}: its {len(pool)} checkpoints besides the baseline come from {lineages} pretraining run(s) "
+            f"(lineages), and members must be independent; use --ensemble {lineages} or less, or pass --allow-same-lineage"
+        )
     elif strategy == "smallest":
-        chosen = sorted(pool, key=lambda c: (c.params_m, c.gflops, c.id))[:k]
+        chosen = _first_distinct(sorted(pool, key=lambda c: (c.params_m, c.gflops, c.id)), k, allow_same_lineage)
     elif strategy == "same-arch":
         by_arch: dict[str, list[CheckpointSpec]] = {}
-        for c in pool:
+        for c in pool if allow_same_lineage else _first_distinct(sorted(pool, key=lambda c: c.id), len(pool), False):
             by_arch.setdefault(c.arch, []).append(c)
         ok = {a: cs for a, cs in by_arch.items() if len(cs) >= k}
         if not ok:
             most = max(by_arch.items(), key=lambda kv: len(kv[1]))
             raise ZooSurveyError(
-                f"{fail}: no architecture has {k} checkpoints besides the baseline (the most is {len(most[1])}, "
-                f"{most[0]!r}); lower --ensemble or add recipes of one architecture to the registry"
+                f"{fail}: no architecture has {k} checkpoints {'' if allow_same_lineage else 'of distinct lineages '}"
+                f"besides the baseline (the most is {len(most[1])}, {most[0]!r}); lower --ensemble or add recipes of one "
+                "architecture to the registry"
             )
         arch = max(ok, key=lambda a: (max(c.params_m for c in ok[a]), a))
         chosen = sorted(ok[arch], key=lambda c: c.id)[:k]
@@ -151,12 +175,12 @@ def plan_family(
         cost = budget_cost(budget_by, [baseline, *pool], family.name)
         limit = cost(baseline)
         best = max(
-            (combo for combo in itertools.combinations(pool, k) if sum(map(cost, combo)) <= limit),
+            (combo for combo in itertools.combinations(pool, k) if sum(map(cost, combo)) <= limit and distinct(combo)),
             key=lambda combo: (sum(map(cost, combo)), [c.id for c in combo]),
             default=None,
         )
         if best is None:
-            cheapest = sum(sorted(map(cost, pool))[:k])
+            cheapest = sum(map(cost, _first_distinct(sorted(pool, key=cost), k, allow_same_lineage)))
             raise ZooSurveyError(
                 f"{fail}: the {k} cheapest members need {cheapest:.3g} {budget_by} but the baseline "
                 f"{base_id!r} has {limit:.3g}; lower --ensemble or choose a larger --against"
@@ -167,7 +191,8 @@ def plan_family(
     averaged = Comparison(f"avg({name})", "ensemble-avg", tuple(chosen), "average")
     base = _single(baseline, "baseline")
     comparisons = (base, *(_single(c, "member") for c in chosen), ensemble, averaged)
-    return Plan(family.name, strategy, base, ensemble, comparisons, budget_by if strategy == "budget" else None)
+    return Plan(family.name, strategy, base, ensemble, comparisons, budget_by if strategy == "budget" else None,
+                kind=family.kind or "")
 
 
 def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Callable[[CheckpointSpec], float]:
@@ -185,6 +210,27 @@ def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Call
             f"{family!r} lacks them for {len(missing)}: {names}; add them to the registry YAML or budget by params or flops"
         )
     return lambda c: c.pretrain_emacs or 0.0
+
+
+def _distinct_lineages(members: Sequence[CheckpointSpec]) -> bool:
+    return len({m.lineage for m in members}) == len(members)
+
+
+def _shared(members: Sequence[CheckpointSpec]) -> str:
+    """The members that share a lineage, named: ``'a' and 'b' both descend from run X``."""
+    by: dict[str, list[str]] = {}
+    for m in members:
+        by.setdefault(m.lineage, []).append(m.id)
+    return "; ".join(f"{' and '.join(map(repr, ids))} both descend from {lin!r}" for lin, ids in by.items() if len(ids) > 1)
+
+
+def _first_distinct(ordered: Sequence[CheckpointSpec], k: int, allow_same_lineage: bool) -> list[CheckpointSpec]:
+    """The first ``k`` of ``ordered``, skipping any whose lineage an earlier one has (unless allowed)."""
+    out: list[CheckpointSpec] = []
+    for c in ordered:
+        if allow_same_lineage or c.lineage not in {m.lineage for m in out}:
+            out.append(c)
+    return out[:k]
 
 
 def _member_ids(family: FamilySpec, members: Sequence[str] | str) -> list[str]:

@@ -71,12 +71,24 @@ def extract_all(
     """
     hooks = hooks or Hooks()
     report = report if report is not None else RunReport()
+    check_heavy(checkpoints, options)
     prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
     runner = LocalRunner(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
     runner.extract(extract_units(checkpoints, prepared, options), report)
     report.notes += cache.repaired
     return runner
+
+
+def check_heavy(checkpoints: Sequence[CheckpointSpec], options: RunOptions) -> None:
+    """A CPU run refuses multi-GB checkpoints (ViT-g, SigLIP so400m) unless ``options.allow_heavy``: one line naming them."""
+    heavy = [c for c in checkpoints if c.heavy]
+    if heavy and options.extract.device == "cpu" and not options.allow_heavy:
+        named = ", ".join(f"{c.id} ({c.params_m:,.0f} M params, about {c.download_gb:.1f} GB)" for c in heavy)
+        raise ZooSurveyError(
+            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (--device cuda), leave them out "
+            "(--against / --members, --checkpoints, or a smaller --ensemble), or pass --allow-heavy"
+        )
 
 
 def prepare_inputs(

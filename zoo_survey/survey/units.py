@@ -166,6 +166,7 @@ class ProbeUnit:
     options: RunOptions
     row_key: str
     group: str  # every row of this comparison on this dataset (they share features): the unit two runs claim
+    kind: str = ""  # the family's pretraining kind (recorded in the row's provenance for the report)
 
     @property
     def name(self) -> str:
@@ -215,6 +216,9 @@ class ProbeUnit:
                 "preprocessing": {m: r.key()["preprocessing"] for m, r in resolved.items()},
                 "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
                 "pretrain": {m.id: {**m.pretrain.model_dump(), "emacs": m.pretrain_emacs} for m in comp.members},
+                "lineage": {m.id: m.lineage for m in comp.members},
+                "features": {m.id: self.options.extract.layer_for(m.features) for m in comp.members},
+                "family_kind": self.kind,
                 "dataset_fingerprint": ds.fingerprint,
                 "dataset_revision": ds.revision,
                 "dataset_notes": list(ds.notes),
@@ -303,7 +307,7 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Set
         "seed": setting.seed,
         "members": [resolved[m.id].key() for m in comp.members],
         "combine": comp.combine,
-        "extract": options.extract.key(),
+        "extract": [options.extract.key(m.features) for m in comp.members],
         "dataset": ds.spec.id,
         "fingerprint": ds.fingerprint,
         "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},
@@ -328,6 +332,6 @@ def probe_units(
                 keys = [row_key(_row_payload(comp, ds, p.name, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
                 out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
-                                  group)
+                                  group, plan.kind)
                         for (p, s), k in zip(todo, keys, strict=True)]
     return out

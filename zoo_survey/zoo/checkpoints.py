@@ -300,15 +300,17 @@ def _infer_num_classes(sd: dict[str, Any], classifier: str | tuple | list | None
     return 0
 
 
-def _create(ckpt: ResolvedCheckpoint, where: str, **kwargs):
-    """``timm.create_model`` without weights; transformers with a fixed grid get ``dynamic_img_size`` when
-    run at another resolution than they were built for (convnets take no such argument and need none)."""
+def create_model(arch: str, input_size: int, where: str, **kwargs):
+    """``timm.create_model(arch)`` without weights, to be run at ``input_size`` px; transformers with a fixed
+    grid get ``dynamic_img_size`` when run at another resolution than they were built for (convnets take no
+    such argument and need none). Built inside ``torch.device("meta")`` it allocates nothing (budgets are
+    counted so).
+    """
     import timm
 
-    arch = ckpt.spec.arch
-    args = {**ckpt.model_args, **kwargs}
+    args = dict(kwargs)
     arch_cfg = timm.models.get_pretrained_cfg(arch)
-    if arch_cfg is not None and arch_cfg.input_size and arch_cfg.input_size[-1] != ckpt.preprocessing.input_size:
+    if arch_cfg is not None and arch_cfg.input_size and arch_cfg.input_size[-1] != input_size:
         args.setdefault("dynamic_img_size", True)
     try:
         try:
@@ -318,6 +320,38 @@ def _create(ckpt: ResolvedCheckpoint, where: str, **kwargs):
             return timm.create_model(arch, pretrained=False, **args)
     except Exception as e:  # noqa: BLE001 - timm raises many types for a bad architecture or argument
         raise ZooSurveyFailure(f"{where}: timm cannot build {arch!r}: {e}") from e
+
+
+def _create(ckpt: ResolvedCheckpoint, where: str, **kwargs):
+    return create_model(ckpt.spec.arch, ckpt.preprocessing.input_size, where, **{**ckpt.model_args, **kwargs})
+
+
+def pooled(model, x, layer: str):
+    """A batch's features (``layer`` is one of :data:`~zoo_survey.zoo.registry.FEATURE_OUTPUTS`).
+
+    ``pre_logits``: timm's pooled pre-logits; ``head``: the head's output; ``cls_patch_mean``: the class
+    token beside the mean of the patch tokens (registers left out), as DINOv2's linear evaluation reads
+    them; ``avg`` / ``max``: pooling over the positions of ``forward_features``.
+    """
+    return pool(model, model.forward_features(x), layer)
+
+
+def pool(model, f, layer: str):
+    """:func:`pooled` from the output ``f`` of ``model.forward_features``."""
+    import torch
+
+    if layer in ("pre_logits", "head"):
+        return model.forward_head(f, pre_logits=layer == "pre_logits")
+    if layer == "cls_patch_mean":
+        prefix = int(getattr(model, "num_prefix_tokens", 0))
+        if f.ndim != 3 or prefix < 1:
+            raise ZooSurveyError(
+                f"features 'cls_patch_mean' need a transformer with a class token; {type(model).__name__} "
+                f"gives {tuple(f.shape)}-shaped features without one; use pre_logits or avg"
+            )
+        return torch.cat([f[:, 0], f[:, prefix:].mean(1)], dim=1)
+    dims = (2, 3) if f.ndim == 4 else (1,)  # NCHW maps, or (batch, tokens, dim) sequences
+    return f.mean(dims) if layer == "avg" else f.amax(dims)
 
 
 def load_model(ckpt: ResolvedCheckpoint):
@@ -358,7 +392,8 @@ def load_model(ckpt: ResolvedCheckpoint):
     except RuntimeError as e:
         first = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise ZooSurveyFailure(f"{where}: weights in {ckpt.weights} do not fit timm {spec.arch!r}: {first}") from e
-    return model.eval()
+    # Features only, never trained: no autograd state (torch's flop counter trips on attention-pool latents with it).
+    return model.eval().requires_grad_(False)
 
 
 def _compare_keys(model_sd: dict, sd: dict) -> tuple[list[str], list[str]]:

@@ -12,6 +12,10 @@ A *family* file describes pretrained checkpoints::
         gflops: 0.40
         feature_dim: 1280
 
+Entries may also state ``lineage`` (the pretraining run they descend from; default: their id) and
+``features`` (which output is the feature vector; default: timm's pre-logits); a family may state its
+pretraining ``kind`` and ``include`` checkpoints other families define (see docs/registry.md).
+
 A *datasets* file lists downstream datasets (``datasets: [...]``). Files are told
 apart by their top-level key, so a user folder may hold either kind, anywhere below it.
 Every error names the file, the entry and the field.
@@ -24,10 +28,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ZooSurveyError, unknown
 
@@ -117,8 +121,26 @@ class Pretrain(_Frozen):
     images: int | None = Field(default=None, gt=0, description="images in the pretraining set (one epoch)")
 
 
+# Which features a checkpoint gives (its entry's ``features:``; ``--features`` can override it for a run):
+# pre_logits: timm's pooled pre-logits; head: the head's output (for CLIP tags, timm's head is the image-text
+# projection, so this is the image embedding); cls_patch_mean: the class token and the mean of the patch
+# tokens, side by side (DINOv2's linear evaluation); avg / max: pooling of the last feature map or tokens.
+FeatureOutput = Literal["pre_logits", "head", "cls_patch_mean", "avg", "max"]
+FEATURE_OUTPUTS: tuple[str, ...] = get_args(FeatureOutput)
+
+# A kind of pretraining, stated per family; the report groups families by it.
+PretrainKind = Literal["supervised", "self-supervised", "image-text", "mixed"]
+
+# An estimated download above this many GB marks a checkpoint heavy: a CPU run refuses it unless asked.
+HEAVY_GB = 1.5
+
+
 class CheckpointSpec(_Frozen):
-    """One pretrained checkpoint. ``arch`` is a timm architecture name."""
+    """One pretrained checkpoint. ``arch`` is a timm architecture name.
+
+    ``lineage`` names the pretraining run the weights descend from (default: the checkpoint id, a run
+    of its own); an ensemble's members come from distinct lineages unless a run allows otherwise.
+    """
 
     id: str = Field(pattern=_ID_PATTERN)
     family: str
@@ -131,7 +153,27 @@ class CheckpointSpec(_Frozen):
     pretrain: Pretrain = Pretrain()
     revision: str | None = None  # a hub commit, tag or branch to pin
     preprocess: Preprocess = Preprocess()
+    lineage: str = Field(default="", description="the pretraining run these weights descend from")
+    features: FeatureOutput = "pre_logits"
     defined_in: Path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_lineage(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("lineage"):
+            data = {**data, "lineage": data.get("id")}
+        return data
+
+    @property
+    def download_gb(self) -> float:
+        """The weights' download, estimated from the parameter count at 4 bytes each (float32, as timm's hub
+        files mostly are)."""
+        return self.params_m * 4e6 / 1e9
+
+    @property
+    def heavy(self) -> bool:
+        """Weights of more than :data:`HEAVY_GB` to download (ViT-g, SigLIP so400m): refused on a CPU unless asked."""
+        return self.download_gb > HEAVY_GB
 
     @property
     def pretrain_emacs(self) -> float | None:
@@ -143,13 +185,18 @@ class CheckpointSpec(_Frozen):
 
 
 class FamilySpec(_Frozen):
-    """A family: checkpoints plus optional named ensembles and a default baseline."""
+    """A family: checkpoints plus optional named ensembles and a default baseline.
+
+    Checkpoints a family ``include``s are defined in another family and shared with it (the same
+    spec, so the same cache entries); ``kind`` says how the family was pretrained.
+    """
 
     name: str
     checkpoints: tuple[CheckpointSpec, ...]
     ensembles: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
     baseline: str | None = None
     description: str = ""
+    kind: PretrainKind | None = None
     files: tuple[Path, ...] = ()
 
     def get(self, checkpoint_id: str) -> CheckpointSpec:
@@ -367,15 +414,18 @@ def load_files(files: Iterable[Path]) -> Registry:
                 f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
                 f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
             )
+    shapes = {name: [(path, _validate_file(_FamilyFile, path, f"family {name!r}", doc)) for path, doc in parts]
+              for name, parts in fam_parts.items()}
+    own = {name: _own_checkpoints(name, parts) for name, parts in shapes.items()}
     # In load order (shipped folder first), so a duplicate blames the later, usually the user's, file.
-    families = {name: _build_family(name, parts) for name, parts in fam_parts.items()}
     seen: dict[str, CheckpointSpec] = {}
-    for c in sorted((c for f in families.values() for c in f.checkpoints), key=lambda c: files_order[c.defined_in]):
+    for c in sorted((c for cs in own.values() for c in cs), key=lambda c: files_order[c.defined_in]):
         if c.id in seen:
             raise ZooSurveyError(
                 f"{c.defined_in}: checkpoint {c.id!r}: duplicate id, already defined in {seen[c.id].defined_in}"
             )
         seen[c.id] = c
+    families = {name: _build_family(name, parts, own[name], seen) for name, parts in shapes.items()}
     return Registry(families=dict(sorted(families.items())), datasets=dict(sorted(datasets.items())))
 
 
@@ -461,8 +511,10 @@ class _FamilyFile(BaseModel):
 
     family: str = Field(min_length=1)
     description: str = ""
+    kind: PretrainKind | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
     checkpoints: list[dict[str, Any]] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=list)  # ids of checkpoints defined in other families
     ensembles: dict[str, list[str]] = Field(default_factory=dict)
     baseline: str | None = None
 
@@ -492,13 +544,10 @@ def _validate_file(model: type[_M], path: Path, label: str, doc: dict[str, Any])
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _build_family(name: str, parts: list[tuple[Path, dict[str, Any]]]) -> FamilySpec:
+def _own_checkpoints(name: str, parts: list[tuple[Path, _FamilyFile]]) -> list[CheckpointSpec]:
+    """The checkpoints a family's files define, each with its file's ``defaults`` merged in."""
     checkpoints: list[CheckpointSpec] = []
-    ensembles: dict[str, tuple[str, ...]] = {}
-    baseline: str | None = None
-    description = ""
-    for path, doc in parts:
-        shape = _validate_file(_FamilyFile, path, f"family {name!r}", doc)
+    for path, shape in parts:
         for i, raw in enumerate(shape.checkpoints):
             label = f"checkpoint {raw.get('id', f'entry {i + 1}')!r}"
             data = _deep_merge(shape.defaults, raw)
@@ -515,12 +564,33 @@ def _build_family(name: str, parts: list[tuple[Path, dict[str, Any]]]) -> Family
                 checkpoints.append(CheckpointSpec.model_validate(data))
             except ValidationError as e:
                 raise _format_validation(path, label, e) from None
+    return checkpoints
+
+
+def _build_family(name: str, parts: list[tuple[Path, _FamilyFile]], own: list[CheckpointSpec],
+                  defined: Mapping[str, CheckpointSpec]) -> FamilySpec:
+    """A family from its files: its own checkpoints, then those it includes (``defined``: every family's own)."""
+    checkpoints = list(own)
+    ensembles: dict[str, tuple[str, ...]] = {}
+    baseline: str | None = None
+    description = ""
+    kind: PretrainKind | None = None
+    for path, shape in parts:
+        for cid in shape.include:
+            if cid not in defined:
+                raise unknown(f"checkpoint included by family {name!r} ({path}):", cid, defined)
+            if defined[cid].family == name or cid in {c.id for c in checkpoints}:
+                raise ZooSurveyError(f"{path}: family {name!r}: include {cid!r}: it is already in this family")
+            checkpoints.append(defined[cid])
         for ens_name, members in shape.ensembles.items():
             if ens_name in ensembles:
                 raise ZooSurveyError(f"{path}: family {name!r}: ensemble {ens_name!r} is defined twice")
             ensembles[ens_name] = tuple(members)
         baseline = shape.baseline if shape.baseline is not None else baseline
         description = description or shape.description
+        if shape.kind is not None and kind is not None and shape.kind != kind:
+            raise ZooSurveyError(f"{path}: family {name!r}: field 'kind' is {shape.kind!r}, but another file says {kind!r}")
+        kind = kind or shape.kind
     ids = [c.id for c in checkpoints]
     for ens_name, ens_members in ensembles.items():
         for m in ens_members:
@@ -534,6 +604,7 @@ def _build_family(name: str, parts: list[tuple[Path, dict[str, Any]]]) -> Family
         ensembles=ensembles,
         baseline=baseline,
         description=description,
+        kind=kind,
         files=tuple(p for p, _ in parts),
     )
 
