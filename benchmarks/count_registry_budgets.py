@@ -34,7 +34,9 @@ from pathlib import Path
 
 from _common import LITE  # noqa: F401 - importing it puts the repository on sys.path
 
-from zoo_survey.zoo.budgets import check_registry
+from zoo_survey.zoo.budgets import _count, check_registry, is_timm_entry, pretrained_cfg, round_sig, timm_tag
+from zoo_survey.zoo.checkpoints import create_model, pool
+from zoo_survey.zoo.flops import count_gmacs
 from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_files, registry_files
 
 
@@ -52,10 +54,6 @@ def check(files: list[Path], rel_tol: float = 0.0) -> tuple[int, int]:
 def compare_cpu(specs) -> dict:
     """Count each distinct (architecture, head, size, features) on meta and on the CPU; both timed."""
     import torch
-
-    from zoo_survey.zoo.budgets import _count, is_timm_entry, pretrained_cfg, round_sig, timm_tag
-    from zoo_survey.zoo.checkpoints import create_model, pool
-    from zoo_survey.zoo.flops import count_gmacs
 
     keys = {}
     for c in specs:

@@ -170,6 +170,8 @@ def test_six_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     """Before the fix, ~1 in 4 such races failed: 'UNIQUE constraint failed: meta.key' or 'database is locked'."""
     import multiprocessing as mp
 
+    from zoo_survey.results.store import SCHEMA_VERSION
+
     ctx = mp.get_context("fork")
     for trial in range(5):
         path = str(tmp_path / f"t{trial}" / "results.sqlite")
@@ -181,7 +183,7 @@ def test_six_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * 6
         with sqlite3.connect(path) as con:
-            assert con.execute("SELECT value FROM meta").fetchall() == [("2",)]
+            assert con.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 # --------------------------------------------------------------------------- paths that leave the registry folder

@@ -11,6 +11,8 @@ import yaml
 
 from ..document import Table
 from ..errors import ZooSurveyError
+from ..zoo.add import add_tags, default_path
+from ..zoo.budgets import check_registry, is_timm_entry
 from ..zoo.registry import (
     SHIPPED_REGISTRY,
     Registry,
@@ -103,8 +105,6 @@ def registry_validate(
 
     Example: zoo-survey registry validate my-models
     """
-    from ..zoo.budgets import check_registry, is_timm_entry
-
     files = registry_files(registry_folders(registry or ()), paths or ())
     reg = load_files(files)
     check_weight_files(reg)
@@ -142,8 +142,6 @@ def registry_add(
 
       zoo-survey registry add --pattern 'convnextv2_*.fcmae_ft_in1k' --family convnextv2-mine --to my/cnv2.yaml
     """
-    from ..zoo.add import add_tags, default_path
-
     if not family:
         raise ZooSurveyError("--family is required: the family the new entries join (a new name starts a family)")
     path = to if to is not None else default_path(family)

@@ -111,6 +111,12 @@ class Preprocess(_Frozen):
     std: tuple[float, float, float] | None = None
 
 
+# Training-set sizes of standard pretraining sets: an entry that names one of these as ``pretrain.data`` and gives
+# no ``images`` gets this count (ImageNet-1k's train split; ImageNet-21k "fall11", which timm's in21k/in22k
+# weights train on). An entry's own ``images`` wins.
+KNOWN_PRETRAIN_IMAGES = {"imagenet-1k": 1_281_167, "imagenet-21k": 14_197_122, "imagenet-22k": 14_197_122}
+
+
 class Pretrain(_Frozen):
     """How the checkpoint was pretrained: data, recipe, and what its compute is counted from
     (``epochs`` over ``images``; ``--budget-by pretrain`` needs both)."""
@@ -119,6 +125,13 @@ class Pretrain(_Frozen):
     recipe: str | None = None
     epochs: int | None = Field(default=None, gt=0)
     images: int | None = Field(default=None, gt=0, description="images in the pretraining set (one epoch)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("images") is None and data.get("data") in KNOWN_PRETRAIN_IMAGES:
+            data = {**data, "images": KNOWN_PRETRAIN_IMAGES[data["data"]]}
+        return data
 
 
 # Which features a checkpoint gives (its entry's ``features:``; ``--features`` can override it for a run):
