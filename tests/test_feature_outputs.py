@@ -92,7 +92,7 @@ def test_a_run_uses_each_entry_output_and_the_report_shows_kind_and_lineage(tmp_
     code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(out), "--format", "md")
     assert code == 0, err
     md = (out / "report.md").read_text()
-    assert "| pretraining | family | mean difference (points) |" in md and "| self-supervised | kinds |" in md
+    assert "| pretraining | family | probe | datasets | mean difference (points) |" in md and "| self-supervised | kinds |" in md
     assert "tiny-run-a, tiny-run-b" in md or "tiny-run-b, tiny-run-a" in md  # the ensemble row's lineages
 
 
