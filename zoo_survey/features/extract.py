@@ -1,23 +1,35 @@
 """Extraction engine: the only code that runs a network forward.
 
-Decoding and resizing run in DataLoader workers; the forward runs under
-``torch.inference_mode`` in ``channels_last`` (which doubles convnet throughput on
-CPU), with pinned host memory, non-blocking copies and bf16 autocast on CUDA.
-Features are the pooled pre-logit features, ``forward_head(pre_logits=True)``.
+Two ways in. The device path (default) reads uint8 images from the pixel cache
+(``data/pixels.py``), stages each batch in one pinned buffer, copies it on a side stream and
+resizes, crops and normalizes it on the device (``features/preprocess.py``). The exact path
+runs timm's PIL transform in DataLoader workers and normalizes on the device. Either way
+the forward runs under ``torch.inference_mode`` in ``channels_last`` (which doubles
+convnet throughput on CPU), with bf16/fp16 autocast on CUDA. On CUDA, a thread prepares
+the next batches while the device computes, and a batch's features are copied out
+without waiting: the host waits for them one batch later, which is the only wait per
+batch. Features are the pooled pre-logit features, ``forward_head(pre_logits=True)``.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError
+from .preprocess import DeviceTransform, decode_jpegs
 
 LAYERS = ("pre_logits", "avg", "max")
+PREPROCESS = ("tensor", "pil")
+JPEG = ("auto", "device", "host")
 
 
 def pooled(model, x, layer: str):
@@ -41,13 +53,20 @@ class ExtractOptions:
     compile: bool = False  # torch.compile the model (worth it on CUDA for large runs)
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
     layer: str = "pre_logits"  # pre_logits (forward_head(pre_logits=True)), or avg / max pooling of forward_features
+    preprocess: str = "tensor"  # tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform (exact)
+    jpeg: str = "auto"  # JPEG sources: auto (nvjpeg on CUDA for large JPEGs), device (always decode on the device), host
 
     def key(self) -> dict[str, str]:
-        return {"dtype": self.dtype, "layer": self.layer}
+        """What changes the features (the exact path's key is as before the device path existed)."""
+        return {"dtype": self.dtype, "layer": self.layer, **({"preprocess": "tensor"} if self.preprocess == "tensor" else {})}
 
     def __post_init__(self) -> None:
         if self.layer not in LAYERS:
             raise ZooSurveyError(f"--features must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.preprocess not in PREPROCESS:
+            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
+        if self.jpeg not in JPEG:
+            raise ZooSurveyError(f"jpeg must be one of {', '.join(JPEG)}, got {self.jpeg!r}")
         if self.bad_images not in ("fail", "skip"):
             raise ZooSurveyError(f"--bad-images must be 'fail' or 'skip', got {self.bad_images!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -97,6 +116,18 @@ class Batch:
     errors: tuple[str, ...]  # one message per row that did not decode
 
 
+@dataclass
+class _Staged:
+    """One batch on the host, ready for the device: every usable image back to back in one uint8 buffer."""
+
+    rows: np.ndarray  # positions in the split
+    errors: list[str]  # per row: "" when the image is usable
+    flat: Any  # uint8 tensor (pinned on CUDA)
+    groups: list[tuple[np.ndarray, int, tuple[int, ...]]]  # (positions in the batch, offset in flat, (n, h, w, c))
+    jpegs: tuple[np.ndarray, list[np.ndarray], np.ndarray] | None = None  # (positions, bytes, EXIF orientations)
+    final: bool = False  # the exact path: one group of finished (n, 3, s, s) crops
+
+
 class _Rows:
     """A torch Dataset over chosen rows of a split: returns (image tensor, row, error message or "")."""
 
@@ -132,20 +163,146 @@ def make_loader(split, rows: Sequence[int], preprocessing, options: ExtractOptio
     )
 
 
+def pixel_batches(pixels: Pixels, rows: Sequence[int], batch_size: int, pin: bool = False) -> Iterator[_Staged]:
+    """The device path's host side: read each batch of rows from the pixel cache into one (pinned) buffer.
+
+    No decoding and no resizing: a memory-mapped read, grouped by image size, and a copy.
+    """
+    import torch
+
+    order = np.asarray(rows, np.int64)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        state = pixels.state(chunk)
+        errors = [pixels.error(int(r)) if s == BAD else "" for r, s in zip(chunk, state, strict=True)]
+        found = pixels.images(chunk)
+        total = sum(p.size for _, _, pieces in found for p in pieces)
+        flat = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+        out, offset = flat.numpy(), 0
+        groups: list[tuple[np.ndarray, int, tuple[int, ...]]] = []
+        for shape, positions, pieces in found:
+            size = len(positions) * math.prod(shape)
+            np.concatenate([p.reshape(-1) for p in pieces], out=out[offset : offset + size])
+            groups.append((positions, offset, (len(positions), *shape)))
+            offset += size
+        jpeg_pos, data, _, orientation = pixels.jpegs(chunk)
+        yield _Staged(chunk, errors, flat, groups, (jpeg_pos, data, orientation) if len(jpeg_pos) else None)
+
+
+def _pil_batches(split, rows: Sequence[int], preprocessing, options: ExtractOptions) -> Iterator[_Staged]:
+    """The exact path: timm's PIL transform in the loader, uint8 crops out."""
+    for images, batch_rows, errors in make_loader(split, rows, preprocessing, options):
+        n = len(images)
+        yield _Staged(batch_rows.numpy(), list(errors), images, [(np.arange(n), 0, tuple(images.shape))], final=True)
+
+
+def _prefetch(batches: Iterator[_Staged], depth: int = 3) -> Iterator[_Staged]:
+    """Run ``batches`` in a thread, ``depth`` batches ahead, so the host prepares while the device computes."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def fill() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=fill, name="zoo-survey-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _jpeg_images(staged: _Staged, device) -> list[tuple[np.ndarray, Any]]:
+    """Decode the batch's JPEG rows on the device (one batched call), as [(positions, uint8 (n, 3, h, w))]
+    grouped by size. When the batched call fails, each image is decoded alone on the host, and an image
+    that fails there too becomes a bad row with PIL's message."""
+    import torch
+
+    assert staged.jpegs is not None
+    positions, data, orientation = staged.jpegs
+    try:
+        images = decode_jpegs(data, orientation, device)
+    except Exception:  # noqa: BLE001 - nvjpeg refuses some files; the host decodes them one by one below
+        images = []
+        for p, d in zip(positions, data, strict=True):
+            try:
+                images.append(torch.from_numpy(decode_bytes(bytes(d), max_short_side=1 << 30)).permute(2, 0, 1).to(device))
+            except Exception as e:  # noqa: BLE001 - any decoder error: a bad row, reported by the caller
+                staged.errors[int(p)] = f"{type(e).__name__}: {e}"
+                images.append(None)
+    groups: dict[tuple[int, ...], tuple[list[int], list[Any]]] = {}
+    for p, img in zip(positions, images, strict=True):
+        if img is not None:
+            pos, imgs = groups.setdefault(tuple(img.shape), ([], []))
+            pos.append(int(p))
+            imgs.append(img)
+    return [(np.asarray(pos), torch.stack(imgs)) for pos, imgs in groups.values()]
+
+
+def _on_device(staged: _Staged, transform: DeviceTransform, device, copy_stream) -> tuple[Any, np.ndarray]:
+    """The batch's usable images, preprocessed on the device: (normalized (m, 3, s, s), their positions in the batch)."""
+    import torch
+
+    flat = staged.flat
+    if copy_stream is not None:
+        with torch.cuda.stream(copy_stream):
+            flat = flat.to(device, non_blocking=True)
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(copy_stream)
+        flat.record_stream(current)
+    else:
+        flat = flat.to(device)
+    parts, order = [], []
+    for positions, offset, shape in staged.groups:
+        x = flat[offset : offset + math.prod(shape)].view(shape)
+        parts.append(transform.normalize(x if staged.final else transform.resize_crop(x.permute(0, 3, 1, 2))))
+        order.append(positions)
+    if staged.jpegs is not None:
+        for positions, x in _jpeg_images(staged, device):
+            parts.append(transform.normalize(transform.resize_crop(x)))
+            order.append(positions)
+    if not parts:  # nothing usable in this batch: one blank image keeps the feature width known
+        s = transform.p.input_size
+        return transform.normalize(torch.zeros(1, 3, s, s, device=device)), np.zeros(0, np.int64)
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if transform.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, np.concatenate(order)
+
+
 def run_forward(
     model,
     split,
     rows: Sequence[int],
     preprocessing,
     options: ExtractOptions,
+    pixels: Pixels | None = None,
 ) -> Iterator[Batch]:
     """Yield feature batches for ``rows`` of ``split``, in order.
 
-    On out-of-memory the batch is split in halves and retried, and later batches keep
-    the smaller size (automatic batch-size backoff).
-
-    Images are resized and cropped to uint8 in the loader, then normalized a batch at a time
-    on the device (``preprocessing``'s mean and std), which costs less than per image.
+    With ``pixels`` (the split's pixel cache) images are preprocessed on the device; without,
+    timm's PIL transform runs in the loader (the exact path). On out-of-memory the batch is
+    split in halves and retried, and later batches keep the smaller size (automatic
+    batch-size backoff).
 
     >>> for b in run_forward(model, ds.splits["test"], range(100), ckpt.preprocessing, ExtractOptions()):  # doctest: +SKIP
     ...     print(b.rows.shape, b.features.shape)
@@ -157,30 +314,55 @@ def run_forward(
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(split, rows, preprocessing, options)
+    transform = DeviceTransform(preprocessing, device, options.channels_last)
+    if pixels is not None:
+        staged_batches = pixel_batches(pixels, rows, options.batch_size, pin=cuda)
+    else:
+        staged_batches = _pil_batches(split, rows, preprocessing, options)
+    if cuda:
+        staged_batches = _prefetch(staged_batches)
+    copy_stream = torch.cuda.Stream(device) if cuda else None
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
-    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
     chunk = options.batch_size
+    waiting: tuple | None = None  # the previous batch, its features still on their way to the host
     with torch.inference_mode():
-        for images, batch_rows, errors in loader:
-            images = images.to(device, non_blocking=cuda).float()
-            if options.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            images.sub_(mean).div_(std)
+        for staged in staged_batches:
+            x, order = _on_device(staged, transform, device, copy_stream)
             outs, start = [], 0
-            while start < len(images):
+            while start < len(x):
                 try:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        x = images[start : start + chunk]
-                        f = pooled(model, x, options.layer)
-                    outs.append(f.flatten(1).float().cpu())
-                    start += len(x)
+                        part = x[start : start + chunk]
+                        outs.append(pooled(model, part, options.layer).flatten(1).float())
+                    start += len(part)
                 except torch.OutOfMemoryError:
                     if chunk == 1:
                         raise
                     chunk = max(1, chunk // 2)
                     if cuda:
                         torch.cuda.empty_cache()
-            errs = tuple(errors)
-            yield Batch(batch_rows.numpy(), torch.cat(outs).numpy(), np.array([e == "" for e in errs]), tuple(e for e in errs if e))
+            f = outs[0] if len(outs) == 1 else torch.cat(outs)
+            done = None
+            if cuda:
+                host = torch.empty(f.shape, dtype=f.dtype, pin_memory=True)
+                host.copy_(f, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                f = host
+            if waiting is not None:
+                yield _finish(*waiting)
+            waiting = (staged, order, f, done)
+        if waiting is not None:
+            yield _finish(*waiting)
+
+
+def _finish(staged: _Staged, order: np.ndarray, features, done) -> Batch:
+    """A batch's features in row order, once their copy to the host is complete."""
+    if done is not None:
+        done.synchronize()
+    f = features.numpy()
+    ok = np.array([e == "" for e in staged.errors], dtype=bool)
+    out = np.zeros((len(staged.rows), f.shape[1]), np.float32)
+    out[order] = f[: len(order)]
+    out[~ok] = 0.0
+    return Batch(staged.rows, out, ok, tuple(e for e in staged.errors if e))

@@ -58,6 +58,7 @@ def resolve_options(
     compile: bool = False,
     bad_images: str = "fail",
     layer: str = "pre_logits",
+    preprocess: str = "tensor",
     offline: bool = False,
     probes: Sequence[str] = DEFAULT_PROBES,
     grid: Sequence[float] | None = None,
@@ -95,6 +96,7 @@ def resolve_options(
         compile=compile,
         bad_images=bad_images,
         layer=layer,
+        preprocess=preprocess,
     )
     return RunOptions(
         probes=probe_names,
