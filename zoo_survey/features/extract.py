@@ -258,8 +258,10 @@ def _jpeg_images(staged: _Staged, device) -> list[tuple[np.ndarray, Any]]:
     return [(np.asarray(pos), torch.stack(imgs)) for pos, imgs in groups.values()]
 
 
-def _on_device(staged: _Staged, transform: DeviceTransform, device, copy_stream) -> tuple[Any, np.ndarray]:
-    """The batch's usable images, preprocessed on the device: (normalized (m, 3, s, s), their positions in the batch)."""
+def _device_groups(staged: _Staged, device, copy_stream) -> list[tuple[np.ndarray, Any, bool]]:
+    """The batch's usable images on the device, by size: [(positions in the batch, uint8 (n, c, h, w), finished)],
+    finished when they are already resized and cropped (the exact path). On CUDA the host buffer is copied on
+    ``copy_stream``, which the compute stream then waits for."""
     import torch
 
     flat = staged.flat
@@ -271,22 +273,13 @@ def _on_device(staged: _Staged, transform: DeviceTransform, device, copy_stream)
         flat.record_stream(current)
     else:
         flat = flat.to(device)
-    parts, order = [], []
+    groups = []
     for positions, offset, shape in staged.groups:
         x = flat[offset : offset + math.prod(shape)].view(shape)
-        parts.append(transform.normalize(x if staged.final else transform.resize_crop(x.permute(0, 3, 1, 2))))
-        order.append(positions)
+        groups.append((positions, x if staged.final else x.permute(0, 3, 1, 2), staged.final))
     if staged.jpegs is not None:
-        for positions, x in _jpeg_images(staged, device):
-            parts.append(transform.normalize(transform.resize_crop(x)))
-            order.append(positions)
-    if not parts:  # nothing usable in this batch: one blank image keeps the feature width known
-        s = transform.p.input_size
-        return transform.normalize(torch.zeros(1, 3, s, s, device=device)), np.zeros(0, np.int64)
-    x = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if transform.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, np.concatenate(order)
+        groups += [(positions, x, False) for positions, x in _jpeg_images(staged, device)]
+    return groups
 
 
 def run_forward(
@@ -300,9 +293,9 @@ def run_forward(
     """Yield feature batches for ``rows`` of ``split``, in order.
 
     With ``pixels`` (the split's pixel cache) images are preprocessed on the device; without,
-    timm's PIL transform runs in the loader (the exact path). On out-of-memory the batch is
-    split in halves and retried, and later batches keep the smaller size (automatic
-    batch-size backoff).
+    timm's PIL transform runs in the loader (the exact path). On out-of-memory (in the
+    preprocessing or the forward) the chunk is halved and retried, and later batches keep the
+    smaller size (automatic batch-size backoff).
 
     >>> for b in run_forward(model, ds.splits["test"], range(100), ckpt.preprocessing, ExtractOptions()):  # doctest: +SKIP
     ...     print(b.rows.shape, b.features.shape)
@@ -323,25 +316,32 @@ def run_forward(
         staged_batches = _prefetch(staged_batches)
     copy_stream = torch.cuda.Stream(device) if cuda else None
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
+    s = preprocessing.input_size
     chunk = options.batch_size
     waiting: tuple | None = None  # the previous batch, its features still on their way to the host
     with torch.inference_mode():
         for staged in staged_batches:
-            x, order = _on_device(staged, transform, device, copy_stream)
-            outs, start = [], 0
-            while start < len(x):
-                try:
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        part = x[start : start + chunk]
-                        outs.append(pooled(model, part, options.layer).flatten(1).float())
-                    start += len(part)
-                except torch.OutOfMemoryError:
-                    if chunk == 1:
-                        raise
-                    chunk = max(1, chunk // 2)
-                    if cuda:
-                        torch.cuda.empty_cache()
+            groups = _device_groups(staged, device, copy_stream)
+            if not groups:  # nothing usable in this batch: one blank image keeps the feature width known
+                groups = [(np.zeros(0, np.int64), torch.zeros(1, 3, s, s, dtype=torch.uint8, device=device), True)]
+            outs = []
+            for _, images, finished in groups:
+                start = 0
+                while start < len(images):
+                    try:
+                        part = images[start : start + chunk]
+                        x = transform.normalize(part if finished else transform.resize_crop(part))
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                            outs.append(pooled(model, x, options.layer).flatten(1).float())
+                        start += len(part)
+                    except torch.OutOfMemoryError:
+                        if chunk == 1:
+                            raise
+                        chunk = max(1, chunk // 2)
+                        if cuda:
+                            torch.cuda.empty_cache()
             f = outs[0] if len(outs) == 1 else torch.cat(outs)
+            order = np.concatenate([positions for positions, _, _ in groups])
             done = None
             if cuda:
                 host = torch.empty(f.shape, dtype=f.dtype, pin_memory=True)

@@ -46,19 +46,19 @@ class Route:
 
 def jpeg_decoder(ds: PreparedDataset, split: str, options: ExtractOptions) -> str:
     """Who decodes the split's JPEGs on the device ("nvjpeg", "libjpeg"), or "" when the pixel cache holds them
-    decoded: ``auto`` picks nvjpeg on CUDA when it works and the first images are large JPEGs; ``device``
-    whenever the first images are JPEGs; ``host`` never."""
+    decoded. It looks at the first 16 images: ``auto`` picks nvjpeg on CUDA when it works, most of them are JPEGs
+    it decodes and they are large; ``device`` whenever most of them are such JPEGs; ``host`` never."""
     if options.jpeg == "host" or (options.jpeg == "auto" and not device_decodes_jpeg(options.device)):
         return ""
     s = ds.splits[split]
-    sample = [s.images.encoded(int(i)) for i in s.indices[:16]]
     try:
-        headers = [jpeg_header(b) if b is not None else None for b in sample]
+        headers = [jpeg_header(b) if b is not None else None for b in (s.images.encoded(int(i)) for i in s.indices[:16])]
     except Exception:  # noqa: BLE001 - an unreadable header: leave decoding to the host, which reports it
         return ""
-    if not headers or any(h is None for h in headers):
+    jpegs = [h for h in headers if h is not None]
+    if len(jpegs) * 2 <= len(headers):
         return ""
-    if options.jpeg == "auto" and np.mean([h[0] * h[1] for h in headers if h]) < LARGE_JPEG_PIXELS:
+    if options.jpeg == "auto" and np.mean([h * w for h, w, _, _ in jpegs]) < LARGE_JPEG_PIXELS:
         return ""
     return "nvjpeg" if options.device.startswith("cuda") else "libjpeg"
 
