@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +75,15 @@ class DecodeSettings:
 
 @dataclass(frozen=True)
 class PixelKey:
+    """What makes two pixel entries the same: ``payload`` (hashed, once); dataset and split name the folders."""
+
     dataset: str
     split: str
     payload: dict[str, Any]
+    digest: str = field(init=False)
 
-    @property
-    def digest(self) -> str:
-        return canonical_digest({**self.payload, "format": PIXEL_FORMAT})
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", canonical_digest({**self.payload, "format": PIXEL_FORMAT}))
 
     @property
     def relpath(self) -> Path:
