@@ -163,17 +163,23 @@ class _OOMAbove:
         return self.model.forward_head(x, pre_logits=pre_logits)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path):
+@pytest.mark.parametrize("path", ["tensor", "pil"])
+def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path, path):
+    from zoo_survey.data.pixels import PixelCache
     from zoo_survey.features.extract import run_forward
     from zoo_survey.zoo.checkpoints import load_model
 
     ckpt, ds = setup
-    wrapped = _OOMAbove(load_model(ckpt), limit=5)
+    model = load_model(ckpt)
+    wrapped = _OOMAbove(model, limit=5)
     split = ds.splits["val"]
-    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing, OPTS))
+    pixels = PixelCache(tmp_path).ensure(ds, "val") if path == "tensor" else None  # preprocessing inside the backoff
+    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing, OPTS, pixels))
     rows = np.concatenate([b.rows for b in batches])
     assert np.array_equal(rows, np.arange(len(split)))
     assert wrapped.sizes[:3] == [16, 8, 4] and max(wrapped.sizes[2:]) <= 4  # 16 -> 8 -> 4, and it stays there
+    plain = np.concatenate([b.features for b in run_forward(model, split, range(len(split)), ckpt.preprocessing, OPTS, pixels)])
+    assert np.allclose(np.concatenate([b.features for b in batches]), plain, atol=1e-5)
 
 
 def _extract_cmd(tiny_registry, cache: Path, shard_rows: int) -> list[str]:

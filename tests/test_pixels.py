@@ -281,17 +281,24 @@ def test_jpeg_bytes_decoded_by_torchvision_match_the_exact_path(tmp_path, tiny):
     def progressive(path):
         Image.fromarray(_smooth(np.random.default_rng(5), 20, 24)).save(path, format="JPEG", progressive=True)
 
-    _image_folder(tmp_path / "imgs", [(40, 30), (33, 33), (64, 48)], fmt="JPEG",
-                  extra={"rot.jpg": rotated, "cmyk.jpg": cmyk, "prog.jpg": progressive})
+    def truncated(path):  # a whole header, 80% of the data: fails the batched decode, then the host's, as in PIL
+        buf = io.BytesIO()
+        Image.fromarray(_smooth(np.random.default_rng(6), 80, 80)).save(buf, format="JPEG")
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 4 // 5])
+
+    _image_folder(tmp_path / "imgs", [(40, 30), (33, 33), (64, 48), (30, 40), (50, 50), (45, 35)], fmt="JPEG",
+                  extra={"rot.jpg": rotated, "cmyk.jpg": cmyk, "prog.jpg": progressive, "cut.jpg": truncated})
     write_family(tmp_path, "ds", "datasets:\n  - {id: photos, source: {type: imagefolder, path: imgs}, num_classes: 2}\n")
     ds = prepare(load_registry([tmp_path]).dataset("photos"))
-    options = dataclasses.replace(OPTS, jpeg="device", batch_size=4)
-    cos, src = _both_paths(tmp_path, tiny["test_vit.hub"], ds, "train", options)
+    options = dataclasses.replace(OPTS, jpeg="device", batch_size=4, bad_images="skip")
+    cos, src = _both_paths(tmp_path, tiny["test_vit.hub"], ds, "train", options)  # the same rows kept by both paths
     px = src.pixels.ensure(ds, "train", DecodeSettings(form="jpeg"))
     key = feature_key(tiny["test_vit.hub"], ds, "train", options)
     assert key.payload["preprocess"] == {"path": "tensor", "pixels": DecodeSettings("jpeg").key(), "decoder": "libjpeg"}
     jpeg_rows = int((px.index[:, STATE] == JPEG).sum())
     assert 0 < jpeg_rows < len(px)  # baseline JPEGs kept as bytes; CMYK and progressive decoded on the host
+    assert not (px.index[:, STATE] == 0).any()  # the truncated one too: its header is whole; decoding it fails later
+    assert src.get(tiny["test_vit.hub"], ds, "train").skipped + src.get(tiny["test_vit.hub"], ds, "val").skipped == 1
     assert cos.min() > 0.999, cos.min()
 
 

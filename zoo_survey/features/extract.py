@@ -232,20 +232,26 @@ def _prefetch(batches: Iterator[_Staged], depth: int = 3) -> Iterator[_Staged]:
 
 
 def _jpeg_images(staged: _Staged, device) -> list[tuple[np.ndarray, Any]]:
-    """Decode the batch's JPEG rows on the device (one batched call), as [(positions, uint8 (n, 3, h, w))]
-    grouped by size. When the batched call fails, each image is decoded alone on the host, and an image
-    that fails there too becomes a bad row with PIL's message."""
+    """Decode the batch's JPEG rows on the device (one batched call), as [(positions, uint8 (n, c, h, w))]
+    grouped by size. When the batched call fails (it returns nothing if any image fails), each image is
+    decoded alone: on the device, else on the host with PIL, and one that fails there too becomes a bad row
+    with PIL's message."""
     import torch
 
     assert staged.jpegs is not None
     positions, data, orientation = staged.jpegs
     try:
         images = decode_jpegs(data, orientation, device)
-    except Exception:  # noqa: BLE001 - nvjpeg refuses some files; the host decodes them one by one below
+    except Exception:  # noqa: BLE001 - nvjpeg refuses some files; decoded one by one below
         images = []
-        for p, d in zip(positions, data, strict=True):
+        for p, d, o in zip(positions, data, orientation, strict=True):
             try:
-                images.append(torch.from_numpy(decode_bytes(bytes(d), max_short_side=1 << 30)).permute(2, 0, 1).to(device))
+                images.append(decode_jpegs([d], [o], device)[0])
+                continue
+            except Exception:  # noqa: BLE001 - then the host's decoder, which names what is wrong
+                pass
+            try:
+                images.append(torch.from_numpy(np.array(decode_bytes(bytes(d), max_short_side=1 << 30))).permute(2, 0, 1).to(device))
             except Exception as e:  # noqa: BLE001 - any decoder error: a bad row, reported by the caller
                 staged.errors[int(p)] = f"{type(e).__name__}: {e}"
                 images.append(None)

@@ -51,16 +51,21 @@ def jpeg_decoder(ds: PreparedDataset, split: str, options: ExtractOptions) -> st
     if options.jpeg == "host" or (options.jpeg == "auto" and not device_decodes_jpeg(options.device)):
         return ""
     s = ds.splits[split]
-    try:
-        headers = [jpeg_header(b) if b is not None else None for b in (s.images.encoded(int(i)) for i in s.indices[:16])]
-    except Exception:  # noqa: BLE001 - an unreadable header: leave decoding to the host, which reports it
-        return ""
+    headers = [_header(s.images, int(i)) for i in s.indices[:16]]
     jpegs = [h for h in headers if h is not None]
     if len(jpegs) * 2 <= len(headers):
         return ""
     if options.jpeg == "auto" and np.mean([h * w for h, w, _, _ in jpegs]) < LARGE_JPEG_PIXELS:
         return ""
     return "nvjpeg" if options.device.startswith("cuda") else "libjpeg"
+
+
+def _header(images, position: int) -> tuple[int, int, int, int] | None:
+    try:
+        data = images.encoded(position)
+        return jpeg_header(data) if data is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable file: not a JPEG for the device (the pixel cache records why)
+        return None
 
 
 def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, decoder: str | None = None) -> Route:
