@@ -83,8 +83,8 @@ def test_disk_full_during_a_shard_write_is_a_clear_error_and_leaves_no_partial_e
     real_save, calls = _np.save, {"n": 0}
 
     def save(f, arr, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the second shard's features
+        calls["n"] += arr.dtype == _np.float32  # feature matrices only (the pixel cache's arrays are integers)
+        if calls["n"] == 2 and arr.dtype == _np.float32:  # the second shard's features
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(f, arr, **kw)
 
@@ -163,17 +163,23 @@ class _OOMAbove:
         return self.model.forward_head(x, pre_logits=pre_logits)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path):
+@pytest.mark.parametrize("path", ["tensor", "pil"])
+def test_out_of_memory_halves_the_batch_and_keeps_every_row(setup, tmp_path, path):
+    from zoo_survey.data.pixels import PixelCache
     from zoo_survey.features.extract import run_forward
     from zoo_survey.zoo.checkpoints import load_model
 
     ckpt, ds = setup
-    wrapped = _OOMAbove(load_model(ckpt), limit=5)
+    model = load_model(ckpt)
+    wrapped = _OOMAbove(model, limit=5)
     split = ds.splits["val"]
-    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing, OPTS))
+    pixels = PixelCache(tmp_path).ensure(ds, "val") if path == "tensor" else None  # preprocessing inside the backoff
+    batches = list(run_forward(wrapped, split, range(len(split)), ckpt.preprocessing, OPTS, pixels))
     rows = np.concatenate([b.rows for b in batches])
     assert np.array_equal(rows, np.arange(len(split)))
     assert wrapped.sizes[:3] == [16, 8, 4] and max(wrapped.sizes[2:]) <= 4  # 16 -> 8 -> 4, and it stays there
+    plain = np.concatenate([b.features for b in run_forward(model, split, range(len(split)), ckpt.preprocessing, OPTS, pixels)])
+    assert np.allclose(np.concatenate([b.features for b in batches]), plain, atol=1e-5)
 
 
 def _extract_cmd(tiny_registry, cache: Path, shard_rows: int) -> list[str]:
@@ -189,27 +195,27 @@ def test_kill_9_during_extraction_then_rerun_loses_no_finished_shard(tmp_path, t
     proc = subprocess.Popen(_extract_cmd(tiny_registry, cache, 200), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(cache.rglob("train/*/shard-*.json"))) < 3:
+    while time.time() < deadline and len(list(cache.glob("*/*/*/train/*/shard-*.json"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = {p.name: p.read_bytes() for p in cache.rglob("train/*/shard-*.json")}
+    before = {p.name: p.read_bytes() for p in cache.glob("*/*/*/train/*/shard-*.json")}
     assert len(before) >= 3, "extraction did not get far enough before the kill"
-    assert not list(cache.rglob("train/*/manifest.json"))
+    assert not list(cache.glob("*/*/*/train/*/manifest.json"))
 
     out = subprocess.run(_extract_cmd(tiny_registry, cache, 200), env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     batches = int(re.search(r"(\d+) forward batch", out.stdout).group(1))
     assert batches < 2400 // 50 + 8  # the finished shards were not recomputed
-    after = {p.name: p.read_bytes() for p in cache.rglob("train/*/shard-*.json")}
+    after = {p.name: p.read_bytes() for p in cache.glob("*/*/*/train/*/shard-*.json")}
     assert all(after[name] == data for name, data in before.items())  # kept as they were
     entries = scan(FeatureCache(cache), verify=True)
     assert entries and all(e.status == "complete" for e in entries)
 
     fresh = tmp_path / "fresh"
     subprocess.run(_extract_cmd(tiny_registry, fresh, 200), env=env, capture_output=True, check=True, timeout=300)
-    a = sorted(cache.rglob("train/*/manifest.json"))[0]
-    b = sorted(fresh.rglob("train/*/manifest.json"))[0]
+    a = sorted(cache.glob("*/*/*/train/*/manifest.json"))[0]
+    b = sorted(fresh.glob("*/*/*/train/*/manifest.json"))[0]
     ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
     fa = np.concatenate([np.load(a.parent / s["features"]) for s in ma["shards"]])
     fb = np.concatenate([np.load(b.parent / s["features"]) for s in mb["shards"]])
@@ -269,4 +275,4 @@ def test_nan_features_name_the_checkpoint_and_dataset_and_write_nothing(setup, t
     src._model = (ckpt.spec.id, _NaNModel())
     with pytest.raises(ZooSurveyFailure, match=r"checkpoint 'test_resnet.hub' produced NaN or inf features on lfw-subset/val"):
         src.get(ckpt, ds, "val")
-    assert not list(cache.root.rglob("shard-*.json")) and not list(cache.root.rglob("manifest.json"))
+    assert not list(cache.root.glob("*/*/*/*/*/shard-*.json")) and not list(cache.root.glob("*/*/*/*/*/manifest.json"))

@@ -57,8 +57,11 @@ def test_cache_ls_and_report_tables_pipe(tmp_path, monkeypatch, capsys, tiny_reg
 
     code, out, err = zoo(monkeypatch, capsys, "cache", "ls", "--format", "json")
     entries = json.loads(out)
-    assert len(entries) == 3 * 3 and {e["split"] for e in entries} == {"train", "val", "test"}
-    assert "9 entr(ies)" in err  # the total goes to stderr, so stdout parses
+    features = [e for e in entries if e["kind"] == "features"]
+    pixels = [e for e in entries if e["kind"] == "pixels"]  # digits decoded once, for all three checkpoints
+    assert len(features) == 3 * 3 and {e["split"] for e in features} == {"train", "val", "test"}
+    assert len(pixels) == 3 and all(e["dataset"] == "digits" and "uint8 8x8x1" in e["status"] for e in pixels)
+    assert "12 entr(ies)" in err  # the total goes to stderr, so stdout parses
 
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir), "--format", "tsv")
     assert code == 0, err

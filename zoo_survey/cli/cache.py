@@ -1,4 +1,5 @@
-"""``zoo-survey cache ls / verify / gc``: thin commands over :mod:`zoo_survey.features.cache`."""
+"""``zoo-survey cache ls / verify / gc``: thin commands over :mod:`zoo_survey.features.cache` and
+:mod:`zoo_survey.data.pixels` (both caches share one root)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..data import pixels
 from ..document import Table
 from ..features.cache import EntryInfo, FeatureCache, cache_root, gc_execute, gc_plan, scan
 from .app import cache_app, console, err_console
@@ -16,11 +18,16 @@ from .output import emit, human, resolve_format
 
 def _entries_table(entries: Sequence[EntryInfo], title: str) -> Table:
     return Table(
-        ("family", "checkpoint", "dataset", "split", "rows", "dim", "size", "status"),
-        [[e.family, e.checkpoint, e.dataset, e.split, e.rows, e.dim, human(e.bytes),
+        ("kind", "family", "checkpoint", "dataset", "split", "rows", "dim", "size", "status"),
+        [[e.kind, e.family, e.checkpoint, e.dataset, e.split, e.rows, e.dim, human(e.bytes),
           e.status + (f" ({e.detail})" if e.detail else "")] for e in entries],
         title=title,
     )
+
+
+def _scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
+    """Feature entries, then the pixel cache's (decoded dataset splits)."""
+    return scan(cache, verify=verify) + pixels.scan(cache.root, verify=verify)
 
 
 def _say(text: str, fmt: str) -> None:
@@ -33,7 +40,7 @@ def cache_ls(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> None:
     """List cache entries with their size and what they are."""
     fmt = resolve_format(format, console)
     cache = FeatureCache(cache_root(cache_dir))
-    entries = scan(cache)
+    entries = _scan(cache)
     emit([_entries_table(entries, f"feature cache {cache.root}")], console, fmt)
     _say(f"{len(entries)} entr(ies), {human(sum(e.bytes for e in entries))}", fmt)
 
@@ -43,7 +50,7 @@ def cache_verify(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> No
     """Re-check every shard's size and sha256; report corrupt and partial entries (exit 1 if any is corrupt)."""
     fmt = resolve_format(format, console)
     cache = FeatureCache(cache_root(cache_dir))
-    entries = scan(cache, verify=True)
+    entries = _scan(cache, verify=True)
     bad = [e for e in entries if e.status != "complete"]
     if bad:
         emit([_entries_table(bad, "entries that are not complete")], console, fmt)
@@ -63,7 +70,7 @@ def cache_gc(
     """Remove corrupt entries, abandoned partial entries and temporary files: shows a plan, --yes executes it."""
     fmt = resolve_format(format, console)
     cache = FeatureCache(cache_root(cache_dir))
-    plan = gc_plan(cache)
+    plan = gc_plan(cache) + pixels.gc_plan(cache.root)
     if not plan:
         _say(f"Nothing to clean in {cache.root}.", fmt)
         return

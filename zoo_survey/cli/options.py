@@ -72,6 +72,10 @@ EXTRACTION_FLAGS: dict[str, tuple[Any, Any]] = {
         help="An image that cannot be decoded: fail (stop, naming it) or skip (leave it out, counted).")], "fail"),
     "shard_rows": (Annotated[int, typer.Option(
         min=1, help="Rows per cache shard (the unit of resume after an interruption).")], DEFAULT_SHARD_ROWS),
+    "preprocess": (Annotated[str, typer.Option(
+        help="tensor: decode each dataset split once into the pixel cache and resize, crop and normalize on the device "
+        "(within one grey level of timm's PIL transform); pil: timm's PIL transform itself (part of the cache key).")],
+        "tensor"),
     "features": (Annotated[str, typer.Option(
         "--features", help="Which features: entry (each checkpoint's own, as its registry entry's 'features:' says; "
         "timm's pooled pre-logits unless it names another), or for every checkpoint pre_logits, head (the head's "

@@ -42,7 +42,8 @@ def _options(flags: dict[str, Any], **probe_args: Any) -> RunOptions:
     return resolve_options(
         device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
         batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
-        bad_images=f["bad_images"], layer=f["features"], offline=f["offline"], allow_heavy=f["allow_heavy"], **probe_args,
+        bad_images=f["bad_images"], layer=f["features"], preprocess=f["preprocess"], offline=f["offline"],
+        allow_heavy=f["allow_heavy"], **probe_args,
     )
 
 

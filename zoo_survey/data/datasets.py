@@ -29,6 +29,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 class Images(Protocol):
     def __len__(self) -> int: ...
     def __getitem__(self, i: int) -> Any: ...  # a PIL image, RGB
+    def raw(self, i: int) -> Any: ...  # the PIL image in its own mode (the pixel cache keeps grayscale as one channel)
+    def encoded(self, i: int) -> bytes | None: ...  # the image file's bytes, undecoded; None when the source has none
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,15 @@ class ArrayImages:
         return len(self.array)
 
     def __getitem__(self, i: int):
+        return self.raw(i).convert("RGB")
+
+    def raw(self, i: int):
         from PIL import Image
 
-        return Image.fromarray(self.array[i]).convert("RGB")
+        return Image.fromarray(self.array[i])
+
+    def encoded(self, i: int) -> bytes | None:
+        return None  # decoded arrays: no file to hand over
 
 
 class HFImages:
@@ -84,12 +92,31 @@ class HFImages:
 
     def __init__(self, ds, column: str):
         self.ds, self.column = ds, column
+        self._files = None  # the same rows with the image column undecoded, made on first use
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        return self.ds[int(i)][self.column].convert("RGB")
+        return self.raw(i).convert("RGB")
+
+    def raw(self, i: int):
+        """The image as ``datasets`` decodes it (EXIF orientation applied), in its own mode."""
+        return self.ds[int(i)][self.column]
+
+    def encoded(self, i: int) -> bytes | None:
+        """The stored file bytes (parquet / hub copies), or the file's bytes (image folders); None when the
+        column is not an image column."""
+        import datasets as hfds
+
+        if self._files is None:
+            if not isinstance(self.ds.features.get(self.column), hfds.Image):
+                return None
+            self._files = self.ds.cast_column(self.column, hfds.Image(decode=False))
+        value = self._files[int(i)][self.column]  # type: ignore[index]  # set just above
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        return Path(value["path"]).read_bytes() if value.get("path") else None
 
 
 # What a source loads: its splits as (images, labels), a fingerprint, class names, and a revision.

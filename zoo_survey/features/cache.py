@@ -18,31 +18,26 @@ sha256 against the manifest; a corrupt shard is deleted, reported and recomputed
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import re
-import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 
-from ..digests import canonical_digest, sha256_of
-from ..files import WriteError, atomic_write
+from .. import shards
+from ..digests import canonical_digest
+from ..files import atomic_write
+from ..shards import EntryInfo
 
 FEATURE_FORMAT = 2
 CACHE_ENV = "ZOO_SURVEY_CACHE"
 DEFAULT_SHARD_ROWS = 4096
-_TAG = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This file is a cache directory tag created by zoo-survey.\n"
-    "# For information about cache directory tags see https://bford.info/cachedir/\n"
-)
+FILES = {"features": "feat.npy", "meta": "meta.npy"}  # the arrays of a shard and their file suffixes
+PIXELS_DIR = ".pixels"  # the pixel cache's folder under the same root (zoo_survey.data.pixels)
 
 
 def cache_root(cli_value: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -94,18 +89,6 @@ class Features:
         return int(self.manifest.get("skipped", 0))
 
 
-def _shard_intact(folder: Path, shard: dict[str, Any]) -> bool:
-    """Both files of a shard exist with the recorded size and sha256."""
-    for k in ("features", "meta"):
-        p = folder / shard[k]
-        try:
-            if p.stat().st_size != shard[k + "_bytes"] or sha256_of(p) != shard[k + "_sha256"]:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
-
-
 class FeatureCache:
     """A folder of feature entries. Safe for concurrent readers and writers.
 
@@ -121,15 +104,7 @@ class FeatureCache:
         self.repaired: list[str] = []  # damaged entries found by get(), for the run's report
 
     def _ensure_root(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tag = self.root / "CACHEDIR.TAG"
-            if not tag.exists():
-                atomic_write(tag, lambda f: f.write(_TAG.encode()))
-        except OSError as e:
-            raise WriteError(
-                f"cannot create the feature cache at {self.root}: {e.strerror or e}; pass --cache-dir or set {CACHE_ENV}"
-            ) from e
+        shards.ensure_root(self.root, f"pass --cache-dir or set {CACHE_ENV}")
 
     def check_writable(self) -> None:
         """Fail before any work when the cache root cannot take a file (read-only disk, permissions)."""
@@ -143,16 +118,11 @@ class FeatureCache:
     def get(self, key: FeatureKey) -> Features | None:
         """The entry if it is complete and intact, else None (a corrupt shard is removed, to be recomputed)."""
         folder = self.path(key)
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            self._drop(folder, [], "its manifest is not valid JSON")
-            return None
-        bad = [i for i, shard in enumerate(manifest.get("shards", [])) if not _shard_intact(folder, shard)]
-        if bad or manifest.get("format") != FEATURE_FORMAT:
-            self._drop(folder, bad, f"shard(s) {bad} are missing or fail their checksum" if bad else "it has an old format")
+        manifest, problem, bad = shards.read_manifest(folder, FILES, FEATURE_FORMAT)
+        if manifest is None:
+            if problem:
+                self.repaired.append(f"{folder.relative_to(self.root)}: {problem}; recomputing")
+                shards.drop(folder, bad)
             return None
         feats = [np.load(folder / sh["features"], mmap_mode="r") for sh in manifest["shards"]]
         metas = [np.load(folder / sh["meta"], mmap_mode="r") for sh in manifest["shards"]]
@@ -161,143 +131,47 @@ class FeatureCache:
         keep = m[:, 2] == 1
         return Features(np.ascontiguousarray(f[keep]), m[keep, 0].copy(), m[keep, 1].copy(), manifest)
 
-    def _drop(self, folder: Path, shards: list[int], why: str) -> None:
-        """Forget a damaged entry's manifest and bad shards; complete shards stay for the resume."""
-        self.repaired.append(f"{folder.relative_to(self.root)}: {why}; recomputing")
-        for i in shards:
-            for p in folder.glob(f"shard-{i:05d}.*"):
-                p.unlink(missing_ok=True)
-        (folder / "manifest.json").unlink(missing_ok=True)
-
-    @contextmanager
-    def lock(self, key: FeatureKey) -> Iterator[None]:
+    def lock(self, key: FeatureKey) -> AbstractContextManager[None]:
         """An advisory lock so two processes do not compute the same entry (it only saves work)."""
         self._ensure_root()
-        lock_path = self.root / ".locks" / (key.digest[:20] + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
-            yield
+        return shards.entry_lock(self.root, key.digest)
 
     def writer(self, key: FeatureKey, total_rows: int, info: Mapping[str, Any] | None = None) -> EntryWriter:
         self._ensure_root()
         return EntryWriter(self.path(key), key, total_rows, self.shard_rows, dict(info or {}))
 
 
-@dataclass(frozen=True)
-class EntryInfo:
-    """One cache entry as ``cache ls`` / ``cache verify`` report it."""
-
-    path: Path
-    family: str
-    checkpoint: str
-    dataset: str
-    split: str
-    status: str  # complete | partial | corrupt
-    rows: int | None
-    dim: int | None
-    bytes: int
-    detail: str = ""
-
-
 def scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
-    """Every entry under the cache root; ``verify`` re-checks each shard's sha256 (slow, thorough)."""
-    root = cache.root
-    if not root.is_dir():
-        return []
-    leaves = sorted({p.parent for p in root.rglob("manifest.json")} | {p.parent for p in root.rglob("shard-*.json")})
-    return [_entry_info(root, leaf, verify) for leaf in leaves]
-
-
-def _entry_info(root: Path, leaf: Path, verify: bool) -> EntryInfo:
-    family, checkpoint, dataset, split = (list(leaf.relative_to(root).parts[:4]) + ["?"] * 4)[:4]
-    size = sum(p.stat().st_size for p in leaf.iterdir() if p.is_file())
-
-    def entry(status: str, rows: int | None, dim: int | None, detail: str = "") -> EntryInfo:
-        return EntryInfo(leaf, family, checkpoint, dataset, split, status, rows, dim, size, detail)
-
-    try:
-        manifest = json.loads((leaf / "manifest.json").read_text())
-    except FileNotFoundError:
-        return entry("partial", None, None, f"{len(list(leaf.glob('shard-*.json')))} shard(s) written, no manifest")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return entry("corrupt", None, None, "manifest is not valid JSON")
-    bad = [sh["features"] for sh in manifest.get("shards", []) if not _shard_intact(leaf, sh)] if verify else []
-    if bad:
-        return entry("corrupt", manifest.get("rows"), manifest.get("dim"), f"checksum or size mismatch: {', '.join(bad)}")
-    return entry("complete", manifest.get("rows"), manifest.get("dim"))
+    """Every feature entry under the cache root; ``verify`` re-checks each shard's sha256 (slow, thorough)."""
+    out = []
+    for leaf in shards.leaves(cache.root):
+        parts = leaf.relative_to(cache.root).parts
+        if parts[0] == PIXELS_DIR:
+            continue
+        family, checkpoint, dataset, split = (list(parts[:4]) + ["?"] * 4)[:4]
+        st = shards.leaf_state(leaf, FILES, verify)
+        m = st.manifest or {}
+        rows, dim = (m.get("rows"), m.get("dim")) if st.status != "partial" else (None, None)
+        out.append(EntryInfo(leaf, family, checkpoint, dataset, split, st.status, rows, dim, st.bytes, st.detail))
+    return out
 
 
 def gc_plan(cache: FeatureCache, verify: bool = True) -> list[tuple[Path, str, int]]:
     """What ``cache gc`` would delete: (path, reason, bytes). Partial entries are kept for resume
     unless nothing is writing them (their lock is free)."""
-    plan: list[tuple[Path, str, int]] = []
-    if not cache.root.is_dir():
-        return plan
-    for tmp in cache.root.rglob("*.incomplete"):
-        plan.append((tmp, "temporary file of an interrupted write", tmp.stat().st_size))
-    for e in scan(cache, verify=verify):
-        if e.status == "corrupt":
-            plan.append((e.path, f"corrupt entry ({e.detail})", e.bytes))
-        elif e.status == "partial":
-            digest = e.path.name
-            lock = cache.root / ".locks" / (digest + ".lock")
-            try:
-                with FileLock(str(lock), timeout=0):
-                    plan.append((e.path, f"partial entry not being written ({e.detail})", e.bytes))
-            except Timeout:
-                continue  # a process is extracting it right now
-    return plan
+    states = [(e.path, shards.LeafState(e.status, None, e.detail, e.bytes)) for e in scan(cache, verify=verify)]
+    return shards.temp_files(cache.root) + shards.gc_candidates(cache.root, states)
 
 
-def gc_execute(plan: list[tuple[Path, str, int]]) -> int:
-    """Delete what ``gc_plan`` listed; returns bytes freed."""
-    freed = 0
-    for path, _, size in plan:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        freed += size
-    return freed
+gc_execute = shards.delete
 
 
-def _save_npy(f: BinaryIO, array: np.ndarray) -> None:
-    np.save(f, array, allow_pickle=False)
-
-
-class EntryWriter:
-    """Writes one entry shard by shard; complete shards found on disk are kept (resume)."""
+class EntryWriter(shards.ShardWriter):
+    """Writes one feature entry shard by shard; complete shards found on disk are kept (resume)."""
 
     def __init__(self, folder: Path, key: FeatureKey, total_rows: int, shard_rows: int, info: dict[str, Any]):
-        self.folder, self.key, self.total_rows, self.shard_rows, self.info = folder, key, total_rows, shard_rows, info
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.n_shards = max(1, -(-total_rows // shard_rows))
-
-    def __enter__(self) -> EntryWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def shard_rows_range(self, shard: int) -> range:
-        return range(shard * self.shard_rows, min((shard + 1) * self.shard_rows, self.total_rows))
-
-    def _sidecar(self, shard: int) -> Path:
-        return self.folder / f"shard-{shard:05d}.json"
-
-    def shard_complete(self, shard: int) -> bool:
-        """A shard counts when its sidecar exists and both files have the recorded sizes."""
-        try:
-            side = json.loads(self._sidecar(shard).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return False
-        return all(
-            (self.folder / side[k]).is_file() and (self.folder / side[k]).stat().st_size == side[k + "_bytes"]
-            for k in ("features", "meta")
-        ) and side["rows"] == len(self.shard_rows_range(shard))
-
-    def pending(self) -> list[int]:
-        return [s for s in range(self.n_shards) if not self.shard_complete(s)]
+        super().__init__(folder, total_rows, shard_rows, FILES)
+        self.key, self.info = key, info
 
     def write(
         self, shard: int, features: np.ndarray, indices: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None
@@ -308,25 +182,18 @@ class EntryWriter:
         feats = np.ascontiguousarray(features, dtype=np.float32)
         valid = np.ones(rows, np.int64) if valid is None else np.asarray(valid, np.int64)
         meta = np.stack([np.asarray(indices, np.int64), np.asarray(labels, np.int64), valid], axis=1)
-        names = {"features": f"shard-{shard:05d}.feat.npy", "meta": f"shard-{shard:05d}.meta.npy"}
-        side: dict[str, Any] = {"rows": rows, "dim": int(feats.shape[1]), "skipped": int(rows - valid.sum()), **names}
-        for k, arr in (("features", feats), ("meta", meta)):
-            target = self.folder / names[k]
-            atomic_write(target, functools.partial(_save_npy, array=arr))
-            side[k + "_bytes"] = target.stat().st_size
-            side[k + "_sha256"] = sha256_of(target)
-        atomic_write(self._sidecar(shard), lambda f: f.write(json.dumps(side, indent=1).encode()))
+        self.write_shard(shard, {"features": feats, "meta": meta}, dim=int(feats.shape[1]), skipped=int(rows - valid.sum()))
 
-    def finalize(self) -> dict[str, Any]:
+    def finalize(self, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the manifest (which makes the entry visible); every shard must be complete."""
         missing = self.pending()
         if missing:
             raise RuntimeError(f"cannot finalize {self.folder}: shards {missing} are incomplete")
-        shards = [json.loads(self._sidecar(s).read_text()) for s in range(self.n_shards)]
-        dims = {s["dim"] for s in shards}
+        sides = [self.sidecar(s) for s in range(self.n_shards)]
+        dims = {s["dim"] for s in sides}
         if len(dims) != 1:
             raise RuntimeError(f"{self.folder}: shards disagree on the feature dimension: {sorted(dims)}")
-        manifest = {
+        return super().finalize({
             "format": FEATURE_FORMAT,
             "digest": self.key.digest,
             "key": dict(self.key.payload),
@@ -337,10 +204,7 @@ class EntryWriter:
             "rows": self.total_rows,
             "dim": dims.pop(),
             "dtype": "float32",
-            "shard_rows": self.shard_rows,
-            "skipped": sum(s.get("skipped", 0) for s in shards),
-            "shards": shards,
+            "skipped": sum(s.get("skipped", 0) for s in sides),
             **self.info,
-        }
-        atomic_write(self.folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-        return manifest
+            **(manifest or {}),
+        })

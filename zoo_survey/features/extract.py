@@ -1,27 +1,39 @@
 """Extraction engine: the only code that runs a network forward.
 
-Decoding and resizing run in DataLoader workers; the forward runs under
-``torch.inference_mode`` in ``channels_last`` (which doubles convnet throughput on
-CPU), with pinned host memory, non-blocking copies and bf16 autocast on CUDA.
-Features are each checkpoint's pooled features (:func:`~zoo_survey.zoo.checkpoints.pooled`): timm's
+Two ways in. The device path (default) reads uint8 images from the pixel cache
+(``data/pixels.py``), stages each batch in one pinned buffer, copies it on a side stream and
+resizes, crops and normalizes it on the device (``features/preprocess.py``). The exact path
+runs timm's PIL transform in DataLoader workers and normalizes on the device. Either way
+the forward runs under ``torch.inference_mode`` in ``channels_last`` (which doubles
+convnet throughput on CPU), with bf16/fp16 autocast on CUDA. On CUDA, a thread prepares
+the next batches while the device computes, and a batch's features are copied out
+without waiting: the host waits for them one batch later, which is the only wait per
+batch. Features are each checkpoint's pooled features (:func:`~zoo_survey.zoo.checkpoints.pooled`): timm's
 pre-logits unless its entry names another output.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError
 from ..zoo.checkpoints import pooled
 from ..zoo.registry import FEATURE_OUTPUTS
+from .preprocess import DeviceTransform, decode_jpegs
 
 # --features: each entry's own output (its `features:`, pre_logits unless it says otherwise), or one for every entry.
 LAYERS: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
+PREPROCESS = ("tensor", "pil")
+JPEG = ("auto", "device", "host")
 
 
 @dataclass(frozen=True)
@@ -37,17 +49,26 @@ class ExtractOptions:
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
     layer: str = "entry"  # entry: each checkpoint's own `features:`; else one of FEATURE_OUTPUTS for all
 
+    preprocess: str = "tensor"  # tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform (exact)
+    jpeg: str = "auto"  # JPEG sources: auto (nvjpeg on CUDA for large JPEGs), device (always decode on the device), host
+
     def layer_for(self, features: str) -> str:
         """The features a checkpoint whose entry says ``features`` gives in this run."""
         return features if self.layer == "entry" else self.layer
 
     def key(self, features: str | None = None) -> dict[str, str]:
         """What changes the features (part of the cache key); ``features``: the checkpoint's own output."""
-        return {"dtype": self.dtype, "layer": self.layer if features is None else self.layer_for(features)}
+        layer = self.layer if features is None else self.layer_for(features)
+        # The exact path's key is as before the device path existed.
+        return {"dtype": self.dtype, "layer": layer, **({"preprocess": "tensor"} if self.preprocess == "tensor" else {})}
 
     def __post_init__(self) -> None:
         if self.layer not in LAYERS:
             raise ZooSurveyError(f"--features must be one of {', '.join(LAYERS)}, got {self.layer!r}")
+        if self.preprocess not in PREPROCESS:
+            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
+        if self.jpeg not in JPEG:
+            raise ZooSurveyError(f"jpeg must be one of {', '.join(JPEG)}, got {self.jpeg!r}")
         if self.bad_images not in ("fail", "skip"):
             raise ZooSurveyError(f"--bad-images must be 'fail' or 'skip', got {self.bad_images!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -97,6 +118,18 @@ class Batch:
     errors: tuple[str, ...]  # one message per row that did not decode
 
 
+@dataclass
+class _Staged:
+    """One batch on the host, ready for the device: every usable image back to back in one uint8 buffer."""
+
+    rows: np.ndarray  # positions in the split
+    errors: list[str]  # per row: "" when the image is usable
+    flat: Any  # uint8 tensor (pinned on CUDA)
+    groups: list[tuple[np.ndarray, int, tuple[int, ...]]]  # (positions in the batch, offset in flat, (n, h, w, c))
+    jpegs: tuple[np.ndarray, list[np.ndarray], np.ndarray] | None = None  # (positions, bytes, EXIF orientations)
+    final: bool = False  # the exact path: one group of finished (n, 3, s, s) crops
+
+
 class _Rows:
     """A torch Dataset over chosen rows of a split: returns (image tensor, row, error message or "")."""
 
@@ -132,6 +165,131 @@ def make_loader(split, rows: Sequence[int], preprocessing, options: ExtractOptio
     )
 
 
+def pixel_batches(pixels: Pixels, rows: Sequence[int], batch_size: int, pin: bool = False) -> Iterator[_Staged]:
+    """The device path's host side: read each batch of rows from the pixel cache into one (pinned) buffer.
+
+    No decoding and no resizing: a memory-mapped read, grouped by image size, and a copy.
+    """
+    import torch
+
+    order = np.asarray(rows, np.int64)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        state = pixels.state(chunk)
+        errors = [pixels.error(int(r)) if s == BAD else "" for r, s in zip(chunk, state, strict=True)]
+        found = pixels.images(chunk)
+        total = sum(p.size for _, _, pieces in found for p in pieces)
+        flat = torch.empty(total, dtype=torch.uint8, pin_memory=pin)
+        out, offset = flat.numpy(), 0
+        groups: list[tuple[np.ndarray, int, tuple[int, ...]]] = []
+        for shape, positions, pieces in found:
+            size = len(positions) * math.prod(shape)
+            np.concatenate([p.reshape(-1) for p in pieces], out=out[offset : offset + size])
+            groups.append((positions, offset, (len(positions), *shape)))
+            offset += size
+        jpeg_pos, data, _, orientation = pixels.jpegs(chunk)
+        yield _Staged(chunk, errors, flat, groups, (jpeg_pos, data, orientation) if len(jpeg_pos) else None)
+
+
+def _pil_batches(split, rows: Sequence[int], preprocessing, options: ExtractOptions) -> Iterator[_Staged]:
+    """The exact path: timm's PIL transform in the loader, uint8 crops out."""
+    for images, batch_rows, errors in make_loader(split, rows, preprocessing, options):
+        n = len(images)
+        yield _Staged(batch_rows.numpy(), list(errors), images, [(np.arange(n), 0, tuple(images.shape))], final=True)
+
+
+def _prefetch(batches: Iterator[_Staged], depth: int = 3) -> Iterator[_Staged]:
+    """Run ``batches`` in a thread, ``depth`` batches ahead, so the host prepares while the device computes."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def fill() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            q.put(e)
+
+    thread = threading.Thread(target=fill, name="zoo-survey-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _jpeg_images(staged: _Staged, device) -> list[tuple[np.ndarray, Any]]:
+    """Decode the batch's JPEG rows on the device (one batched call), as [(positions, uint8 (n, c, h, w))]
+    grouped by size. When the batched call fails (it returns nothing if any image fails), each image is
+    decoded alone: on the device, else on the host with PIL, and one that fails there too becomes a bad row
+    with PIL's message."""
+    import torch
+
+    assert staged.jpegs is not None
+    positions, data, orientation = staged.jpegs
+    try:
+        images = decode_jpegs(data, orientation, device)
+    except Exception:  # noqa: BLE001 - nvjpeg refuses some files; decoded one by one below
+        images = []
+        for p, d, o in zip(positions, data, orientation, strict=True):
+            try:
+                images.append(decode_jpegs([d], [o], device)[0])
+                continue
+            except Exception:  # noqa: BLE001 - then the host's decoder, which names what is wrong
+                pass
+            try:
+                images.append(torch.from_numpy(np.array(decode_bytes(bytes(d), max_short_side=1 << 30))).permute(2, 0, 1).to(device))
+            except Exception as e:  # noqa: BLE001 - any decoder error: a bad row, reported by the caller
+                staged.errors[int(p)] = f"{type(e).__name__}: {e}"
+                images.append(None)
+    groups: dict[tuple[int, ...], tuple[list[int], list[Any]]] = {}
+    for p, img in zip(positions, images, strict=True):
+        if img is not None:
+            pos, imgs = groups.setdefault(tuple(img.shape), ([], []))
+            pos.append(int(p))
+            imgs.append(img)
+    return [(np.asarray(pos), torch.stack(imgs)) for pos, imgs in groups.values()]
+
+
+def _device_groups(staged: _Staged, device, copy_stream) -> list[tuple[np.ndarray, Any, bool]]:
+    """The batch's usable images on the device, by size: [(positions in the batch, uint8 (n, c, h, w), finished)],
+    finished when they are already resized and cropped (the exact path). On CUDA the host buffer is copied on
+    ``copy_stream``, which the compute stream then waits for."""
+    import torch
+
+    flat = staged.flat
+    if copy_stream is not None:
+        with torch.cuda.stream(copy_stream):
+            flat = flat.to(device, non_blocking=True)
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(copy_stream)
+        flat.record_stream(current)
+    else:
+        flat = flat.to(device)
+    groups = []
+    for positions, offset, shape in staged.groups:
+        x = flat[offset : offset + math.prod(shape)].view(shape)
+        groups.append((positions, x if staged.final else x.permute(0, 3, 1, 2), staged.final))
+    if staged.jpegs is not None:
+        groups += [(positions, x, False) for positions, x in _jpeg_images(staged, device)]
+    return groups
+
+
 def run_forward(
     model,
     split,
@@ -139,15 +297,15 @@ def run_forward(
     preprocessing,
     options: ExtractOptions,
     features: str = "pre_logits",
+    pixels: Pixels | None = None,
 ) -> Iterator[Batch]:
     """Yield feature batches for ``rows`` of ``split``, in order; ``features``: the checkpoint entry's own
     output, which ``options.layer`` keeps (``entry``) or overrides.
 
-    On out-of-memory the batch is split in halves and retried, and later batches keep
-    the smaller size (automatic batch-size backoff).
-
-    Images are resized and cropped to uint8 in the loader, then normalized a batch at a time
-    on the device (``preprocessing``'s mean and std), which costs less than per image.
+    With ``pixels`` (the split's pixel cache) images are preprocessed on the device; without,
+    timm's PIL transform runs in the loader (the exact path). On out-of-memory (in the
+    preprocessing or the forward) the chunk is halved and retried, and later batches keep the
+    smaller size (automatic batch-size backoff).
 
     >>> for b in run_forward(model, ds.splits["test"], range(100), ckpt.preprocessing, ExtractOptions()):  # doctest: +SKIP
     ...     print(b.rows.shape, b.features.shape)
@@ -159,31 +317,63 @@ def run_forward(
     model = model.to(device)
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = make_loader(split, rows, preprocessing, options)
+    transform = DeviceTransform(preprocessing, device, options.channels_last)
+    if pixels is not None:
+        staged_batches = pixel_batches(pixels, rows, options.batch_size, pin=cuda)
+    else:
+        staged_batches = _pil_batches(split, rows, preprocessing, options)
+    if cuda:
+        staged_batches = _prefetch(staged_batches)
+    copy_stream = torch.cuda.Stream(device) if cuda else None
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
-    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
+    s = preprocessing.input_size
     chunk = options.batch_size
     layer = options.layer_for(features)
+    waiting: tuple | None = None  # the previous batch, its features still on their way to the host
     with torch.inference_mode():
-        for images, batch_rows, errors in loader:
-            images = images.to(device, non_blocking=cuda).float()
-            if options.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            images.sub_(mean).div_(std)
-            outs, start = [], 0
-            while start < len(images):
-                try:
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        x = images[start : start + chunk]
-                        f = pooled(model, x, layer)
-                    outs.append(f.flatten(1).float().cpu())
-                    start += len(x)
-                except torch.OutOfMemoryError:
-                    if chunk == 1:
-                        raise
-                    chunk = max(1, chunk // 2)
-                    if cuda:
-                        torch.cuda.empty_cache()
-            errs = tuple(errors)
-            yield Batch(batch_rows.numpy(), torch.cat(outs).numpy(), np.array([e == "" for e in errs]), tuple(e for e in errs if e))
+        for staged in staged_batches:
+            groups = _device_groups(staged, device, copy_stream)
+            if not groups:  # nothing usable in this batch: one blank image keeps the feature width known
+                groups = [(np.zeros(0, np.int64), torch.zeros(1, 3, s, s, dtype=torch.uint8, device=device), True)]
+            outs = []
+            for _, images, finished in groups:
+                start = 0
+                while start < len(images):
+                    try:
+                        part = images[start : start + chunk]
+                        x = transform.normalize(part if finished else transform.resize_crop(part))
+                        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                            outs.append(pooled(model, x, layer).flatten(1).float())
+                        start += len(part)
+                    except torch.OutOfMemoryError:
+                        if chunk == 1:
+                            raise
+                        chunk = max(1, chunk // 2)
+                        if cuda:
+                            torch.cuda.empty_cache()
+            f = outs[0] if len(outs) == 1 else torch.cat(outs)
+            order = np.concatenate([positions for positions, _, _ in groups])
+            done = None
+            if cuda:
+                host = torch.empty(f.shape, dtype=f.dtype, pin_memory=True)
+                host.copy_(f, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record()
+                f = host
+            if waiting is not None:
+                yield _finish(*waiting)
+            waiting = (staged, order, f, done)
+        if waiting is not None:
+            yield _finish(*waiting)
+
+
+def _finish(staged: _Staged, order: np.ndarray, features, done) -> Batch:
+    """A batch's features in row order, once their copy to the host is complete."""
+    if done is not None:
+        done.synchronize()
+    f = features.numpy()
+    ok = np.array([e == "" for e in staged.errors], dtype=bool)
+    out = np.zeros((len(staged.rows), f.shape[1]), np.float32)
+    out[order] = f[: len(order)]
+    out[~ok] = 0.0
+    return Batch(staged.rows, out, ok, tuple(e for e in staged.errors if e))

@@ -1,8 +1,9 @@
 """Features: get a checkpoint's features on a dataset split, from the cache or by extracting them.
 
-This is where the extract engine meets the cache: it builds the content key, takes
-the lock, resumes from complete shards and writes the rest. An ensemble never comes
-here with a model of its own: it reads its members' entries.
+This is where the extract engine meets the caches: it chooses the route (the pixel cache
+and preprocessing on the device, or timm's PIL transform), builds the content key, takes
+the lock, resumes from complete shards and writes the rest. An ensemble never comes here
+with a model of its own: it reads its members' entries.
 """
 
 from __future__ import annotations
@@ -10,30 +11,94 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..data.datasets import PreparedDataset
+from ..data.datasets import PreparedDataset, Split
+from ..data.pixels import BAD, STATE, DecodeSettings, PixelCache, Pixels, jpeg_header
 from ..errors import ZooSurveyFailure
 from ..zoo.checkpoints import ResolvedCheckpoint, load_model, pooled
-from ..zoo.flops import count_gmacs
+from ..zoo.flops import GmacsMemo, count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
 from .extract import ExtractOptions, run_forward
+from .preprocess import device_decodes_jpeg, unsupported
+
+LARGE_JPEG_PIXELS = 256 * 256  # auto: JPEG sources whose images average at least this many pixels decode on the GPU
 
 
-def feature_key(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions) -> FeatureKey:
-    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see DESIGN: cache key)."""
+@dataclass(frozen=True)
+class Route:
+    """How a checkpoint's images reach its forward: the device path from the pixel cache, or the exact PIL path."""
+
+    path: str  # "tensor" or "pil"
+    pixels: DecodeSettings | None = None  # the pixel cache's form (tensor path)
+    decoder: str = ""  # who decodes the cache's JPEG rows: "nvjpeg" (CUDA) or "libjpeg" (torchvision on CPU)
+    why_pil: str = ""  # why the exact path runs although the device path was asked for
+
+    def key(self) -> dict[str, Any] | None:
+        """The cache key's record of the path (None for the exact path, whose keys are as they always were)."""
+        if self.path == "pil" or self.pixels is None:
+            return None
+        return {"path": "tensor", "pixels": self.pixels.key(), **({"decoder": self.decoder} if self.decoder else {})}
+
+
+def jpeg_decoder(ds: PreparedDataset, split: str, options: ExtractOptions) -> str:
+    """Who decodes the split's JPEGs on the device ("nvjpeg", "libjpeg"), or "" when the pixel cache holds them
+    decoded. It looks at the first 16 images: ``auto`` picks nvjpeg on CUDA when it works, most of them are JPEGs
+    it decodes and they are large; ``device`` whenever most of them are such JPEGs; ``host`` never."""
+    if options.jpeg == "host" or (options.jpeg == "auto" and not device_decodes_jpeg(options.device)):
+        return ""
     s = ds.splits[split]
+    headers = [_header(s.images, int(i)) for i in s.indices[:16]]
+    jpegs = [h for h in headers if h is not None]
+    if len(jpegs) * 2 <= len(headers):
+        return ""
+    if options.jpeg == "auto" and np.mean([h * w for h, w, _, _ in jpegs]) < LARGE_JPEG_PIXELS:
+        return ""
+    return "nvjpeg" if options.device.startswith("cuda") else "libjpeg"
+
+
+def _header(images, position: int) -> tuple[int, int, int, int] | None:
+    try:
+        data = images.encoded(position)
+        return jpeg_header(data) if data is not None else None
+    except Exception:  # noqa: BLE001 - an unreadable file: not a JPEG for the device (the pixel cache records why)
+        return None
+
+
+def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, decoder: str | None = None) -> Route:
+    """The route of ``ckpt`` on ``split``: the device path unless it was turned off or cannot reproduce the
+    checkpoint's preprocessing (``decoder``, when known, saves looking at the source again)."""
+    if options.preprocess == "pil":
+        return Route("pil")
+    problem = unsupported(ckpt.preprocessing)
+    if problem:
+        return Route("pil", why_pil=problem)
+    decoder = jpeg_decoder(ds, split, options) if decoder is None else decoder
+    return Route("tensor", DecodeSettings("jpeg" if decoder else "raw"), decoder)
+
+
+def feature_key(
+    ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, via: Route | None = None
+) -> FeatureKey:
+    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see DESIGN: cache key), made by ``via``
+    (default: :func:`route`)."""
+    s = ds.splits[split]
+    via = via or route(ckpt, ds, split, options)
     payload = {
         **ckpt.key(),
-        **options.key(ckpt.spec.features),
+        "dtype": options.dtype,
+        "layer": options.layer_for(ckpt.spec.features),
         "dataset": ds.spec.id,
         "dataset_fingerprint": ds.fingerprint,
         "split": split,
         "rows": len(s),
         "indices": s.indices_digest(),
     }
+    if via.key() is not None:
+        payload["preprocess"] = via.key()
     return FeatureKey(ckpt.spec.family, ckpt.spec.id, ds.spec.id, split, payload)
 
 
@@ -51,14 +116,31 @@ class FeatureSource:
     notes: list[str] = field(default_factory=list)
     _model: tuple[str, object] | None = None
     _gflops_seen: dict = field(default_factory=dict)
+    _decoders: dict = field(default_factory=dict)  # (dataset fingerprint, split) -> jpeg_decoder()
+    pixels: PixelCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pixels = PixelCache(self.cache.root)
+        self.gmacs = GmacsMemo(self.cache.root / "gmacs.json")
+
+    def route(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Route:
+        """:func:`route`, looking at a split's source once per process."""
+        if self.options.preprocess == "tensor" and not unsupported(ckpt.preprocessing):
+            memo = (ds.fingerprint, split, ds.splits[split].indices_digest())
+            if memo not in self._decoders:
+                self._decoders[memo] = jpeg_decoder(ds, split, self.options)
+            return route(ckpt, ds, split, self.options, self._decoders[memo])
+        return route(ckpt, ds, split, self.options)
+
+    def _bad_image(self, ds: PreparedDataset, split: str, s: Split, row: int, message: str) -> ZooSurveyFailure:
+        return ZooSurveyFailure(
+            f"dataset {ds.spec.id!r} split {split!r}: the image at index {int(s.indices[row])} cannot be decoded "
+            f"({message}); fix or remove it, or pass --bad-images skip to leave such images out"
+        )
 
     def _check(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, s, batch) -> None:
         if batch.errors and self.options.bad_images == "fail":
-            first = int(s.indices[batch.rows[~batch.ok][0]])
-            raise ZooSurveyFailure(
-                f"dataset {ds.spec.id!r} split {split!r}: the image at index {first} cannot be decoded "
-                f"({batch.errors[0]}); fix or remove it, or pass --bad-images skip to leave such images out"
-            )
+            raise self._bad_image(ds, split, s, int(batch.rows[~batch.ok][0]), batch.errors[0])
         if self.options.layer_for(ckpt.spec.features) == ckpt.spec.features and batch.features.shape[1] != ckpt.spec.feature_dim:
             raise ZooSurveyFailure(
                 f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
@@ -71,7 +153,8 @@ class FeatureSource:
             )
 
     def get(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Features:
-        key = feature_key(ckpt, ds, split, self.options)
+        via = self.route(ckpt, ds, split)
+        key = feature_key(ckpt, ds, split, self.options, via)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -79,11 +162,22 @@ class FeatureSource:
             hit = self.cache.get(key)  # another process may have finished it while we waited
             if hit is not None:
                 return hit
-            return self._extract(ckpt, ds, split, key)
+            return self._extract(ckpt, ds, split, key, via)
 
-    def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows):
+    def _pixels(self, ds: PreparedDataset, split: str, via: Route) -> Pixels | None:
+        """The split's pixel cache for the device path (decoded now if this is the first model to need it)."""
+        if via.pixels is None:
+            return None
+        pixels = self.pixels.ensure(ds, split, via.pixels, workers=self.options.workers, on_progress=self.on_progress)
+        self.notes += [n for n in self.pixels.repaired if n not in self.notes]
+        bad = np.flatnonzero(pixels.index[:, STATE] == BAD)
+        if len(bad) and self.options.bad_images == "fail":  # before any forward pass
+            raise self._bad_image(ds, split, ds.splits[split], int(bad[0]), pixels.error(int(bad[0])))
+        return pixels
+
+    def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows, pixels: Pixels | None):
         """The engine's batches; a model that cannot run at this resolution is a clear failure."""
-        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options, ckpt.spec.features)
+        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options, ckpt.spec.features, pixels)
         while True:
             try:
                 item = next(batches)
@@ -97,14 +191,19 @@ class FeatureSource:
             yield item
 
     def _gflops(self, ckpt: ResolvedCheckpoint, model) -> float:
-        """GMACs of the forward this extraction runs, at its resolution, counted once per checkpoint and size."""
+        """GMACs of the forward this extraction runs, at its resolution: counted once per (architecture, model
+        arguments, resolution, layer) and remembered in the cache root, so later runs do not count again."""
         layer = self.options.layer_for(ckpt.spec.features)
-        key = (ckpt.spec.id, ckpt.preprocessing.input_size, layer)
-        if key not in self._gflops_seen:
-            model = model.to(self.options.device)
-            self._gflops_seen[key] = count_gmacs(lambda x: pooled(model, x, layer),
-                                                 ckpt.preprocessing.input_size, self.options.device)
-        return self._gflops_seen[key]
+        key = {"arch": ckpt.spec.arch, "model_args": ckpt.model_args, "input_size": ckpt.preprocessing.input_size,
+               "layer": layer}
+        memo = repr(sorted(key.items()))
+        if memo not in self._gflops_seen:
+            def count() -> float:
+                m = model.to(self.options.device)
+                return count_gmacs(lambda x: pooled(m, x, layer), ckpt.preprocessing.input_size,
+                                   self.options.device)
+            self._gflops_seen[memo] = self.gmacs.get(key, count)
+        return self._gflops_seen[memo]
 
     def _model_for(self, ckpt: ResolvedCheckpoint):
         if self._model is None or self._model[0] != ckpt.spec.id:
@@ -117,7 +216,7 @@ class FeatureSource:
             self._model = (ckpt.spec.id, model)
         return self._model[1]
 
-    def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey) -> Features:
+    def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey, via: Route) -> Features:
         s = ds.splits[split]
         writer = self.cache.writer(key, total_rows=len(s), info={"zoo_survey": __version__})
         pending = writer.pending()
@@ -125,8 +224,11 @@ class FeatureSource:
         done = len(s) - sum(len(writer.shard_rows_range(p)) for p in pending)
         if self.on_progress:
             self.on_progress(label, done, len(s))
+        pixels = self._pixels(ds, split, via) if pending else None  # decoding, once per split: not this model's time
         start = time.perf_counter()
         if pending:
+            if via.why_pil:
+                self.notes.append(f"{label}: the exact PIL path ran, since the device path cannot reproduce {via.why_pil}")
             model = self._model_for(ckpt)
             writer.info["gflops"] = round(self._gflops(ckpt, model), 4)
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
@@ -135,7 +237,7 @@ class FeatureSource:
             first = next(shard_iter)
             shard: int | None = first
             need = len(writer.shard_rows_range(first))
-            for batch in self._forward(ckpt, model, s, rows):
+            for batch in self._forward(ckpt, model, s, rows, pixels):
                 self.forward_batches += 1
                 self._check(ckpt, ds, split, s, batch)
                 buf.append((batch.rows, batch.features, batch.ok))

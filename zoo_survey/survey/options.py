@@ -62,6 +62,7 @@ def resolve_options(
     compile: bool = False,
     bad_images: str = "fail",
     layer: str = "entry",
+    preprocess: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     probes: Sequence[str] = DEFAULT_PROBES,
@@ -103,6 +104,7 @@ def resolve_options(
         compile=compile,
         bad_images=bad_images,
         layer=layer,
+        preprocess=preprocess,
     )
     return RunOptions(
         probes=probe_names,

@@ -6,6 +6,14 @@ accumulates (ResNet-50 at 224 px = 4.1). torch's FlopCounterMode counts 2 per MA
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..digests import canonical_digest
+from ..files import WriteError, atomic_write
+
 
 def flop_counter():
     """torch's FlopCounterMode, also counting the CPU fused-attention kernel it misses.
@@ -35,3 +43,36 @@ def count_gmacs(forward, input_size: int, device: str = "cpu") -> float:
     with torch.no_grad(), flop_counter() as counter:
         forward(torch.zeros(1, 3, input_size, input_size, device=device))
     return counter.get_total_flops() / 2e9
+
+
+class GmacsMemo:
+    """Counted GMACs remembered in a small JSON file (in the feature cache's root), so a model is counted once
+    per (architecture, model arguments, resolution, layer), not once per run.
+
+    >>> memo = GmacsMemo(cache_root / "gmacs.json")                                  # doctest: +SKIP
+    >>> memo.get({"arch": "resnet50", "input_size": 224}, lambda: count_gmacs(m, 224))  # doctest: +SKIP
+    4.1...
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, float]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}
+        return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def get(self, key: Mapping[str, Any], count: Callable[[], float]) -> float:
+        """The remembered value for ``key``, else ``count()``, remembered (a failed write only loses the memo)."""
+        digest = canonical_digest(dict(key))[:20]
+        known = self._read()
+        if digest in known:
+            return known[digest]
+        value = float(count())
+        try:
+            atomic_write(self.path, lambda f: f.write(json.dumps({**self._read(), digest: value}, indent=1).encode()))
+        except WriteError:
+            pass  # a read-only cache still extracts; the next run counts again
+        return value
