@@ -33,6 +33,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..digests import canonical_digest, sha256_of
+from ..errors import ZooSurveyFailure
 from ..files import WriteError, atomic_write
 
 FEATURE_FORMAT = 2
@@ -182,6 +183,32 @@ class FeatureCache:
         self._ensure_root()
         return EntryWriter(self.path(key), key, total_rows, self.shard_rows, dict(info or {}))
 
+    def export_entry(self, key: FeatureKey) -> dict[str, bytes]:
+        """A complete entry's files by name, manifest included, to carry it to another machine's cache
+        (:meth:`import_entry`); ``{}`` when the entry is not complete and intact."""
+        if self.get(key) is None:
+            return {}
+        folder = self.path(key)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        names = [n for sh in manifest["shards"] for n in (sh["features"], sh["meta"])]
+        names += [f"shard-{i:05d}.json" for i in range(len(manifest["shards"]))] + ["manifest.json"]
+        return {n: (folder / n).read_bytes() for n in names}
+
+    def import_entry(self, key: FeatureKey, files: Mapping[str, bytes]) -> Features:
+        """Write an entry :meth:`export_entry` gave elsewhere: shard files, then sidecars, the manifest last,
+        each atomically; then read it back through :meth:`get`, so a damaged copy never counts as cached."""
+        self._ensure_root()
+        folder = self.path(key)
+        order = sorted(files, key=lambda n: (n == "manifest.json", n.endswith(".json"), n))
+        for name in order:
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"not a cache entry file name: {name!r}")
+            atomic_write(folder / name, functools.partial(_write_bytes, data=files[name]))
+        out = self.get(key)
+        if out is None:
+            raise ZooSurveyFailure(f"the cache entry {folder} arrived damaged (a checksum does not match); rerun to extract it again")
+        return out
+
 
 @dataclass(frozen=True)
 class EntryInfo:
@@ -259,6 +286,10 @@ def gc_execute(plan: list[tuple[Path, str, int]]) -> int:
             path.unlink(missing_ok=True)
         freed += size
     return freed
+
+
+def _write_bytes(f: BinaryIO, data: bytes) -> None:
+    f.write(data)
 
 
 def _save_npy(f: BinaryIO, array: np.ndarray) -> None:
