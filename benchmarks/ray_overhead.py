@@ -6,9 +6,15 @@ run, each in a subprocess with a fresh cache and output folder, alternating when
 `--repeats` is above 1. The Ray run includes starting Ray; that start-up (``ray.init`` of
 a local instance to connected, and its shutdown) is also measured alone in its own
 subprocess and printed separately. Both runs must write the same row keys with equal
-top-1. Target: ratio <= 1.3. Prints a final JSON line.
+top-1 (up to thread-count numerics: a Ray worker computes with one thread per CPU it
+holds). Target: ratio <= 1.3. Prints a final JSON line.
 
-    python benchmarks/ray_overhead.py [--datasets digits,lfw-subset,fashion-mnist] [--repeats 1]
+On a shared machine pass ``--threads 1``: a 2-thread torch process on 2 oversubscribed
+cores spends most of its time waiting at OpenMP barriers, which slows the plain run far
+more than Ray's one-thread workers (measured here: digits alone took 65 s with one thread
+and 908 s with two, under a load average of 8).
+
+    python benchmarks/ray_overhead.py [--datasets digits,lfw-subset,fashion-mnist] [--repeats 1] [--threads N]
 """
 
 from __future__ import annotations
@@ -45,11 +51,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,lfw-subset,fashion-mnist", help="[default: the default run's]")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each, alternating; medians are reported")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both runs [default: unset]")
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
     exe = Path(sys.executable).parent / "zoo-survey"
     env = {**os.environ, "COLUMNS": "200", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     times: dict[str, list[float]] = {"plain": [], "ray": []}
     rows: dict[str, dict[str, float | None]] = {}
     batches: dict[str, int] = {}
@@ -77,7 +86,8 @@ def main() -> None:
           f"(+{float(down_s):.1f} s shutdown, {cpus} CPUs); same row keys: {same_keys}, largest top-1 difference {top1_diff:.2e}")
     print(json.dumps({"benchmark": "ray_overhead", "plain_s": round(plain, 2), "ray_s": round(ray, 2),
                       "ratio": round(ray / plain, 3), "ray_startup_s": round(float(up_s), 2),
-                      "ray_shutdown_s": round(float(down_s), 2), "repeats": args.repeats,
+                      "ray_shutdown_s": round(float(down_s), 2), "repeats": args.repeats, "threads": args.threads,
+                      "load_average": [round(x, 2) for x in os.getloadavg()],
                       "forward_batches": batches, "rows": len(rows["plain"]), "same_row_keys": same_keys,
                       "max_top1_diff": top1_diff, "target_ratio": 1.3}))
 

@@ -25,10 +25,9 @@ from test_cli import zoo
 
 from zoo_survey.errors import ZooSurveyError, ZooSurveyFailure
 from zoo_survey.features.cache import FeatureCache, scan
-from zoo_survey.features.extract import ExtractOptions
-from zoo_survey.results.report import build_report, latest_rows
+from zoo_survey.results.report import latest_rows
 from zoo_survey.results.store import ResultStore
-from zoo_survey.survey.options import RunOptions
+from zoo_survey.survey.options import resolve_options
 from zoo_survey.survey.plan import plan_family
 from zoo_survey.survey.ray_runner import (
     RayOptions,
@@ -40,6 +39,7 @@ from zoo_survey.survey.ray_runner import (
     scratch_folder,
 )
 from zoo_survey.survey.run import run_survey
+from zoo_survey.survey.runner import Hooks
 from zoo_survey.zoo.registry import load_registry, registry_folders
 
 # Read when ray is imported: every Ray address on this machine stays 127.0.0.1 (none is ever another interface).
@@ -47,9 +47,13 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTS = RunOptions(probes=("linear", "ncm", "fewshot"), image_size=32, max_train=64, max_test=32, grid=(0.1, 1.0),
-                  shots=(2,), seeds=2, offline=True, extract=ExtractOptions(workers=0, batch_size=16))
 SHARD_ROWS = 12  # over 4 shards of train, so a fault after the second shard lands mid-entry
+# One survey, as the library takes it and as the command line gives it.
+OPTS = resolve_options(device="cpu", image_size=32, max_train=64, max_test=32, workers=0, grid=(0.1, 1.0),
+                       probes=("linear", "ncm", "fewshot"), shots=(2,), seeds=2, offline=True)
+RUN_ARGS = ("--family", "tiny", "--ensemble", "1", "-d", "digits", "--max-train", "64", "--max-test", "32", "--image-size",
+            "32", "--workers", "0", "--device", "cpu", "--grid", "0.1,1", "--probes", "linear,ncm,fewshot", "--shots", "2",
+            "--seeds", "2", "--shard-rows", str(SHARD_ROWS), "--offline")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,10 @@ def cluster(tmp_path_factory, hub_cache):
 
         assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
         node = {"num_cpus": 1, "node_ip_address": "127.0.0.1", "object_store_memory": 100 * 1024 * 1024}
-        c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+        # A removed node is noticed in about a second (the default takes ~15 s: a test spends it waiting).
+        health = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "health_check_timeout_ms": 300,
+                  "health_check_failure_threshold": 3}
+        c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False, "_system_config": health})
         c.add_node(**node)
         ray.init(address=c.address, _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False,
                  runtime_env={"worker_process_setup_hook": "ray_faults.install", "env_vars": env})
@@ -158,10 +165,9 @@ def _entries(cache: FeatureCache) -> dict[str, np.ndarray]:
     return out
 
 
-def _same_as_reference(report, cache: FeatureCache, reference) -> None:
+def _same_as_reference(store: Path, cache: FeatureCache, reference) -> None:
     """Nothing lost, nothing duplicated: the reference's row keys exactly, top-1 equal, the same cache entries."""
-    store = ResultStore(report.store)
-    rows = store.rows()
+    rows = ResultStore(store).rows()
     keys = [r.row_key for r in rows]
     assert len(keys) == len(set(keys))
     assert set(keys) == set(reference["rows"])
@@ -176,22 +182,38 @@ def _same_as_reference(report, cache: FeatureCache, reference) -> None:
         np.testing.assert_allclose(mine[k], theirs[k], rtol=1e-5, atol=1e-6)
 
 
-def test_the_survey_on_ray_equals_the_local_run_row_for_row(two_nodes, registry, hub_env, tmp_path, reference):
-    report, cache = _survey(registry, tmp_path, _ray(two_nodes))
-    assert not any("not shared" in n for n in report.notes)  # one machine: every node sees the cache folder
-    _same_as_reference(report, cache, reference)
-    assert report.written == len(reference["rows"]) and report.forward_batches > 0
-    # both nodes worked: one extraction actor each (one CPU each), and every row says where it ran
-    assert len(report.where) == 2 and all(t.extract == 3 for t in report.where.values())
-    assert sum(t.probe for t in report.where.values()) == len(reference["rows"])
-    ran_on = {r.provenance["ran_on"]["node"] for r in ResultStore(report.store).rows()}
-    assert ran_on <= set(report.where)
-    stored = ResultStore(report.store).rows()
-    where = next(s for s in build_report(stored).sections if s.title == "Where it ran")
-    assert sum(int(row[-1]) for row in where.tables[0].rows) == len(latest_rows(stored))
+def _tsv_table(text: str, title: str) -> list[list[str]]:
+    """The rows (header first) of the table under ``# title`` in TSV output."""
+    lines = text.split(f"# {title}\n")[1].splitlines()
+    end = next((i for i, line in enumerate(lines) if line.startswith("#")), len(lines))
+    return [line.split("\t") for line in lines[:end] if "\t" in line]
 
-    again, _ = _survey(registry, tmp_path, _ray(two_nodes))  # a rerun: everything cached and stored, nothing scheduled
-    assert again.written == 0 and again.forward_batches == 0 and again.skipped == len(reference["rows"])
+
+def test_the_survey_on_ray_equals_the_local_run_row_for_row(two_nodes, registry, hub_env, tmp_path, reference,
+                                                            monkeypatch, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run = ("run", "--registry", str(registry), *RUN_ARGS, "--cache-dir", str(cache), "--out", str(out), "--ray", "auto")
+    code, stdout, err = zoo(monkeypatch, capsys, *run, "--format", "tsv")
+    assert code == 0, stdout + err
+    assert "Ray (auto): 2 node(s), 2 CPU(s), 0 GPU(s)" in stdout and "not shared" not in stdout + err
+    _same_as_reference(out / "results.sqlite", FeatureCache(cache), reference)
+    # both nodes worked, one extraction actor each (one CPU each): the run's table and every row say where
+    where = _tsv_table(stdout, "where it ran")
+    assert where[0] == ["node", "host", "extraction units", "probe units", "retried", "failed"]
+    assert [cells[2] for cells in where[1:]] == ["3", "3"]  # 2 checkpoints x 3 splits, a checkpoint per actor
+    assert sum(int(cells[3]) for cells in where[1:]) == len(reference["rows"])
+    stored = ResultStore(out / "results.sqlite").rows()
+    assert {r.provenance["ran_on"]["node"][:6] for r in stored} <= {cells[0].rsplit(":", 1)[1] for cells in where[1:]}
+    code, stdout, err = zoo(monkeypatch, capsys, "report", "--out", str(out), "--format", "tsv")
+    assert code == 0, stdout + err
+    ran_on = _tsv_table(stdout, "where it ran")
+    assert ran_on[0] == ["node", "host", "probes", "rows"]
+    assert sum(int(cells[-1]) for cells in ran_on[1:]) == len(latest_rows(stored))
+    code, stdout, err = zoo(monkeypatch, capsys, *run)  # a rerun: everything cached and stored, nothing scheduled
+    done = f"0 result row(s) written, {len(reference['rows'])} already done; 0 forward batch(es) run"
+    assert code == 0 and done in stdout, stdout + err
+    code, stdout, err = zoo(monkeypatch, capsys, "cache", "verify", "--cache-dir", str(cache))
+    assert code == 0, stdout + err
 
 
 def test_a_worker_killed_mid_extraction_with_a_cache_the_nodes_do_not_share_loses_and_duplicates_nothing(
@@ -200,17 +222,25 @@ def test_a_worker_killed_mid_extraction_with_a_cache_the_nodes_do_not_share_lose
     report, cache = _survey(registry, tmp_path, _ray(two_nodes, mode="driver"))
     assert list(two_nodes.faults.glob("kill.taken-by-*")), "no worker met the fault"
     assert sum(t.retried for t in report.where.values()) >= 1  # the unit started again on the restarted actor
-    _same_as_reference(report, cache, reference)  # every entry came back through the object store, whole
+    _same_as_reference(report.store, cache, reference)  # every entry came back through the object store, whole
     scratch = scratch_folder(cache.root.absolute())
     assert not list(scratch.rglob("manifest.json"))  # each node's copy was dropped once the driver had it
 
 
-def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry, hub_env, tmp_path, reference):
-    import ray
+class _Recorder(Hooks):
+    """Keeps every per-node display the runner hands over."""
 
-    head = ray.get_runtime_context().get_node_id()
-    other = next(n for n in two_nodes.worker_nodes)
-    victim = next(n.id for n in alive_nodes() if n.id != head)
+    def __init__(self) -> None:
+        self.seen: list[dict[str, tuple[int, int, int, int]]] = []
+
+    def nodes(self, tallies):
+        self.seen.append({n: (t.extract + t.probe, t.running, t.failed, t.retried) for n, t in tallies.items()})
+
+
+def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry, hub_env, tmp_path, reference):
+    other = next(iter(two_nodes.worker_nodes))  # never the head: the driver is connected there
+    victim = other.node_id
+    assert victim in {n.id for n in alive_nodes()}
     (two_nodes.faults / "stall").write_text(victim)
 
     def remove_when_stalled() -> None:
@@ -221,31 +251,18 @@ def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry
 
     remover = threading.Thread(target=remove_when_stalled)
     remover.start()
+    hooks = _Recorder()
     try:
-        report, cache = _survey(registry, tmp_path, _ray(two_nodes))
+        report, cache = _survey(registry, tmp_path, _ray(two_nodes), hooks)
     finally:
         remover.join()
     assert (two_nodes.faults / "stalled").exists(), "no worker on the removed node reached the fault"
     assert victim not in {n.id for n in alive_nodes()}
-    _same_as_reference(report, cache, reference)
-
-
-def test_the_cli_runs_on_ray_and_the_report_says_where(two_nodes, registry, hub_env, tmp_path, monkeypatch, capsys):
-    out, cache = tmp_path / "out", tmp_path / "cache"
-    args = ("--registry", str(registry), "--family", "tiny", "--ensemble", "1", "-d", "digits", "--max-train", "40",
-            "--max-test", "20", "--image-size", "32", "--workers", "0", "--device", "cpu", "--grid", "0.1,1",
-            "--cache-dir", str(cache), "--offline", "--ray", "auto")
-    code, stdout, err = zoo(monkeypatch, capsys, "run", *args, "--probes", "ncm", "--ray-cache", "driver",
-                            "--out", str(out), "--format", "tsv")
-    assert code == 0, stdout + err
-    assert "# where it ran" in stdout and "Ray (auto): 2 node(s)" in stdout
-    where = [line.split("\t") for line in stdout.split("# where it ran\n")[1].splitlines() if "\t" in line]
-    assert where[0] == ["node", "host", "extraction units", "probe units", "retried", "failed"]
-    assert sum(int(cells[2]) for cells in where[1:]) == 6  # 2 checkpoints x 3 splits
-    code, stdout, err = zoo(monkeypatch, capsys, "report", "--out", str(out), "--format", "tsv")
-    assert code == 0 and "# where it ran" in stdout, stdout + err
-    code, stdout, err = zoo(monkeypatch, capsys, "cache", "verify", "--cache-dir", str(cache))
-    assert code == 0, stdout + err
+    _same_as_reference(report.store, cache, reference)
+    # the display showed units running on the lost node, then the rest done elsewhere
+    assert any(seen.get(victim, (0, 0))[1] > 0 for seen in hooks.seen)
+    assert sum(done for done, *_ in hooks.seen[-1].values()) == 6 + len(reference["rows"])
+    assert report.where[victim].extract < 3 and sum(t.retried for t in report.where.values()) >= 1
 
 
 def test_an_error_in_a_unit_names_the_unit_and_the_node(two_nodes, registry, hub_env, tmp_path, monkeypatch, capsys):

@@ -412,6 +412,19 @@ def _probe_task(unit: ProbeUnit, uid: str, ctx: _ProbeContext, data: Any, board:
     return uid, dataclasses.replace(row, provenance={**row.provenance, "ran_on": ran_on}), node, host
 
 
+def _ready(pending: Mapping[Any, Any]) -> list[Any]:
+    """The finished refs among ``pending``: waits up to :data:`_POLL_S` for one, then takes every other one done."""
+    import ray
+
+    if not pending:
+        return []
+    ready, rest = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+    if ready and rest:
+        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+        ready += more
+    return ready
+
+
 @functools.cache
 def _remote() -> dict[str, Any]:
     import ray
@@ -579,7 +592,7 @@ class RayRunner:
                 for item in [a for a in again if a[0] <= now]:
                     again.remove(item)
                     submit(*item[1:])
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S) if pending else ([], [])
+                ready = _ready(pending)
                 for ref in ready:
                     i, unit, uid = pending.pop(ref)
                     try:
@@ -679,8 +692,7 @@ class RayRunner:
                         start(busy.popleft(), wait=True)  # wait for the other run, then do what it left
                     tick(finished)
                     continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
-                for ref in ready:
+                for ref in _ready(pending):
                     unit, uid = pending.pop(ref)
                     try:
                         _, row, node, host = ray.get(ref)
