@@ -261,7 +261,7 @@ def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry
     _same_as_reference(report.store, cache, reference)
     # the display showed units running on the lost node, then the rest done elsewhere
     assert any(seen.get(victim, (0, 0))[1] > 0 for seen in hooks.seen)
-    assert sum(done for done, *_ in hooks.seen[-1].values()) == 6 + len(reference["rows"])
+    assert sum(done for done, *_ in hooks.seen[-1].values()) == 6 + len(reference["rows"]), (hooks.seen[-4:], report.where)
     assert report.where[victim].extract < 3 and sum(t.retried for t in report.where.values()) >= 1
 
 

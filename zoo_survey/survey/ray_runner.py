@@ -480,8 +480,10 @@ class RayRunner:
         if self._board_actor is None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            here = NodeAffinitySchedulingStrategy(self.cluster.driver_node, soft=True)
-            self._board_actor = _remote()["board"].options(num_cpus=0, scheduling_strategy=here).remote()
+            # On the driver's node, which the run cannot outlive (a soft affinity may place it elsewhere).
+            here = NodeAffinitySchedulingStrategy(self.cluster.driver_node, soft=False)
+            self._board_actor = _remote()["board"].options(num_cpus=0, scheduling_strategy=here,
+                                                           max_restarts=self.options.retries).remote()
         return self._board_actor
 
     def _tally(self, node: str, host: str | None = None) -> NodeTally:
