@@ -28,7 +28,7 @@ pure ``run(workspace)``); only where they execute changes.
 Ray is imported only inside functions: without ``--ray`` it is never imported.
 
 >>> with connect("local") as cluster:                                       # doctest: +SKIP
-...     run_survey(plans, datasets, cache, store, options, runner=RayRunner.factory(cluster, RayOptions("local")))
+...     run_survey(plans, datasets, cache, store, options, runner_factory=RayRunner.factory(cluster, RayOptions("local")))
 """
 
 from __future__ import annotations
@@ -440,7 +440,7 @@ class RayRunner:
     """Runs units on a Ray cluster (see the module docstring); the same interface as ``LocalRunner``.
 
     >>> runner = RayRunner.factory(cluster, RayOptions("auto"))   # doctest: +SKIP
-    >>> run_survey(plans, datasets, cache, store_path, options, runner=runner)   # doctest: +SKIP
+    >>> run_survey(plans, datasets, cache, store_path, options, runner_factory=runner)   # doctest: +SKIP
     """
 
     def __init__(self, ws: Workspace, hooks: Hooks, cluster: RayCluster, options: RayOptions):
@@ -459,7 +459,7 @@ class RayRunner:
 
     @classmethod
     def factory(cls, cluster: RayCluster, options: RayOptions) -> RunnerFactory:
-        """What ``run_survey(runner=...)`` and ``extract_all(runner=...)`` take."""
+        """What ``run_survey(runner_factory=...)`` and ``extract_all(runner_factory=...)`` take."""
         return functools.partial(cls, cluster=cluster, options=options)
 
     # ---- shared state

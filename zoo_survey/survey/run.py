@@ -31,24 +31,24 @@ def run_survey(
     store_path: Path,
     options: RunOptions,
     hooks: Hooks | None = None,
-    runner: RunnerFactory | None = None,
+    runner_factory: RunnerFactory | None = None,
 ) -> RunReport:
     """Extract, probe and store every (comparison, dataset, probe, setting) of ``plans`` in ``store_path``.
 
     Datasets are loaded and every checkpoint resolved before anything is written, so
     bad input (a missing weights file, an unknown split) stops the run with nothing done.
-    ``runner`` says where units run: :class:`LocalRunner` (the default, this process) or a
-    :class:`~zoo_survey.survey.ray_runner.RayRunner`; the rows are the same.
+    ``runner_factory`` says where units run: :class:`LocalRunner` (the default, this process)
+    or ``RayRunner.factory(...)`` (:mod:`.ray_runner`, a Ray cluster); the rows are the same.
 
     >>> run_survey([plan_family(fam)], [reg.dataset("digits")], cache, out / "results.sqlite", resolve_options())  # doctest: +SKIP
     """
     report = RunReport()
     checkpoints = list({spec.id: spec for plan in plans for spec in plan.checkpoints}.values())
-    chosen = extract_all(checkpoints, datasets, cache, options, hooks, report, runner)
+    runner = extract_all(checkpoints, datasets, cache, options, hooks, report, runner_factory)
     store = ResultStore(store_path)
     report.store = store.path
-    units = probe_units(plans, chosen.ws.prepared, chosen.ws.resolved, options)
-    chosen.probe(units, store, report)
+    units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
+    runner.probe(units, store, report)
     report.notes += [n for n in cache.repaired if n not in report.notes]  # entries found damaged while probing
     keys = {u.row_key for u in units}
     report.rows = [r for r in store.rows() if r.row_key in keys]
@@ -62,7 +62,7 @@ def extract_all(
     options: RunOptions,
     hooks: Hooks | None = None,
     report: RunReport | None = None,
-    runner: RunnerFactory | None = None,
+    runner_factory: RunnerFactory | None = None,
 ) -> Runner:
     """Fill the cache with every checkpoint's features on every split of ``datasets``; returns the runner.
 
@@ -74,10 +74,10 @@ def extract_all(
     report = report if report is not None else RunReport()
     prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
-    chosen = (runner or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
-    chosen.extract(extract_units(checkpoints, prepared, options), report)
+    runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
+    runner.extract(extract_units(checkpoints, prepared, options), report)
     report.notes += cache.repaired
-    return chosen
+    return runner
 
 
 def prepare_inputs(
