@@ -84,6 +84,19 @@ EXTRACTION_FLAGS: dict[str, tuple[Any, Any]] = {
     "allow_heavy": (Annotated[bool, typer.Option(
         "--allow-heavy", help="On a CPU too, run multi-GB checkpoints (over 1.5 GB of weights: ViT-g, SigLIP so400m), "
         "which a CPU run refuses otherwise.")], False),
+    "ray": (Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS", help="Run the units on a Ray cluster: local (start Ray on this machine with every "
+        "visible GPU), auto (the cluster this machine belongs to) or the cluster's ADDRESS (host:port). Needs "
+        "pip install 'zoo-survey[ray]'; see docs/scale.md.", show_default=False)], None),
+    "ray_gpus_per_actor": (Annotated[Optional[float], typer.Option(
+        help="With --ray: GPUs per extraction actor; a fraction shares a GPU [default: 1 on CUDA, 0 on CPU].",
+        show_default=False)], None),
+    "ray_cpus_per_actor": (Annotated[Optional[float], typer.Option(
+        help="With --ray: CPUs per extraction actor [default: 1].", show_default=False)], None),
+    "ray_cache": (Annotated[Optional[str], typer.Option(
+        help="With --ray: auto (check that every node sees the cache folder), shared (workers write it), or driver "
+        "(entries travel back through Ray's object store and this machine writes them) [default: auto].",
+        show_default=False)], None),
 }
 
 

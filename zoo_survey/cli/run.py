@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Optional
 
 import typer
@@ -15,8 +16,9 @@ from ..results.report import comparison_lines, headline_table
 from ..results.store import STORE_NAME, ResultRow
 from ..survey.options import DEFAULT_PROBES, RunOptions, parse_list, resolve_options
 from ..survey.plan import STRATEGIES, plan_family
+from ..survey.ray_runner import RayCluster, RayRunner, connect, node_label, ray_options
 from ..survey.run import extract_all, prefetch, run_survey
-from ..survey.runner import Hooks, RunReport
+from ..survey.runner import Hooks, NodeTally, RunnerFactory, RunReport
 from .app import app, console
 from .options import (
     DEFAULT_FAMILY,
@@ -36,15 +38,30 @@ from .options import (
 from .output import emit, human
 
 
-def _options(flags: dict[str, Any], **probe_args: Any) -> RunOptions:
-    """The shared flags (and a run's probe flags) through the one library function that resolves them."""
+def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_args: Any) -> RunOptions:
+    """The shared flags (and a run's probe flags) through the one library function that resolves them.
+
+    On a Ray cluster, ``--device auto`` and ``cuda`` ask whether the cluster has GPUs, not this machine.
+    """
     f = flags
     return resolve_options(
         device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
         batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
         bad_images=f["bad_images"], layer=f["features"], preprocess=f["preprocess"], offline=f["offline"],
-        allow_heavy=f["allow_heavy"], **probe_args,
+        allow_heavy=f["allow_heavy"], cuda=cluster.gpus > 0 if cluster is not None else None, **probe_args,
     )
+
+
+def _on_ray(ctx: typer.Context, flags: dict[str, Any]) -> tuple[RayCluster | None, RunnerFactory | None]:
+    """Without --ray: nothing (units run here; Ray is never imported). With it: the cluster, connected until the
+    command ends, and its runner."""
+    ray = ray_options(flags["ray"], flags["ray_gpus_per_actor"], flags["ray_cpus_per_actor"], flags["ray_cache"])
+    if ray is None:
+        return None, None
+    cluster = ctx.with_resource(connect(ray.address))
+    console.print(f"Ray ({ray.address}): {len(cluster.nodes)} node(s), {cluster.cpus:g} CPU(s), {cluster.gpus:g} GPU(s)",
+                  soft_wrap=True)
+    return cluster, RayRunner.factory(cluster, ray)
 
 
 def _print_limits(options: RunOptions) -> None:
@@ -64,6 +81,7 @@ class RichHooks(Hooks):
             console=console, transient=False, disable=not console.is_terminal,  # piped: no bars, one line per note
         )
         self.progress.__enter__()
+        self._node_tasks: dict[str, Any] = {}
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -73,21 +91,39 @@ class RichHooks(Hooks):
         task = self.progress.add_task(label, total=total)
         return lambda done: self.progress.update(task, completed=done)
 
+    def nodes(self, tallies: Mapping[str, NodeTally]) -> None:
+        """One line per node of a Ray cluster: units done, running and failed (and retried)."""
+        for node, t in tallies.items():
+            text = (f"  {node_label(node, t.host)}: {t.extract + t.probe} done, {t.running} running, {t.failed} failed"
+                    + (f", {t.retried} retried" if t.retried else ""))
+            if node not in self._node_tasks:
+                self._node_tasks[node] = self.progress.add_task(text, total=None)
+            self.progress.update(self._node_tasks[node], description=text)
 
-def print_summary(rows: list[ResultRow], fmt: str | None = None) -> None:
-    """The single-vs-ensemble table of ``rows``: whole, on a terminal or piped."""
+
+def where_table(where: Mapping[str, NodeTally]) -> Table:
+    """What ran on which node of a Ray cluster."""
+    return Table(("node", "host", "extraction units", "probe units", "retried", "failed"),
+                 [[node_label(n, t.host), t.host, str(t.extract), str(t.probe), str(t.retried), str(t.failed)]
+                  for n, t in sorted(where.items(), key=lambda kv: (kv[1].host, kv[0]))], title="where it ran")
+
+
+def print_summary(rows: list[ResultRow], fmt: str | None = None, where: Mapping[str, NodeTally] | None = None) -> None:
+    """The single-vs-ensemble table of ``rows`` (and on a Ray cluster, what ran where): whole, on a terminal or piped."""
     table = headline_table(comparison_lines(rows))
     cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "95% CI", "McNemar p",
             "averaged top-1")
     idx = [table.header.index(c) for c in cols]
     emit([Table(cols, [[row[i] for i in idx] for row in table.rows],
                 title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs; "
-                "paired 95% intervals over the test images")], console, fmt, titled=True)
+                "paired 95% intervals over the test images")]
+         + ([where_table(where)] if where else []), console, fmt, titled=True)
 
 
 @app.command()
 @extraction_flags
 def run(
+    ctx: typer.Context,
     family: Annotated[
         list[str], typer.Option("--family", "-f", help="Family to survey (repeatable or comma-separated, or 'all').")
     ] = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
@@ -140,8 +176,9 @@ def run(
     reg = open_registry(flags["registry"])
     fams = reg.select_families(family)
     ds_specs = reg.select_datasets([flags["datasets"]])
+    cluster, runner = _on_ray(ctx, flags)
     options = _options(
-        flags, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
+        flags, cluster, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
         shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val,
     )
     plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by,
@@ -156,9 +193,9 @@ def run(
     _print_limits(options)
     cache = FeatureCache(cache_root(flags["cache_dir"]), shard_rows=flags["shard_rows"])
     with RichHooks() as hooks, prefetch_hint(family, flags["datasets"], flags["registry"]):
-        result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks)
+        result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks, runner)
     _print_notes(result)
-    print_summary(result.rows, format)
+    print_summary(result.rows, format, result.where)
     console.print(
         f"{result.written} result row(s) written, {result.skipped} already done; "
         f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}", soft_wrap=True,
@@ -174,6 +211,7 @@ def _print_notes(result: RunReport) -> None:
 @app.command()
 @extraction_flags
 def extract(
+    ctx: typer.Context,
     family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
     checkpoints: CheckpointIdsOpt = None,
     *,
@@ -189,13 +227,16 @@ def extract(
     reg = open_registry(flags["registry"])
     specs = reg.select_checkpoints(family, csv(checkpoints))
     ds_specs = reg.select_datasets([flags["datasets"]])
-    options = _options(flags)
+    cluster, runner = _on_ray(ctx, flags)
+    options = _options(flags, cluster)
     _print_limits(options)
     cache = FeatureCache(cache_root(flags["cache_dir"]), shard_rows=flags["shard_rows"])
     result = RunReport()
     with RichHooks() as hooks, prefetch_hint(family, flags["datasets"], flags["registry"], checkpoints):
-        extract_all(specs, ds_specs, cache, options, hooks, result)
+        extract_all(specs, ds_specs, cache, options, hooks, result, runner)
     _print_notes(result)
+    if result.where:
+        emit([where_table(result.where)], console)
     console.print(f"{len(specs)} checkpoint(s) cached; {result.forward_batches} forward batch(es) run. Cache: {cache.root}",
                   soft_wrap=True)
 

@@ -18,18 +18,21 @@ sha256 against the manifest; a corrupt shard is deleted, reported and recomputed
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .. import shards
 from ..digests import canonical_digest
+from ..errors import ZooSurveyFailure
 from ..files import atomic_write
 from ..shards import EntryInfo
 
@@ -140,6 +143,32 @@ class FeatureCache:
         self._ensure_root()
         return EntryWriter(self.path(key), key, total_rows, self.shard_rows, dict(info or {}))
 
+    def export_entry(self, key: FeatureKey) -> dict[str, bytes]:
+        """A complete entry's files by name, manifest included, to carry it to another machine's cache
+        (:meth:`import_entry`); ``{}`` when the entry is not complete and intact."""
+        if self.get(key) is None:
+            return {}
+        folder = self.path(key)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        names = [sh[k] for sh in manifest["shards"] for k in FILES]
+        names += [f"shard-{i:05d}.json" for i in range(len(manifest["shards"]))] + ["manifest.json"]
+        return {n: (folder / n).read_bytes() for n in names}
+
+    def import_entry(self, key: FeatureKey, files: Mapping[str, bytes]) -> Features:
+        """Write an entry :meth:`export_entry` gave elsewhere: shard files, then sidecars, the manifest last,
+        each atomically; then read it back through :meth:`get`, so a damaged copy never counts as cached."""
+        self._ensure_root()
+        folder = self.path(key)
+        order = sorted(files, key=lambda n: (n == "manifest.json", n.endswith(".json"), n))
+        for name in order:
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"not a cache entry file name: {name!r}")
+            atomic_write(folder / name, functools.partial(_write_bytes, data=files[name]))
+        out = self.get(key)
+        if out is None:
+            raise ZooSurveyFailure(f"the cache entry {folder} arrived damaged (a checksum does not match); rerun to extract it again")
+        return out
+
 
 def scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
     """Every feature entry under the cache root; ``verify`` re-checks each shard's sha256 (slow, thorough)."""
@@ -164,6 +193,10 @@ def gc_plan(cache: FeatureCache, verify: bool = True) -> list[tuple[Path, str, i
 
 
 gc_execute = shards.delete
+
+
+def _write_bytes(f: BinaryIO, data: bytes) -> None:
+    f.write(data)
 
 
 class EntryWriter(shards.ShardWriter):

@@ -77,13 +77,19 @@ class ExtractOptions:
             raise ZooSurveyError(f"--dtype {self.dtype} needs a CUDA device; on CPU use float32")
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    import torch
+def resolve_device(name: str, cuda: bool | None = None) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error.
 
+    ``cuda`` says whether the machines that run the forward have a GPU; ``None``: this one
+    (a run on a Ray cluster asks the cluster instead).
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if cuda else "cpu"
+    if name.startswith("cuda") and not cuda:
         raise ZooSurveyError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu or auto")
     if name != "cpu" and not name.startswith("cuda"):
         raise ZooSurveyError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")

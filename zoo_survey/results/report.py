@@ -459,6 +459,18 @@ def revision_table(rows: Sequence[ResultRow]) -> Table:
     return Table(REVISION_HEADER, [[k, i, rev, str(n)] for (k, i, rev), n in sorted(seen.items())], title="revisions")
 
 
+def ran_on_table(rows: Sequence[ResultRow]) -> Table:
+    """Rows probed on a Ray cluster, by node (``provenance["ran_on"]``); empty for a run on one machine."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for r in latest_rows(rows):
+        where = r.provenance.get("ran_on")
+        if where:
+            seen.setdefault((where["host"], where["node"]), []).append(r.probe)
+    return Table(("node", "host", "probes", "rows"),
+                 [[f"{host}:{node[:6]}", host, ", ".join(sorted(set(p))), str(len(p))] for (host, node), p in sorted(seen.items())],
+                 title="where it ran")
+
+
 def chosen_hparams(r: ResultRow) -> str:
     """The probe's chosen hyper-parameters, e.g. ``C=0.0178`` or ``k=20``."""
     shown = {k: v for k, v in r.hparams.items() if k in ("C", "k")}
@@ -602,6 +614,9 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
         sections.append(Section("Plots", figures=tuple(plots)))
     sections.append(Section("Revisions", ("The resolved commit (hub) or content digest of every input the results used.",),
                             (revision_table(rows),)))
+    ran_on = ran_on_table(rows)
+    if ran_on.rows:
+        sections.append(Section("Where it ran", ("Rows probed on each node of the Ray cluster.",), (ran_on,)))
     sections.append(Section("Every row", tables=(every_row_table(rows),)))
     return Document("zoo-survey report", INTRO + (_budget_note(rows),), tuple(sections))
 

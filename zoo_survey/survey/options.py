@@ -70,9 +70,13 @@ def resolve_options(
     shots: Sequence[int] = DEFAULT_SHOTS,
     seeds: int = DEFAULT_SEEDS,
     fewshot_val: str = "shots",
+    cuda: bool | None = None,
 ) -> RunOptions:
-    """Resolve a run's options; on a CPU without ``full``, :data:`CPU_LIMITS` fill the sizes left unset."""
-    dev = resolve_device(device)
+    """Resolve a run's options; on a CPU without ``full``, :data:`CPU_LIMITS` fill the sizes left unset.
+
+    ``cuda``: whether the machines that extract have a GPU (a Ray cluster's answer); ``None``: this one.
+    """
+    dev = resolve_device(device, cuda)
     probe_names = tuple(dict.fromkeys(probes))
     if not probe_names:
         raise ZooSurveyError(f"--probes is empty; name at least one of {', '.join(PROBES.names())}")

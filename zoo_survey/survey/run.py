@@ -20,7 +20,7 @@ from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec, HFSource
 from .options import RunOptions
 from .plan import Plan
-from .runner import Hooks, LocalRunner, RunReport
+from .runner import Hooks, LocalRunner, Runner, RunnerFactory, RunReport
 from .units import Workspace, extract_units, probe_units, similarity_units
 
 
@@ -31,17 +31,20 @@ def run_survey(
     store_path: Path,
     options: RunOptions,
     hooks: Hooks | None = None,
+    runner_factory: RunnerFactory | None = None,
 ) -> RunReport:
     """Extract, probe and store every (comparison, dataset, probe, setting) of ``plans`` in ``store_path``.
 
     Datasets are loaded and every checkpoint resolved before anything is written, so
     bad input (a missing weights file, an unknown split) stops the run with nothing done.
+    ``runner_factory`` says where units run: :class:`LocalRunner` (the default, this process)
+    or ``RayRunner.factory(...)`` (:mod:`.ray_runner`, a Ray cluster); the rows are the same.
 
     >>> run_survey([plan_family(fam)], [reg.dataset("digits")], cache, out / "results.sqlite", resolve_options())  # doctest: +SKIP
     """
     report = RunReport()
     checkpoints = list({spec.id: spec for plan in plans for spec in plan.checkpoints}.values())
-    runner = extract_all(checkpoints, datasets, cache, options, hooks, report)
+    runner = extract_all(checkpoints, datasets, cache, options, hooks, report, runner_factory)
     store = ResultStore(store_path)
     report.store = store.path
     units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
@@ -62,19 +65,20 @@ def extract_all(
     options: RunOptions,
     hooks: Hooks | None = None,
     report: RunReport | None = None,
-) -> LocalRunner:
+    runner_factory: RunnerFactory | None = None,
+) -> Runner:
     """Fill the cache with every checkpoint's features on every split of ``datasets``; returns the runner.
 
     Datasets load and checkpoints resolve first (cheap: files and configs), and the cache
-    must be writable, so bad input fails before any forward pass. ``zoo-survey extract``
-    is this alone.
+    must be writable, so bad input fails before any forward pass and before a runner
+    schedules any unit. ``zoo-survey extract`` is this alone.
     """
     hooks = hooks or Hooks()
     report = report if report is not None else RunReport()
     check_heavy(checkpoints, options)
     prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
-    runner = LocalRunner(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
+    runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
     runner.extract(extract_units(checkpoints, prepared, options), report)
     report.notes += cache.repaired
     return runner

@@ -1,4 +1,5 @@
-"""Runners decide where units of work execute. :class:`LocalRunner` runs them in this process.
+"""Runners decide where units of work execute. :class:`LocalRunner` runs them in this process;
+:class:`~zoo_survey.survey.ray_runner.RayRunner` runs the same units on a Ray cluster.
 
 A runner takes extraction units (it fills the cache) and probe units (it returns rows
 for the driver to store). The driver is the only writer of the results store.
@@ -9,12 +10,25 @@ stored. The claim only saves work: rows are inserted with INSERT OR IGNORE eithe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from ..results.store import ResultRow, ResultStore
 from .units import ExtractUnit, ProbeUnit, Workspace
+
+
+@dataclass
+class NodeTally:
+    """What ran on one machine of a cluster: units done, running now, failed, and started more than once."""
+
+    host: str
+    extract: int = 0
+    probe: int = 0
+    running: int = 0
+    failed: int = 0
+    retried: int = 0
 
 
 class Hooks:
@@ -23,10 +37,14 @@ class Hooks:
     def stage(self, label: str, total: int) -> Callable[[int], None]:
         return lambda done: None
 
+    def nodes(self, tallies: Mapping[str, NodeTally]) -> None:
+        """A cluster runner's units per node (keyed by node), each time the counts change."""
+
 
 @dataclass
 class RunReport:
-    """What a run did: rows written and skipped, forward batches run, notes for the user."""
+    """What a run did: rows written and skipped, forward batches run, notes for the user, and (on a cluster)
+    what ran on which node."""
 
     rows: list[ResultRow] = field(default_factory=list)
     written: int = 0
@@ -34,6 +52,21 @@ class RunReport:
     forward_batches: int = 0
     notes: list[str] = field(default_factory=list)
     store: Path | None = None
+    where: dict[str, NodeTally] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """Where units run. ``ws`` is the driver's workspace: what it prepared and resolved, and its cache."""
+
+    ws: Workspace
+
+    def extract(self, units: Sequence[ExtractUnit], report: RunReport) -> None: ...
+
+    def probe(self, units: Sequence[ProbeUnit], store: ResultStore, report: RunReport) -> None: ...
+
+
+# How a run gets its runner: given the driver's workspace and the progress hooks. LocalRunner is one.
+RunnerFactory = Callable[[Workspace, Hooks], Runner]
 
 
 class LocalRunner:
