@@ -104,7 +104,7 @@ def run(
     ] = None,
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
     budget_by: Annotated[str, typer.Option(
-        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, epochs x images x "
+        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, images seen x "
         "GFLOPs x 3, from the registry's pretrain fields).")] = "params",
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
     out: OutOpt = DEFAULT_OUT,
