@@ -85,7 +85,7 @@ class Log(TrainHooks):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--large", action="store_true", help="the GPU configuration (not runnable on a small CPU)")
-    ap.add_argument("--steps", type=int, help="CAT1's budget in optimizer steps [800; --large 4000]")
+    ap.add_argument("--steps", type=int, help="CAT1's budget in optimizer steps [800; --large 2000]")
     ap.add_argument("--batch-size", type=int, help="[32; --large 512]")
     ap.add_argument("--lr", type=float, help="[1e-3; --large 2e-3]")
     ap.add_argument("--image-size", type=int, default=32)
@@ -105,7 +105,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     large = args.large
-    steps = args.steps or (4000 if large else 800)
+    steps = args.steps or (2000 if large else 800)
     batch = args.batch_size or (512 if large else 32)
     lr = args.lr or (2e-3 if large else 1e-3)
     cats = tuple(int(k) for k in args.cats.split(","))
