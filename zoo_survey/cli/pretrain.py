@@ -139,5 +139,7 @@ def pretrain_command(
                  "img/s"), rows, title=f"{plan.family} on {spec.id}")], console, format, titled=True)
     console.print(f"{len(report.trained)} member(s) trained, {len(report.skipped)} already done. Family: {report.yaml}",
                   soft_wrap=True)
-    console.print(f"Next: zoo-survey run -r {out} -f {plan.family} --members cat{max(int(g[3:]) for g in plan.ensembles if g.startswith('cat'))}"
-                  f" --image-size {image_size} -d <datasets>" if plan.ensembles else "", soft_wrap=True)
+    cats = [g for g in plan.ensembles if g.startswith("cat")]
+    if cats:
+        console.print(f"Next: zoo-survey run -r {out} -f {plan.family} --members {cats[-1]} --image-size {image_size} "
+                      "-d <datasets> (extract at the training resolution)", soft_wrap=True)
