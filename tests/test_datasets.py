@@ -147,3 +147,41 @@ def test_wrong_column_is_named(tmp_path):
     )
     with pytest.raises(ZooSurveyError, match=r"dataset 'pq': column 'image' not found; columns are \['x', 'label'\]"):
         prepare(load_registry([tmp_path]).dataset("pq"))
+
+
+def test_a_class_subset_is_a_dataset_of_its_own(tmp_path):
+    (tmp_path / "ds.yaml").write_text(
+        "datasets:\n  - {id: odd-digits, source: {type: builtin, name: digits}, classes: [7, 3, 9], test_split: null}\n")
+    sub = prepare(load_registry([tmp_path]).dataset("odd-digits"))
+    whole = prepare(REG.dataset("digits"))
+    assert sub.spec.num_classes == 3 and sub.class_names == ("7", "3", "9")
+    raw = whole.splits["train"].images.array  # every digits image, in source order (ArrayImages)
+    from sklearn.datasets import load_digits
+
+    source_labels = load_digits().target
+    for split in sub.splits.values():
+        assert set(split.labels.tolist()) == {0, 1, 2}
+        # Each image is the source image of the kept class its new label names (7 -> 0, 3 -> 1, 9 -> 2), and no other.
+        for row in range(0, len(split), 17):
+            pixels = np.asarray(split.image(row).convert("L"))
+            matches = [i for i in range(len(raw)) if np.array_equal(raw[i], pixels)]
+            assert matches and {source_labels[i] for i in matches} == {(7, 3, 9)[split.labels[row]]}
+    assert sum(len(s) for s in sub.splits.values()) == int(np.isin(source_labels, [7, 3, 9]).sum())
+    assert sub.fingerprint != whole.fingerprint and sub.revision == f"data:{sub.fingerprint}"
+    assert any("classes [7, 3, 9]" in n for n in sub.notes)
+
+
+def test_a_class_the_source_lacks_is_named(tmp_path):
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: d, source: {type: builtin, name: lfw-subset}, classes: [0, 5]}\n")
+    with pytest.raises(ZooSurveyError, match=r"dataset 'd': field 'classes': \[5\] are not labels of the source \(its labels are 0..1\)"):
+        prepare(load_registry([tmp_path]).dataset("d"))
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_shipped_fashion_mnist_halves_split_the_classes():
+    a, b = prepare(REG.dataset("fashion-mnist-a")), prepare(REG.dataset("fashion-mnist-b"))
+    assert a.class_names + b.class_names == prepare(REG.dataset("fashion-mnist")).class_names
+    for ds in (a, b):
+        assert {k: len(v) for k, v in ds.splits.items()} == {"train": 24000, "val": 6000, "test": 5000}
+        assert set(ds.splits["test"].labels.tolist()) == {0, 1, 2, 3, 4}
+    assert a.fingerprint != b.fingerprint

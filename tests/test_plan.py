@@ -84,6 +84,29 @@ def test_budget_by_pretraining_compute(tmp_path):
 
 
 def test_budget_by_pretrain_names_the_entries_without_the_fields():
-    with pytest.raises(ZooSurveyError, match=r"--budget-by pretrain needs pretrain.epochs and pretrain.images .* "
+    with pytest.raises(ZooSurveyError, match=r"--budget-by pretrain needs pretrain.images_seen, or pretrain.epochs and pretrain.images, .* "
                                              r"tf_efficientnet_lite2.pypi \(efficientnet-lite.yaml\)"):
         plan_family(REG.family("efficientnet-lite"), 1, "budget", budget_by="pretrain")
+
+
+def test_budget_by_images_seen_fits_k_equal_shares_exactly(tmp_path):
+    """k members of 1/k of the images each: the same compute as the single in exact arithmetic, and the budget
+    strategy takes them although their float sum can exceed the single's (0.1 x 10 > 1.0 in floating point)."""
+    from conftest import write_family
+
+    from zoo_survey.zoo.registry import load_registry as load
+
+    members = "\n".join(f"  - {{id: test_resnet.m{i}, pretrain: {{images_seen: 1, seed: {i}}}}}" for i in range(10))
+    write_family(tmp_path, "seen", f"""
+defaults: {{source: {{type: timm}}, params_m: 1, gflops: 0.1, feature_dim: 8}}
+family: seen
+checkpoints:
+  - {{id: test_resnet.single, gflops: 1.0, pretrain: {{images_seen: 1, steps: 10, seed: 99}}}}
+{members}
+""")
+    fam = load([tmp_path]).family("seen")
+    single = fam.get("test_resnet.single")
+    assert single.pretrain_emacs == pytest.approx(3e-9) and single.pretrain.steps == 10
+    assert sum(fam.get(f"test_resnet.m{i}").pretrain_emacs for i in range(10)) > single.pretrain_emacs  # rounding
+    plan = plan_family(fam, 10, "budget", budget_by="pretrain")
+    assert len(plan.ensemble.members) == 10

@@ -66,6 +66,10 @@ GOOD = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflo
          r"field 'source.path': Value error, expected a .safetensors, .pth"),
         ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: -3, gflops: 1, feature_dim: 96}",
          r"field 'params_m': Input should be greater than 0"),
+        ("{id: test_resnet.a, source: {type: hf-hub, repo: a/b}, params_m: 1, gflops: 1, feature_dim: 96, model_args: {depth: 2}}",
+         r"field 'model_args': Value error, model_args apply to 'file' and 'package' sources; a 'hf-hub' source's own config"),
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96, pretrain: {steps: 0}}",
+         r"field 'pretrain.steps': Input should be greater than 0"),
     ],
 )
 def test_bad_checkpoint_entries(tmp_path, entry, message):
@@ -165,3 +169,19 @@ def test_bad_dataset_entry(tmp_path):
 def test_missing_registry_folder(tmp_path):
     with pytest.raises(ZooSurveyError, match=r"registry folder .*nope' does not exist"):
         registry_folders([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{id: d, source: {type: builtin, name: digits}, classes: [1]}", r"field 'classes': Value error, expected at least 2"),
+        ("{id: d, source: {type: builtin, name: digits}, classes: [1, 1]}", r"field 'classes': Value error, expected at least 2 distinct"),
+        ("{id: d, source: {type: builtin, name: digits}, classes: [1, 2], num_classes: 3}",
+         r"num_classes is 3 but 'classes' keeps 2 labels"),
+        ("{id: d, source: {type: builtin, name: digits}}", r"field 'num_classes': missing required field"),
+    ],
+)
+def test_bad_class_subsets(tmp_path, entry, message):
+    (tmp_path / "ds.yaml").write_text(f"datasets:\n  - {entry}\n")
+    with pytest.raises(ZooSurveyError, match=message):
+        load_registry([tmp_path])

@@ -5,7 +5,7 @@ Each command module registers its commands on :data:`app`. Heavy third-party mod
 ``--help`` is quick and ``--offline`` is set before huggingface_hub reads it.
 """
 
-from . import cache, registry, report, run  # noqa: F401 - importing registers the commands
+from . import cache, pretrain, registry, report, run  # noqa: F401 - importing registers the commands
 from .app import app, main
 
 __all__ = ["app", "main"]

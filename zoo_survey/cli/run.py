@@ -141,7 +141,7 @@ def run(
     ] = None,
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
     budget_by: Annotated[str, typer.Option(
-        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, epochs x images x "
+        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, images seen x "
         "GFLOPs x 3, from the registry's pretrain fields).")] = "params",
     allow_same_lineage: Annotated[bool, typer.Option(
         "--allow-same-lineage", help="Let two members descend from one pretraining run (e.g. one ViT fine-tuned at 224 "

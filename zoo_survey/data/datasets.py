@@ -87,6 +87,25 @@ class ArrayImages:
         return None  # decoded arrays: no file to hand over
 
 
+class SubsetImages:
+    """Positions ``positions`` of another image source, as a source of their own (a class subset)."""
+
+    def __init__(self, images: Images, positions: np.ndarray):
+        self.images, self.positions = images, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        return self.images[int(self.positions[i])]
+
+    def raw(self, i: int):
+        return self.images.raw(int(self.positions[i]))
+
+    def encoded(self, i: int) -> bytes | None:
+        return self.images.encoded(int(self.positions[i]))
+
+
 class HFImages:
     """Images from a column of a Hugging Face ``datasets.Dataset``; any PIL mode becomes RGB."""
 
@@ -223,13 +242,27 @@ def _hf(spec: DatasetSpec, offline: bool = False) -> Raw:
     feat = first.features[spec.label_column]
     names = tuple(str(n) for n in feat.names) if hasattr(feat, "names") else None
     splits: dict[str, tuple[Images, np.ndarray]] = {
-        s: (HFImages(dd[s], spec.image_column), np.asarray(dd[s][spec.label_column], dtype=np.int64)) for s in wanted
+        s: (HFImages(dd[s], spec.image_column), _labels(spec, s, dd[s][spec.label_column])) for s in wanted
     }
     # A hub commit names the data exactly; local files are named by datasets' fingerprint of them
     # (not used for hub snapshots: it depends on where the cache lies, which a copy changes).
     content = "".join(wanted) if revision else "".join(dd[s]._fingerprint for s in wanted)
     fp = string_digest(ident + content)
     return splits, fp, names, revision or f"data:{fp}"
+
+
+def _labels(spec: DatasetSpec, split: str, values: Any) -> np.ndarray:
+    """A label column as int64; rows without a label (an image folder without class subfolders) are refused."""
+    values = list(values)
+    missing = sum(v is None for v in values)
+    if missing:
+        layout = " (an image folder needs a subfolder per class: <path>/<split>/<class>/<image>)" if isinstance(
+            spec.source, ImageFolderSource) else ""
+        raise ZooSurveyError(
+            f"{spec.defined_in}: dataset {spec.id!r}: split {split!r} has {missing:,} of {len(values):,} images without a "
+            f"label in column {spec.label_column!r}{layout}; a classification dataset needs a label on every image"
+        )
+    return np.asarray(values, dtype=np.int64)
 
 
 def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
@@ -313,6 +346,9 @@ def prepare(
     raw, fingerprint, class_names, revision = _load_raw(spec, offline)
     _check_sizes(spec, raw, revision)
     notes: list[str] = []
+    if spec.classes is not None:
+        raw, fingerprint, class_names, revision = _keep_classes(spec, spec.classes, raw, fingerprint, class_names, revision)
+        notes.append(f"classes {list(spec.classes)} of the source, renumbered 0..{len(spec.classes) - 1}")
     train_images, train_labels = raw[spec.train_split if spec.train_split in raw else "train"]
     train_pos = np.arange(len(train_labels))
     if spec.test_split is None:
@@ -347,6 +383,28 @@ def prepare(
     }
     _check_labels(spec, splits)
     return PreparedDataset(spec, fingerprint, splits, class_names, tuple(notes), revision)
+
+
+def _keep_classes(spec: DatasetSpec, classes: tuple[int, ...], raw: dict[str, tuple[Images, np.ndarray]], fingerprint: str,
+                  class_names: tuple[str, ...] | None, revision: str) -> Raw:
+    """Only the images of ``classes``, labels renumbered 0..k-1 in that order; the fingerprint names the subset
+    (a survey on a subset never shares cache entries or rows with the whole dataset)."""
+    present = np.unique(np.concatenate([labels for _, labels in raw.values()]))
+    absent = [c for c in classes if c not in set(present.tolist())]
+    if absent:
+        raise ZooSurveyError(
+            f"{spec.defined_in}: dataset {spec.id!r}: field 'classes': {absent} are not labels of the source "
+            f"(its labels are {present.min()}..{present.max()}); fix 'classes'"
+        )
+    lookup = np.full(int(present.max()) + 1, -1, dtype=np.int64)
+    lookup[list(classes)] = np.arange(len(classes))
+    out: dict[str, tuple[Images, np.ndarray]] = {}
+    for name, (images, labels) in raw.items():
+        keep = np.flatnonzero(lookup[labels] >= 0)
+        out[name] = (SubsetImages(images, keep), lookup[labels[keep]])
+    fp = string_digest(f"{fingerprint}:classes:{','.join(map(str, classes))}")
+    names = tuple(class_names[c] for c in classes) if class_names and max(classes) < len(class_names) else None
+    return out, fp, names, revision if not revision.startswith("data:") else f"data:{fp}"
 
 
 def _check_sizes(spec: DatasetSpec, raw: dict, revision: str) -> None:

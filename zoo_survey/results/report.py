@@ -27,6 +27,7 @@ from ..errors import ZooSurveyError, unknown
 from ..files import atomic_write
 from ..probes import PROBES
 from ..probes.base import Presentation, Probe
+from ..zoo.registry import within_budget
 from .plots import write_plots
 from .stats import PairedDifference, kendall_tau, paired_difference, paired_interval, pooled_difference, t_interval
 from .store import ResultRow, SimilarityRow
@@ -320,7 +321,8 @@ def _pretraining(r: ResultRow) -> str:
     parts = []
     for v in r.provenance.get("pretrain", {}).values():
         epochs = f", {v['epochs']:g} ep" if v.get("epochs") else ""
-        parts.append(f"{v.get('data') or '?'}{epochs}")
+        steps = f", {v['steps']:,} steps" if v.get("steps") else ""
+        parts.append(f"{v.get('data') or '?'}{epochs}{steps}")
     if not parts:
         return "not recorded"
     emacs = pretrain_emacs(r)
@@ -342,8 +344,8 @@ def _matched(b: ResultRow, e: ResultRow) -> str:
         costs.append(("pretraining compute", pb, pe))
     by = {"params": "params", "flops": "GFLOPs", "pretrain": "pretraining compute"}.get(e.provenance.get("budget_by") or "")
     costs.sort(key=lambda c: c[0] != by)  # the matched budget first
-    within = [name for name, x, y in costs if y <= x]
-    over = [f"{name} {y / x:.2f}x" if x else f"{name} n/a" for name, x, y in costs if y > x]
+    within = [name for name, x, y in costs if within_budget(y, x)]
+    over = [f"{name} {y / x:.2f}x" if x else f"{name} n/a" for name, x, y in costs if not within_budget(y, x)]
     text = "within the single's " + " and ".join(within) if within else ""
     text += ("; " if within and over else "") + ("over on " + ", ".join(over) if over else "")
     return f"budget by {by} (--budget-by): {text}" if by else text

@@ -12,7 +12,8 @@ Member strategies (``--strategy``):
   the baseline, that has K of them. This is the published setting.
 - ``budget``: the K checkpoints with the largest summed params that stay within the
   baseline's params (``--budget-by flops``: GFLOPs; ``--budget-by pretrain``: pretraining
-  compute, epochs x images x GFLOPs x 3, from the registry's ``pretrain`` fields).
+  compute, images seen (or epochs x images) x GFLOPs x 3, from the registry's ``pretrain`` fields; sums
+  are compared up to a relative 1e-9, so k members of 1/k of a budget fit it exactly).
 - ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
 
 Every strategy keeps the members independent: no two share a ``lineage`` (one pretraining
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import ZooSurveyError, unknown
-from ..zoo.registry import CheckpointSpec, FamilySpec
+from ..zoo.registry import CheckpointSpec, FamilySpec, within_budget
 
 DEFAULT_K = 2
 BUDGET_BY = ("params", "flops", "pretrain")
@@ -175,7 +176,7 @@ def plan_family(
         cost = budget_cost(budget_by, [baseline, *pool], family.name)
         limit = cost(baseline)
         best = max(
-            (combo for combo in itertools.combinations(pool, k) if sum(map(cost, combo)) <= limit and distinct(combo)),
+            (combo for combo in itertools.combinations(pool, k) if within_budget(sum(map(cost, combo)), limit) and distinct(combo)),
             key=lambda combo: (sum(map(cost, combo)), [c.id for c in combo]),
             default=None,
         )
@@ -206,8 +207,9 @@ def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Call
     if missing:
         names = ", ".join(f"{c.id} ({c.defined_in.name})" for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
         raise ZooSurveyError(
-            f"--budget-by pretrain needs pretrain.epochs and pretrain.images for every checkpoint it weighs; family "
-            f"{family!r} lacks them for {len(missing)}: {names}; add them to the registry YAML or budget by params or flops"
+            f"--budget-by pretrain needs pretrain.images_seen, or pretrain.epochs and pretrain.images, for every "
+            f"checkpoint it weighs; family {family!r} lacks them for {len(missing)}: {names}; add them to the registry "
+            "YAML or budget by params or flops"
         )
     return lambda c: c.pretrain_emacs or 0.0
 

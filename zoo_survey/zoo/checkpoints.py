@@ -67,12 +67,15 @@ class ResolvedCheckpoint:
 
     def key(self) -> dict[str, Any]:
         """What identifies these features' model side (part of the cache key)."""
-        return {
+        key = {
             "checkpoint": self.spec.id,
             "revision": self.revision,
             "arch": self.spec.arch,
             "preprocessing": asdict(self.preprocessing),
         }
+        if self.spec.model_args:  # only when given, so the keys of entries without them stay as they were
+            key["model_args"] = dict(self.spec.model_args)
+        return key
 
 
 # --------------------------------------------------------------------------- resolve
@@ -111,6 +114,7 @@ def resolve(spec: CheckpointSpec, *, offline: bool = False, image_size: int | No
         revision = "sha256:" + file_sha256(weights)
         cfg = _timm_cfg(spec, spec.arch)
         num_classes = None
+        model_args = dict(spec.model_args)
     else:  # pragma: no cover - the registry's union is closed
         raise AssertionError(src)
     return ResolvedCheckpoint(

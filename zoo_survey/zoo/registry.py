@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ZooSurveyError, unknown
 
@@ -118,13 +118,17 @@ KNOWN_PRETRAIN_IMAGES = {"imagenet-1k": 1_281_167, "imagenet-21k": 14_197_122, "
 
 
 class Pretrain(_Frozen):
-    """How the checkpoint was pretrained: data, recipe, and what its compute is counted from
-    (``epochs`` over ``images``; ``--budget-by pretrain`` needs both)."""
+    """How the checkpoint was pretrained: data, recipe, and what its compute is counted from: ``images_seen``
+    (every image the optimizer saw, e.g. steps x batch), else ``epochs`` over ``images``; ``--budget-by pretrain``
+    needs one of the two. ``steps`` and ``seed`` record a controlled run (``zoo-survey pretrain`` writes all three)."""
 
     data: str | None = None
     recipe: str | None = None
     epochs: int | None = Field(default=None, gt=0)
     images: int | None = Field(default=None, gt=0, description="images in the pretraining set (one epoch)")
+    images_seen: int | None = Field(default=None, gt=0, description="total images the optimizer saw (steps x batch)")
+    steps: int | None = Field(default=None, gt=0, description="optimizer steps")
+    seed: int | None = Field(default=None, ge=0, description="the training run's seed")
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +172,8 @@ class CheckpointSpec(_Frozen):
     preprocess: Preprocess = Preprocess()
     lineage: str = Field(default="", description="the pretraining run these weights descend from")
     features: FeatureOutput = "pre_logits"
+    # Keyword arguments to timm.create_model (width, depth, patch size, ...) for 'file' and 'package' weights.
+    model_args: dict[str, Any] = Field(default_factory=dict)
     defined_in: Path
 
     @model_validator(mode="before")
@@ -188,13 +194,38 @@ class CheckpointSpec(_Frozen):
         """Weights of more than :data:`HEAVY_GB` to download (ViT-g, SigLIP so400m): refused on a CPU unless asked."""
         return self.download_gb > HEAVY_GB
 
+    @field_validator("model_args")
+    @classmethod
+    def _model_args_source(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        source = info.data.get("source")
+        if v and source is not None and not isinstance(source, (FileSource, PackageSource)):
+            raise ValueError(
+                f"model_args apply to 'file' and 'package' sources; a {source.type!r} source's own config says how to "
+                "build its model"
+            )
+        return v
+
     @property
     def pretrain_emacs(self) -> float | None:
-        """Pretraining compute in 1e18 multiply-accumulates: epochs x images x GMACs x 3 (forward and backward),
-        at ``input_size``; None when the entry lacks ``pretrain.epochs`` or ``pretrain.images``."""
-        if self.pretrain.epochs is None or self.pretrain.images is None:
-            return None
-        return self.pretrain.epochs * self.pretrain.images * self.gflops * 3 / 1e9
+        """Pretraining compute in 1e18 multiply-accumulates: images seen x GMACs x 3 (forward and backward), at
+        ``input_size``; images seen is ``pretrain.images_seen``, else epochs x images; None when neither is known."""
+        p = self.pretrain
+        seen = p.images_seen if p.images_seen is not None else (
+            p.epochs * p.images if p.epochs is not None and p.images is not None else None)
+        return None if seen is None else seen * self.gflops * 3 / 1e9
+
+
+BUDGET_RTOL = 1e-9
+
+
+def within_budget(cost: float, limit: float) -> bool:
+    """``cost <= limit`` up to rounding: k members of 1/k of a budget each sum to the whole in exact arithmetic,
+    but not always in floating point (``sum([0.1] * 10) > 1.0``).
+
+    >>> within_budget(sum([0.1] * 10), 1.0)
+    True
+    """
+    return cost <= limit * (1 + BUDGET_RTOL)
 
 
 class FamilySpec(_Frozen):
@@ -278,10 +309,13 @@ class DatasetSpec(_Frozen):
     ``train_split``/``test_split`` name the official splits. Without ``val_split`` a
     stratified ``val_fraction`` of train is carved off with a fixed seed; without a
     test split (``test_split: null``) a stratified ``test_fraction`` is carved first.
+    ``classes`` keeps only those source labels, renumbered 0..k-1 in the order given
+    (``num_classes`` defaults to their count): a class subset is an entry of its own.
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-\.]*$")
     source: DatasetSource
+    classes: tuple[int, ...] | None = None  # source labels to keep, in the order of their new ids 0..k-1
     num_classes: int = Field(ge=2)
     image_column: str = "image"
     label_column: str = "label"
@@ -295,6 +329,29 @@ class DatasetSpec(_Frozen):
     split_sizes: dict[str, int] | None = None
     description: str = ""
     defined_in: Path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classes_count(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("classes"), (list, tuple)) and "num_classes" not in data:
+            return {**data, "num_classes": len(data["classes"])}
+        return data
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"expected at least 2 distinct source labels (0 or more), got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> DatasetSpec:
+        if self.classes is not None and self.num_classes != len(self.classes):
+            raise ValueError(
+                f"num_classes is {self.num_classes} but 'classes' keeps {len(self.classes)} labels; drop num_classes "
+                "(it defaults to their count) or make them agree"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- the registry object
