@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -150,3 +151,20 @@ def hub(tmp_path, monkeypatch):
     server.cache = cache
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def pair_registry(tmp_path_factory, hub_cache, tiny_pth) -> Path:
+    """A registry folder with two checkpoints that both run a forward: a hub snapshot and a local .pth
+    kept next to the YAML."""
+    folder = tmp_path_factory.mktemp("pair-registry")
+    shutil.copy(tiny_pth, folder / "tiny_resnet.pth")
+    (folder / "tiny.yaml").write_text(textwrap.dedent("""
+        family: tiny
+        defaults:
+          pretrain: {data: random-init}
+        checkpoints:
+          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.21, gflops: 0.03, feature_dim: 64}
+          - {id: test_resnet.mine, source: {type: file, path: tiny_resnet.pth}, params_m: 0.5, gflops: 0.05, feature_dim: 96}
+        """))
+    return folder

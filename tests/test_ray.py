@@ -57,21 +57,9 @@ RUN_ARGS = ("--family", "tiny", "--ensemble", "1", "-d", "digits", "--max-train"
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, hub_cache, tiny_pth) -> Path:
+def registry(pair_registry) -> Path:
     """Two checkpoints, so two actors (one per node) each take one: a hub snapshot and a local .pth."""
-    import shutil
-
-    folder = tmp_path_factory.mktemp("ray-registry")
-    shutil.copy(tiny_pth, folder / "tiny_resnet.pth")
-    (folder / "tiny.yaml").write_text(textwrap.dedent("""
-        family: tiny
-        defaults:
-          pretrain: {data: random-init}
-        checkpoints:
-          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.21, gflops: 0.03, feature_dim: 64}
-          - {id: test_resnet.mine, source: {type: file, path: tiny_resnet.pth}, params_m: 0.5, gflops: 0.05, feature_dim: 96}
-        """))
-    return folder
+    return pair_registry
 
 
 @pytest.fixture(scope="module")

@@ -284,7 +284,7 @@ def similarity_units(
     for plan in plans:
         models = (plan.baseline.members[0], *plan.ensemble.members)
         for ds in prepared.values():
-            key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": options.extract.key(),
+            key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.features) for m in models],
                            "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
                            "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
             out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, options, key))
