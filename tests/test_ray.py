@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,7 @@ from zoo_survey.survey.ray_runner import (
     RayRunner,
     alive_nodes,
     cache_is_shared,
+    check_reachable,
     connect,
     ray_options,
     scratch_folder,
@@ -311,6 +313,21 @@ def test_bad_ray_flags_are_one_line_before_any_work(monkeypatch, capsys, tmp_pat
 
     assert re.search(message, err), err
     assert not (tmp_path / "c").exists()
+
+
+def test_an_address_where_nothing_listens_fails_in_seconds_not_minutes():
+    with socket.socket() as s:  # a loopback port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"nothing answers at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - t < 10
+    with socket.socket() as srv:  # a listening head passes, with or without the client scheme
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        check_reachable(f"ray://127.0.0.1:{srv.getsockname()[1]}")
+        check_reachable(f"127.0.0.1:{srv.getsockname()[1]}")
 
 
 def test_ray_options_checks_without_importing_ray():

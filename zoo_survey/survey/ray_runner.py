@@ -179,6 +179,7 @@ def connect(address: str) -> Iterator[RayCluster]:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local run reports nowhere
                 ray.init(num_gpus=_visible_gpus(), include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
             else:
+                check_reachable(address)
                 ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ZooSurveyError(
@@ -190,6 +191,18 @@ def connect(address: str) -> Iterator[RayCluster]:
     finally:
         if started:
             ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that answers no TCP connection fails here, in seconds:
+    ``ray.init`` would wait minutes for a head that is not there. ``auto`` is Ray's to resolve."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {e.strerror or e}") from e
 
 
 def _visible_gpus() -> int:
