@@ -27,7 +27,9 @@ On CUDA, JPEG bytes from the pixel cache's ``jpeg`` form are decoded by nvjpeg i
 from __future__ import annotations
 
 import functools
+import io
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,8 +176,6 @@ def orient(t, orientation: int):
 
 def _torchvision_decode(data: list, device: Any) -> list:
     """torchvision's ``decode_jpeg`` on a list of CPU uint8 tensors, to RGB on ``device``."""
-    import warnings
-
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -189,8 +189,6 @@ def device_decodes_jpeg(device: str) -> bool:
     if not device.startswith("cuda"):
         return False
     try:
-        import io
-
         import torch
         from PIL import Image
 
