@@ -40,9 +40,11 @@ def features(cache: Path, preprocess: str, datasets: list[str]) -> dict:
     return out
 
 
-def top1(f: dict) -> float:
+def top1(f: dict) -> tuple[float, float, float]:
+    """Test top-1, the C the validation split chose, and its validation accuracy (to tell a changed choice of C
+    on a flat validation curve from changed features)."""
     probe = LinearProbe().fit(f["train"].features, f["train"].labels, f["val"].features, f["val"].labels)
-    return float(probe.score(f["test"].features, f["test"].labels).top1)
+    return float(probe.score(f["test"].features, f["test"].labels).top1), float(probe.best_C_), float(probe.val_scores_[probe.best_C_])
 
 
 def main() -> None:
@@ -60,11 +62,13 @@ def main() -> None:
                 a, b = device[d][cid], exact[d][cid]
                 cos = min(min_cosine(a[s].features, b[s].features) for s in SPLITS)
                 worst = min(worst, cos)
-                t_dev, t_pil = top1(a), top1(b)
+                (t_dev, c_dev, v_dev), (t_pil, c_pil, v_pil) = top1(a), top1(b)
                 rows.append({"dataset": d, "checkpoint": cid, "min_cosine": round(cos, 6), "top1_device": round(t_dev, 4),
-                             "top1_pil": round(t_pil, 4), "top1_diff_points": round(100 * (t_dev - t_pil), 2)})
+                             "top1_pil": round(t_pil, 4), "top1_diff_points": round(100 * (t_dev - t_pil), 2),
+                             "C_device": c_dev, "C_pil": c_pil, "val_device": round(v_dev, 4), "val_pil": round(v_pil, 4)})
                 print(f"{d:14s} {cid:28s} min cosine {cos:.6f}  linear top-1 device {t_dev:.4f} / PIL {t_pil:.4f} "
-                      f"({100 * (t_dev - t_pil):+.2f} points)", flush=True)
+                      f"({100 * (t_dev - t_pil):+.2f} points; C {c_dev:.3g} / {c_pil:.3g}, best val {v_dev:.4f} / {v_pil:.4f})",
+                      flush=True)
     fm = [r["top1_diff_points"] for r in rows if r["dataset"] == "fashion-mnist"]
     print(json.dumps({"benchmark": "pixel_parity", "min_cosine": round(worst, 6),
                       "fashion_mnist_max_abs_top1_diff_points": max(map(abs, fm)) if fm else None, "rows": rows}))

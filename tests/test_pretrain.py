@@ -63,6 +63,7 @@ def test_an_images_budget_is_steps_of_the_batch():
         ({"steps": 0}, r"--steps must be at least 1"),
         ({"steps": 8, "cats": (0, 2)}, r"--cat values are ensemble sizes, at least 1"),
         ({"steps": 8, "wide_args": {}}, r"the wide single is the single's architecture made wider"),
+        ({"steps": 8, "name": "my zoo"}, r"--name 'my zoo': use letters, digits, '-' and '_'"),
     ],
 )
 def test_budget_errors(kwargs, message):

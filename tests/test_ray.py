@@ -8,6 +8,7 @@ mid-extraction, and with a node removed mid-run. Each must end with the referenc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_family
 from ray_faults import FAULT_ENV
 from test_cli import zoo
+from test_pixels import _image_folder
 
 from zoo_survey.errors import ZooSurveyError, ZooSurveyFailure
 from zoo_survey.features.cache import FeatureCache, scan
@@ -227,6 +230,25 @@ class _Recorder(Hooks):
 
     def nodes(self, tallies):
         self.seen.append({n: (t.extract + t.probe, t.running, t.failed, t.retried) for n, t in tallies.items()})
+
+
+def test_jpeg_sources_key_alike_on_the_driver_the_actors_and_the_probe_tasks(two_nodes, registry, hub_env, tmp_path):
+    """The feature key records who decodes JPEG rows, which depends on the images: a probe task, which has no
+    images, gets the driver's answer, so it reads the entry the actor wrote (it would otherwise try to extract)."""
+    _image_folder(tmp_path / "data" / "imgs", [(40, 30), (33, 33), (64, 48), (30, 40), (50, 50), (45, 35)], fmt="JPEG")
+    write_family(tmp_path / "data", "ds", "datasets:\n  - {id: photos, source: {type: imagefolder, path: imgs}, num_classes: 2}\n")
+    reg = load_registry(registry_folders([registry, tmp_path / "data"]))
+    plan, photos = plan_family(reg.family("tiny"), 1), reg.dataset("photos")
+    opts = dataclasses.replace(OPTS, extract=dataclasses.replace(OPTS.extract, jpeg="device"))
+    local = run_survey([plan], [photos], FeatureCache(tmp_path / "local"), tmp_path / "local.sqlite", opts)
+    cache = FeatureCache(tmp_path / "ray")
+    on_ray = run_survey([plan], [photos], cache, tmp_path / "ray.sqlite", opts, None, _ray(two_nodes))
+    assert on_ray.written == len(local.rows) > 0
+    ours = {r.row_key: r.top1 for r in on_ray.rows}
+    assert ours.keys() == {r.row_key for r in local.rows}
+    assert all(r.top1 is None or abs(ours[r.row_key] - r.top1) <= 1e-6 for r in local.rows)
+    keys = [json.loads((e.path / "manifest.json").read_text())["key"] for e in scan(cache)]
+    assert keys and all(k["preprocess"]["decoder"] == "libjpeg" for k in keys)  # JPEG bytes, decoded per batch
 
 
 def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry, hub_env, tmp_path, reference):

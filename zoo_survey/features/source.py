@@ -23,7 +23,7 @@ from ..zoo.checkpoints import ResolvedCheckpoint, load_model, pooled
 from ..zoo.flops import GmacsMemo, count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
 from .extract import ExtractOptions, run_forward
-from .preprocess import device_decodes_jpeg, unsupported
+from .preprocess import unsupported
 
 LARGE_JPEG_PIXELS = 256 * 256  # auto: JPEG sources whose images average at least this many pixels decode on the GPU
 
@@ -46,9 +46,13 @@ class Route:
 
 def jpeg_decoder(ds: PreparedDataset, split: str, options: ExtractOptions) -> str:
     """Who decodes the split's JPEGs on the device ("nvjpeg", "libjpeg"), or "" when the pixel cache holds them
-    decoded. It looks at the first 16 images: ``auto`` picks nvjpeg on CUDA when it works, most of them are JPEGs
-    it decodes and they are large; ``device`` whenever most of them are such JPEGs; ``host`` never."""
-    if options.jpeg == "host" or (options.jpeg == "auto" and not device_decodes_jpeg(options.device)):
+    decoded. It looks at the first 16 images: ``auto`` picks nvjpeg on CUDA when most of them are JPEGs it
+    decodes and they are large; ``device`` whenever most of them are such JPEGs; ``host`` never.
+
+    The answer is part of the feature key, so it depends on the options and the data only, never on this
+    machine (a Ray driver without a GPU keys its workers' entries alike): a batch nvjpeg refuses on some
+    machine is decoded row by row there, on the device and then on the host (``extract._jpeg_images``)."""
+    if options.jpeg == "host" or (options.jpeg == "auto" and not options.device.startswith("cuda")):
         return ""
     s = ds.splits[split]
     headers = [_header(s.images, int(i)) for i in s.indices[:16]]
@@ -116,21 +120,31 @@ class FeatureSource:
     notes: list[str] = field(default_factory=list)
     _model: tuple[str, object] | None = None
     _gflops_seen: dict = field(default_factory=dict)
-    _decoders: dict = field(default_factory=dict)  # (dataset fingerprint, split) -> jpeg_decoder()
+    # (dataset fingerprint, split, indices digest) -> jpeg_decoder(): looked up once per process, or given (a Ray
+    # probe task has no images to look at; its driver hands over what it found)
+    decoders: dict[tuple[str, str, str], str] = field(default_factory=dict)
     pixels: PixelCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.pixels = PixelCache(self.cache.root)
         self.gmacs = GmacsMemo(self.cache.root / "gmacs.json")
 
+    def decoder(self, ds: PreparedDataset, split: str) -> str:
+        """:func:`jpeg_decoder`, looking at a split's source once per process (see ``decoders``)."""
+        memo = (ds.fingerprint, split, ds.splits[split].indices_digest())
+        if memo not in self.decoders:
+            self.decoders[memo] = jpeg_decoder(ds, split, self.options)
+        return self.decoders[memo]
+
     def route(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Route:
-        """:func:`route`, looking at a split's source once per process."""
+        """:func:`route`, with the split's decoder from :meth:`decoder`."""
         if self.options.preprocess == "tensor" and not unsupported(ckpt.preprocessing):
-            memo = (ds.fingerprint, split, ds.splits[split].indices_digest())
-            if memo not in self._decoders:
-                self._decoders[memo] = jpeg_decoder(ds, split, self.options)
-            return route(ckpt, ds, split, self.options, self._decoders[memo])
+            return route(ckpt, ds, split, self.options, self.decoder(ds, split))
         return route(ckpt, ds, split, self.options)
+
+    def key(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> FeatureKey:
+        """The cache key :meth:`get` reads and writes."""
+        return feature_key(ckpt, ds, split, self.options, self.route(ckpt, ds, split))
 
     def _bad_image(self, ds: PreparedDataset, split: str, s: Split, row: int, message: str) -> ZooSurveyFailure:
         return ZooSurveyFailure(

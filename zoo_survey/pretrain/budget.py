@@ -18,6 +18,7 @@ tested on its own.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,9 @@ def budget_steps(steps: int | None, images: int | None, batch_size: int) -> int:
     return images // batch_size
 
 
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_\-]*"  # the id part after the arch (zoo.registry's id pattern)
+
+
 def parse_cats(cats: Sequence[int]) -> tuple[int, ...]:
     """``--cat 2,4``: the ensemble sizes, each once, ascending; 1 (the single, the family's baseline) is always in."""
     bad = [k for k in cats if k < 1]
@@ -123,6 +127,9 @@ def plan_zoo(
     initialisation or a data order. ``wide_args`` / ``wide_arch`` (either) add the wide
     single: the arch's ``model_args`` updated with ``wide_args``, trained for the whole budget.
     """
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ZooSurveyError(f"--name {name!r}: use letters, digits, '-' and '_', starting with a letter or digit "
+                             f"(it becomes part of every checkpoint id, e.g. {arch}.{name}-cat1)")
     total = budget_steps(steps, images, batch_size)
     ks = parse_cats(cats)
     undivided = [k for k in ks if total % k]

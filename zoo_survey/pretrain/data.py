@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import PreparedDataset, Split, stratified_take
-from ..errors import ZooSurveyError
+from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..zoo.checkpoints import Preprocessing
 
 AUGMENTS = ("crop-flip", "crop", "none")
@@ -48,7 +48,13 @@ def decode(split: Split, preprocessing: Preprocessing, rows: np.ndarray | None =
     transform = preprocessing.transform(normalize=False)
     out = np.empty((len(rows), 3, size, size), dtype=np.uint8)
     for j, i in enumerate(rows):
-        out[j] = np.asarray(transform(split.image(int(i))))
+        try:
+            out[j] = np.asarray(transform(split.image(int(i))))
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise ZooSurveyFailure(
+                f"split {split.name!r}: the image at index {int(split.indices[int(i)])} cannot be decoded ({e}); "
+                "fix or remove it (pretraining reads every training image)"
+            ) from e
     return out
 
 

@@ -18,13 +18,10 @@ import yaml
 
 from .. import __version__
 from ..files import atomic_write
+from ..zoo.budgets import round_sig
 from ..zoo.registry import SHIPPED_REGISTRY, FamilySpec, check_weight_files, load_files, registry_files
 from .budget import ZooPlan
 from .trainer import ModelFacts, Recipe
-
-
-def _sig(x: float, digits: int = 6) -> float:
-    return float(f"{x:.{digits}g}")
 
 
 def family_document(plan: ZooPlan, dataset: str, recipe: Recipe, facts: Mapping[str, ModelFacts],
@@ -42,8 +39,8 @@ def family_document(plan: ZooPlan, dataset: str, recipe: Recipe, facts: Mapping[
         if m.model_args:
             entry["model_args"] = json.loads(json.dumps(dict(m.model_args)))
         entry |= {
-            "params_m": _sig(f.params / 1e6),
-            "gflops": _sig(f.gmacs),
+            "params_m": round_sig(f.params / 1e6, 6),
+            "gflops": round_sig(f.gmacs, 6),
             "feature_dim": f.feature_dim,
             "pretrain": {"steps": m.steps, "images_seen": m.images_seen, "seed": m.seed},
         }

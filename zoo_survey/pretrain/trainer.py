@@ -285,7 +285,6 @@ def train_member(member: Member, recipe: Recipe, data: TrainingData, facts: Mode
     head_top1 = _evaluate(model, data, mean, std, device, autocast)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_write(files.weights, lambda f: f.write(save_safetensors(tensors)))
-    trained_steps = member.steps - start
     record = {
         "id": member.id,
         "config": config,
@@ -300,7 +299,7 @@ def train_member(member: Member, recipe: Recipe, data: TrainingData, facts: Mode
         "eval_images": len(data.eval_labels),
         "final_loss": _tail_mean(last_losses),
         "seconds": round(seconds, 3),
-        "images_per_s": round(trained_steps * member.batch_size / seconds, 1) if seconds > 0 else None,
+        "images_per_s": round(member.images_seen / seconds, 1) if seconds > 0 else None,  # every session's
         "resumed_at": resumed,
         "device": device,
         "torch": torch.__version__,

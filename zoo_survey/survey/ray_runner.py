@@ -54,7 +54,6 @@ from ..data.datasets import PreparedDataset
 from ..digests import string_digest
 from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import FeatureCache
-from ..features.source import feature_key
 from ..files import atomic_write
 from ..results.store import ResultRow, ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint
@@ -357,8 +356,8 @@ class _ExtractWorker:
         try:
             done = unit.run(self.ws)
             if self.ship:
-                key = feature_key(self.ws.checkpoint(unit.checkpoint), self.ws.dataset(unit.dataset, unit.fingerprint),
-                                  unit.split, self.ws.options.extract)
+                key = self.ws.source.key(self.ws.checkpoint(unit.checkpoint), self.ws.dataset(unit.dataset, unit.fingerprint),
+                                         unit.split)
                 files = cache.export_entry(key)
                 shutil.rmtree(cache.path(key), ignore_errors=True)  # it lives on in the driver's cache
         except Exception as e:
@@ -396,6 +395,7 @@ class _ProbeContext:
     shard_rows: int
     prepared: dict[str, PreparedDataset]  # without images
     resolved: dict[str, ResolvedCheckpoint]
+    decoders: dict[tuple[str, str, str], str]  # the driver's FeatureSource.decoders: a task cannot look at images
 
 
 class _ProbeWorkspace(Workspace):
@@ -404,6 +404,7 @@ class _ProbeWorkspace(Workspace):
 
     def __init__(self, ctx: _ProbeContext, options: RunOptions):
         super().__init__(FeatureCache(Path(ctx.root), ctx.shard_rows), options, ctx.prepared, ctx.resolved)
+        self.source.decoders.update(ctx.decoders)
         self.shipped: dict[tuple[str, str], Any] = {}
 
     def comparison_features(self, comp: Comparison, spec: Any, fingerprint: str) -> Any:
@@ -553,8 +554,8 @@ class RayRunner:
     # ---- extraction
 
     def _key(self, unit: ExtractUnit):
-        return feature_key(self.ws.checkpoint(unit.checkpoint), self.ws.dataset(unit.dataset, unit.fingerprint), unit.split,
-                           self.ws.options.extract)
+        return self.ws.source.key(self.ws.checkpoint(unit.checkpoint), self.ws.dataset(unit.dataset, unit.fingerprint),
+                                  unit.split)
 
     def extract(self, units: Sequence[ExtractUnit], report: RunReport) -> None:
         import ray
@@ -667,9 +668,12 @@ class RayRunner:
         finished = 0
         ship = not self.shared(report)
         used = {u.dataset.id for u in units}
+        decoders = {}  # what the tasks' keys need from the images, looked at here (memoised: extract() did)
+        for ds in (self.ws.prepared[name] for name in used):
+            decoders.update({(ds.fingerprint, s, ds.splits[s].indices_digest()): self.ws.source.decoder(ds, s) for s in ds.splits})
         ctx = ray.put(_ProbeContext(uuid.uuid4().hex, str(self.root), self.cache.shard_rows,
                                     {k: _without_images(v) for k, v in self.ws.prepared.items() if k in used},
-                                    dict(self.ws.resolved)))
+                                    dict(self.ws.resolved), decoders))
         on_gpu = self.ws.options.extract.device.startswith("cuda")
         task = _remote()["probe"].options(num_cpus=1, num_gpus=self.gpus if on_gpu else 0, max_retries=self.options.retries,
                                           retry_exceptions=[RetryableUnitError])
