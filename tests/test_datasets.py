@@ -171,6 +171,22 @@ def test_a_class_subset_is_a_dataset_of_its_own(tmp_path):
     assert any("classes [7, 3, 9]" in n for n in sub.notes)
 
 
+def test_a_class_subset_leaves_out_unlabelled_images(tmp_path):
+    import datasets as hfds
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    labels = [2, 0, -1, 1, 2, -1, 1, 2, 0, 2, -1, 1, 2, 1]  # -1: a ClassLabel's missing label; 2, the largest, is kept
+    rows = {"image": [Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)) for _ in labels], "label": labels}
+    feats = hfds.Features({"image": hfds.Image(), "label": hfds.ClassLabel(names=["a", "b", "c"])})
+    hfds.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / "t.parquet"))
+    (tmp_path / "ds.yaml").write_text(
+        "datasets:\n  - {id: pq, source: {type: parquet, data_files: {train: %s}}, classes: [1, 2], test_split: null}\n"
+        % (tmp_path / "t.parquet"))
+    ds = prepare(load_registry([tmp_path]).dataset("pq"))
+    assert sum(len(s) for s in ds.splits.values()) == labels.count(1) + labels.count(2)  # not the unlabelled too
+
+
 def test_a_class_the_source_lacks_is_named(tmp_path):
     (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: d, source: {type: builtin, name: lfw-subset}, classes: [0, 5]}\n")
     with pytest.raises(ZooSurveyError, match=r"dataset 'd': field 'classes': \[5\] are not labels of the source \(its labels are 0..1\)"):

@@ -50,6 +50,11 @@ def test_bad_options_are_named(kwargs, message):
         resolve_options(**{"device": "cpu", **kwargs})
 
 
+def test_a_cap_of_zero_is_kept_for_the_dataset_to_refuse_not_read_as_no_cap():
+    opts = resolve_options(device="cpu", max_train=0, max_test=0)
+    assert (opts.max_train, opts.max_test) == (0, 0)  # prepare() then says "--max-train must be at least 2, got 0"
+
+
 def test_parse_list_names_the_flag():
     assert parse_list("0.1, 1,", "--grid", float) == [0.1, 1.0]
     with pytest.raises(ZooSurveyError, match=r"--shots must be comma-separated ints like 1,5,10; got 'a,b'"):

@@ -30,7 +30,7 @@ from test_pixels import _image_folder
 from zoo_survey.errors import ZooSurveyError, ZooSurveyFailure
 from zoo_survey.features.cache import FeatureCache, scan
 from zoo_survey.results.report import latest_rows
-from zoo_survey.results.store import ResultStore
+from zoo_survey.results.store import ResultStore, row_key
 from zoo_survey.survey.options import resolve_options
 from zoo_survey.survey.plan import plan_family
 from zoo_survey.survey.ray_runner import (
@@ -249,6 +249,36 @@ def test_jpeg_sources_key_alike_on_the_driver_the_actors_and_the_probe_tasks(two
     assert all(r.top1 is None or abs(ours[r.row_key] - r.top1) <= 1e-6 for r in local.rows)
     keys = [json.loads((e.path / "manifest.json").read_text())["key"] for e in scan(cache)]
     assert keys and all(k["preprocess"]["decoder"] == "libjpeg" for k in keys)  # JPEG bytes, decoded per batch
+
+
+def test_rows_another_run_writes_while_we_wait_for_its_claim_are_not_probed_again(two_nodes, registry, hub_env, tmp_path,
+                                                                                   reference):
+    """Another run holds the first group (a comparison on a dataset) until every other row is stored, then writes
+    that group's rows and lets go: the Ray run, which was waiting for it, sees them and runs none of them."""
+    rows = list(reference["rows"].values())
+    first = [r for r in rows if (r.comparison, r.dataset) == (rows[0].comparison, rows[0].dataset)]
+    group = row_key({"unit": sorted(r.row_key for r in first)})
+    store_path = tmp_path / "out" / "results.sqlite"
+    held, failed = threading.Event(), []
+
+    def other_run() -> None:
+        store = ResultStore(store_path)
+        with store.claim(group) as mine:
+            held.set()
+            deadline = time.monotonic() + 240
+            while len(store.rows()) < len(rows) - len(first) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            failed.extend([] if mine and all(store.put(r) for r in first) else ["the other run could not write"])
+
+    other = threading.Thread(target=other_run, daemon=True)
+    other.start()
+    assert held.wait(30)
+    report, cache = _survey(registry, tmp_path, _ray(two_nodes))
+    other.join(30)
+    assert not failed and not other.is_alive()
+    assert sum(t.probe for t in report.where.values()) == len(rows) - len(first)  # none of the other run's rows again
+    assert report.skipped == len(first)
+    _same_as_reference(store_path, cache, reference)
 
 
 def test_a_node_removed_mid_run_loses_and_duplicates_nothing(two_nodes, registry, hub_env, tmp_path, reference):

@@ -68,7 +68,8 @@ def _print_limits(options: RunOptions) -> None:
     if options.cpu_limits:
         console.print(
             f"[yellow]CPU limits[/]: {options.image_size} px, at most {options.max_train} train / {options.max_test} test "
-            "images per dataset (override with --image-size/--max-train/--max-test, or --full)"
+            "images per dataset (override with --image-size/--max-train/--max-test, or --full)",
+            soft_wrap=True,
         )
 
 
@@ -236,7 +237,7 @@ def extract(
         extract_all(specs, ds_specs, cache, options, hooks, result, runner)
     _print_notes(result)
     if result.where:
-        emit([where_table(result.where)], console)
+        emit([where_table(result.where)], console, titled=True)
     console.print(f"{len(specs)} checkpoint(s) cached; {result.forward_batches} forward batch(es) run. Cache: {cache.root}",
                   soft_wrap=True)
 

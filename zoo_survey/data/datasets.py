@@ -400,7 +400,7 @@ def _keep_classes(spec: DatasetSpec, classes: tuple[int, ...], raw: dict[str, tu
     lookup[list(classes)] = np.arange(len(classes))
     out: dict[str, tuple[Images, np.ndarray]] = {}
     for name, (images, labels) in raw.items():
-        keep = np.flatnonzero(lookup[labels] >= 0)
+        keep = np.flatnonzero((labels >= 0) & (lookup[np.maximum(labels, 0)] >= 0))  # -1: unlabelled, in no class
         out[name] = (SubsetImages(images, keep), lookup[labels[keep]])
     fp = string_digest(f"{fingerprint}:classes:{','.join(map(str, classes))}")
     names = tuple(class_names[c] for c in classes) if class_names and max(classes) < len(class_names) else None

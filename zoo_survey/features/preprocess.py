@@ -112,22 +112,23 @@ class DeviceTransform:
 
     def resize_crop(self, x):
         """uint8 (n, c, h, w), c = 1 or 3 -> float (n, c, s, s): resized, rounded to whole grey levels, cropped."""
+        import torch
         import torch.nn.functional as F
 
         if unsupported(self.p):
             raise ValueError(f"the device path cannot reproduce {unsupported(self.p)}")
         h, w = x.shape[-2:]
         rh, rw = resize_size(self.p, h, w)
-        x = x.float()
+        x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)  # one copy (x may be a channels-last view)
         if self.mode == "nearest":
             if (rh, rw) != (h, w):
                 x = x.index_select(2, self._nearest(h, rh, x.device)).index_select(3, self._nearest(w, rw, x.device))
         else:  # PIL's order: width, then height, each pass rounded and clamped to uint8 (bicubic overshoots)
             if rw != w:
-                x = F.interpolate(x.contiguous(), size=(h, rw), mode=self.mode, antialias=True, align_corners=False)
+                x = F.interpolate(x, size=(h, rw), mode=self.mode, antialias=True, align_corners=False)
                 x = x.add_(0.5).floor_().clamp_(0, 255)  # PIL rounds halves up
             if rh != h:
-                x = F.interpolate(x.contiguous(), size=(rh, rw), mode=self.mode, antialias=True, align_corners=False)
+                x = F.interpolate(x, size=(rh, rw), mode=self.mode, antialias=True, align_corners=False)
                 x = x.add_(0.5).floor_().clamp_(0, 255)  # PIL rounds halves up
         s = self.p.input_size
         pad, top, left = crop_box(s, rh, rw)

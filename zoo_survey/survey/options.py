@@ -112,9 +112,9 @@ def resolve_options(
     )
     return RunOptions(
         probes=probe_names,
-        image_size=given["image_size"] or limits.get("image_size"),
-        max_train=given["max_train"] or limits.get("max_train"),
-        max_test=given["max_test"] or limits.get("max_test"),
+        image_size=given["image_size"] if given["image_size"] is not None else limits.get("image_size"),
+        max_train=given["max_train"] if given["max_train"] is not None else limits.get("max_train"),
+        max_test=given["max_test"] if given["max_test"] is not None else limits.get("max_test"),
         grid=grid,
         shots=shots,
         seeds=seeds,

@@ -699,6 +699,13 @@ class RayRunner:
                 claim.close()
                 busy.append(todo)  # another run holds it: come back at the end, when it is usually stored
                 return
+            meanwhile = {u.row_key for u in todo if store.has(u.row_key)}  # the other run wrote them while we waited
+            report.skipped += len(meanwhile)
+            finished += len(meanwhile)
+            todo = [u for u in todo if u.row_key not in meanwhile]
+            if not todo:
+                claim.close()
+                return
             data = None
             if ship:
                 u0 = todo[0]
