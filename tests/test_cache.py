@@ -188,3 +188,22 @@ def test_engine_features_equal_the_timm_transform_then_the_model(setup):
     with torch.inference_mode():
         ref = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
     np.testing.assert_allclose(batch.features, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_compiles_the_forward_that_runs_and_changes_no_feature(setup):
+    """--compile: what runs is pooled(model, x), which calls model.forward_features; torch.compile(model)
+    compiled only model.forward, so nothing was compiled. The engine compiles what it runs."""
+    import torch
+
+    from zoo_survey.features.extract import run_forward
+    from zoo_survey.zoo.checkpoints import load_model
+
+    reg, ckpt, ds = setup
+    model, split = load_model(ckpt), ds.splits["test"]
+    opts = dataclasses.replace(OPTS, batch_size=8)
+    (eager, *_) = list(run_forward(model, split, range(8), ckpt.preprocessing, opts))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    (compiled, *_) = list(run_forward(model, split, range(8), ckpt.preprocessing, dataclasses.replace(opts, compile=True)))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # a graph was captured and compiled
+    np.testing.assert_allclose(compiled.features, eager.features, rtol=1e-4, atol=1e-5)

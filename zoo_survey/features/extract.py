@@ -335,6 +335,12 @@ def run_forward(
     s = preprocessing.input_size
     chunk = options.batch_size
     layer = options.layer_for(features)
+
+    def forward(x):
+        return pooled(model, x, layer)
+
+    if options.compile:  # what runs is pooled(), not model.forward: compile that (a compiled module's
+        forward = torch.compile(forward)  # forward_features would still run eagerly)
     waiting: tuple | None = None  # the previous batch, its features still on their way to the host
     with torch.inference_mode():
         for staged in staged_batches:
@@ -349,7 +355,7 @@ def run_forward(
                         part = images[start : start + chunk]
                         x = transform.normalize(part if finished else transform.resize_crop(part))
                         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                            outs.append(pooled(model, x, layer).flatten(1).float())
+                            outs.append(forward(x).flatten(1).float())
                         start += len(part)
                     except torch.OutOfMemoryError:
                         if chunk == 1:

@@ -222,12 +222,7 @@ class FeatureSource:
     def _model_for(self, ckpt: ResolvedCheckpoint):
         if self._model is None or self._model[0] != ckpt.spec.id:
             self._model = None  # free the previous model first
-            model = load_model(ckpt)
-            if self.options.compile:
-                import torch
-
-                model = torch.compile(model)
-            self._model = (ckpt.spec.id, model)
+            self._model = (ckpt.spec.id, load_model(ckpt))  # --compile: run_forward compiles what it runs
         return self._model[1]
 
     def _extract(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, key: FeatureKey, via: Route) -> Features:
