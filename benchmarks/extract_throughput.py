@@ -171,7 +171,7 @@ def main() -> None:
         out["pixel_cache_build_s"] = round(time.perf_counter() - t, 3)
         out["images_decoded"] = src.pixels.decoded
         t = time.perf_counter()
-        src._gflops(ckpt, model)
+        src._gflops(ckpt)
         out["gmacs_count_s"] = round(time.perf_counter() - t, 3)
         pil = FeatureSource(FeatureCache(Path(tmp)), dataclasses.replace(opts, preprocess="pil"))
         pil._model, pil._gflops_seen = src._model, src._gflops_seen

@@ -68,11 +68,15 @@ def test_a_truncated_manifest_is_recomputed(setup, tmp_path):
     FeatureSource(cache, OPTS).get(ckpt, ds, "val")
     key = feature_key(ckpt, ds, "val", OPTS)
     m = cache.path(key) / "manifest.json"
+    first = json.loads(m.read_text())
     m.write_text(m.read_text()[:40])
     src = FeatureSource(cache, OPTS)
     assert len(src.get(ckpt, ds, "val").features) == len(ds.splits["val"])
     assert src.forward_batches == 0  # the shards were intact: only the manifest was rewritten
     assert any("not valid JSON" in r for r in cache.repaired)
+    again = json.loads(m.read_text())  # what the rows report: the GMACs, and the extraction's time, not this call's
+    assert first["gflops"] > 0 and first["extract_seconds"] > 0
+    assert (again["gflops"], again["extract_seconds"]) == (first["gflops"], first["extract_seconds"])
 
 
 def test_disk_full_during_a_shard_write_is_a_clear_error_and_leaves_no_partial_entry(setup, tmp_path, monkeypatch):

@@ -207,15 +207,19 @@ class EntryWriter(shards.ShardWriter):
         self.key, self.info = key, info
 
     def write(
-        self, shard: int, features: np.ndarray, indices: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None
+        self, shard: int, features: np.ndarray, indices: np.ndarray, labels: np.ndarray, valid: np.ndarray | None = None,
+        seconds: float = 0.0,
     ) -> None:
+        """Write one shard; ``seconds``: the extraction time it took (the manifest's ``extract_seconds`` sums them,
+        so a resumed entry counts its earlier sessions too)."""
         rows = len(self.shard_rows_range(shard))
         if features.shape[0] != rows or len(indices) != rows or len(labels) != rows:
             raise ValueError(f"shard {shard} needs {rows} rows, got {features.shape[0]}")
         feats = np.ascontiguousarray(features, dtype=np.float32)
         valid = np.ones(rows, np.int64) if valid is None else np.asarray(valid, np.int64)
         meta = np.stack([np.asarray(indices, np.int64), np.asarray(labels, np.int64), valid], axis=1)
-        self.write_shard(shard, {"features": feats, "meta": meta}, dim=int(feats.shape[1]), skipped=int(rows - valid.sum()))
+        self.write_shard(shard, {"features": feats, "meta": meta}, dim=int(feats.shape[1]), skipped=int(rows - valid.sum()),
+                         seconds=round(seconds, 3))
 
     def finalize(self, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the manifest (which makes the entry visible); every shard must be complete."""
@@ -238,6 +242,7 @@ class EntryWriter(shards.ShardWriter):
             "dim": dims.pop(),
             "dtype": "float32",
             "skipped": sum(s.get("skipped", 0) for s in sides),
+            "extract_seconds": round(sum(s.get("seconds", 0.0) for s in sides), 3),
             **self.info,
             **(manifest or {}),
         })

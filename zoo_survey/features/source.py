@@ -204,7 +204,7 @@ class FeatureSource:
                 ) from e
             yield item
 
-    def _gflops(self, ckpt: ResolvedCheckpoint, model) -> float:
+    def _gflops(self, ckpt: ResolvedCheckpoint) -> float:
         """GMACs of the forward this extraction runs, at its resolution: counted once per (architecture, model
         arguments, resolution, layer) and remembered in the cache root, so later runs do not count again."""
         layer = self.options.layer_for(ckpt.spec.features)
@@ -213,7 +213,7 @@ class FeatureSource:
         memo = repr(sorted(key.items()))
         if memo not in self._gflops_seen:
             def count() -> float:
-                m = model.to(self.options.device)
+                m = self._model_for(ckpt).to(self.options.device)  # loaded only when nothing remembers the count
                 return count_gmacs(lambda x: pooled(m, x, layer), ckpt.preprocessing.input_size,
                                    self.options.device)
             self._gflops_seen[memo] = self.gmacs.get(key, count)
@@ -234,12 +234,12 @@ class FeatureSource:
         if self.on_progress:
             self.on_progress(label, done, len(s))
         pixels = self._pixels(ds, split, via) if pending else None  # decoding, once per split: not this model's time
-        start = time.perf_counter()
+        writer.info["gflops"] = round(self._gflops(ckpt), 4)  # also when only the manifest is rewritten
+        last = time.perf_counter()
         if pending:
             if via.why_pil:
                 self.notes.append(f"{label}: the exact PIL path ran, since the device path cannot reproduce {via.why_pil}")
             model = self._model_for(ckpt)
-            writer.info["gflops"] = round(self._gflops(ckpt, model), 4)
             rows = np.concatenate([np.arange(r.start, r.stop) for r in map(writer.shard_rows_range, pending)])
             buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             shard_iter = iter(pending)
@@ -254,15 +254,15 @@ class FeatureSource:
                 while shard is not None and sum(len(b[0]) for b in buf) >= need:
                     r_all, f_all, ok_all = (np.concatenate(parts) for parts in zip(*buf, strict=True))
                     r_sh = r_all[:need]
-                    writer.write(shard, f_all[:need], s.indices[r_sh], s.labels[r_sh], ok_all[:need])
+                    now = time.perf_counter()
+                    writer.write(shard, f_all[:need], s.indices[r_sh], s.labels[r_sh], ok_all[:need], seconds=now - last)
+                    last = now
                     buf = [(r_all[need:], f_all[need:], ok_all[need:])]
                     done += need
                     if self.on_progress:
                         self.on_progress(label, done, len(s))
                     shard = next(shard_iter, None)
                     need = 0 if shard is None else len(writer.shard_rows_range(shard))
-        seconds = time.perf_counter() - start
-        writer.info["extract_seconds"] = round(seconds, 3)
         writer.finalize()
         out = self.cache.get(key)
         if out is not None and out.skipped:
