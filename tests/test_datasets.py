@@ -137,6 +137,23 @@ def test_local_parquet_files(tmp_path):
     assert ds.class_names == ("a", "b") and ds.splits["val"].image(0).mode == "RGB"
 
 
+def test_another_label_column_is_another_dataset(tmp_path):
+    import datasets as hfds
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = {"image": [Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)) for _ in range(12)],
+            "fine": [i % 4 for i in range(12)], "coarse": [i % 2 for i in range(12)]}
+    hfds.Dataset.from_dict(rows).to_parquet(str(tmp_path / "t.parquet"))
+    entry = "  - {id: %s, source: {type: parquet, data_files: {train: %s}}, num_classes: %d, test_split: null%s}\n"
+    (tmp_path / "ds.yaml").write_text("datasets:\n" + entry % ("fine", tmp_path / "t.parquet", 4, ", label_column: fine")
+                                      + entry % ("coarse", tmp_path / "t.parquet", 2, ", label_column: coarse"))
+    reg = load_registry([tmp_path])
+    fine, coarse = prepare(reg.dataset("fine")), prepare(reg.dataset("coarse"))
+    assert fine.fingerprint != coarse.fingerprint  # so no cache entry (which stores labels) or row is shared
+    assert set(fine.splits["train"].labels.tolist()) == {0, 1, 2, 3} and set(coarse.splits["train"].labels.tolist()) == {0, 1}
+
+
 def test_wrong_column_is_named(tmp_path):
     import datasets as hfds
 

@@ -247,7 +247,11 @@ def _hf(spec: DatasetSpec, offline: bool = False) -> Raw:
     # A hub commit names the data exactly; local files are named by datasets' fingerprint of them
     # (not used for hub snapshots: it depends on where the cache lies, which a copy changes).
     content = "".join(wanted) if revision else "".join(dd[s]._fingerprint for s in wanted)
-    fp = string_digest(ident + content)
+    # Which columns are the image and the label changes the data (a label_column edit must not reuse cached labels);
+    # named only when not the defaults, so the fingerprints of entries that keep them are as they were.
+    defaults = tuple(type(spec).model_fields[f].default for f in ("image_column", "label_column"))
+    columns = "" if (spec.image_column, spec.label_column) == defaults else f":{spec.image_column}/{spec.label_column}"
+    fp = string_digest(ident + columns + content)
     return splits, fp, names, revision or f"data:{fp}"
 
 
