@@ -207,3 +207,22 @@ def test_compile_compiles_the_forward_that_runs_and_changes_no_feature(setup):
     (compiled, *_) = list(run_forward(model, split, range(8), ckpt.preprocessing, dataclasses.replace(opts, compile=True)))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # a graph was captured and compiled
     np.testing.assert_allclose(compiled.features, eager.features, rtol=1e-4, atol=1e-5)
+
+
+def test_the_prefetch_thread_ends_when_its_consumer_stops_early():
+    """A run that stops mid-split (a bad image, NaN features) must not leave the thread blocked on a full queue,
+    holding its (pinned) batches: also when it already produced the last batch and only the end marker is left."""
+    import threading
+    import time
+
+    from zoo_survey.features.extract import _prefetch
+
+    for n in (3, 10):
+        batches = _prefetch(iter(range(n)), depth=2)  # type: ignore[arg-type] - any items travel alike
+        assert next(batches) == 0
+        time.sleep(0.3)  # the thread fills the queue (and, for n = 3, reaches the end marker)
+        batches.close()
+        deadline = time.monotonic() + 5
+        while any(t.name == "zoo-survey-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(t.name == "zoo-survey-prefetch" for t in threading.enumerate()), n

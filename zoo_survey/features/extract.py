@@ -210,20 +210,24 @@ def _prefetch(batches: Iterator[_Staged], depth: int = 3) -> Iterator[_Staged]:
     stop = threading.Event()
     end = object()
 
+    def put(item: object) -> bool:
+        """Hand ``item`` over, unless the consumer stopped (it may never take another: never block on it)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def fill() -> None:
         try:
             for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(end)
+            put(end)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            q.put(e)
+            put(e)
 
     thread = threading.Thread(target=fill, name="zoo-survey-prefetch", daemon=True)
     thread.start()
