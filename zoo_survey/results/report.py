@@ -580,11 +580,13 @@ HEADLINE_TEXT = (
 )
 
 
-def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similarity: Sequence[SimilarityRow] = ()) -> Document:
-    """The whole report as one document (every format renders this)."""
+def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similarity: Sequence[SimilarityRow] = (),
+                 lines: Sequence[ComparisonLine] | None = None) -> Document:
+    """The whole report as one document (every format renders this); ``lines``: :func:`comparison_lines` of
+    ``rows`` when the caller has them (their paired intervals are the costly part)."""
     if not rows:
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
-    lines = comparison_lines(rows)
+    lines = comparison_lines(rows) if lines is None else lines
     summaries = family_summaries(lines, similarity)
     sections = [Section("Across architectures", (SUMMARY_TEXT.format(probe=primary_probe(lines) or "paired"),),
                         (summary_table(summaries),))]
@@ -632,19 +634,20 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
     out_dir = Path(out_dir)
     plots: list[Path] = []
-    if fmt in ("md", "html"):
-        lines = comparison_lines(rows)
-        plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
-                            diversity_points(lines, similarity))
-    doc = build_report(rows, plots, similarity)
-    if fmt == "md":
-        text = to_markdown(doc, base=out_dir)
-    elif fmt == "html":
-        text = to_html(doc)
-    elif fmt == "csv":
+    if fmt == "csv":  # every row, nothing else: no document to build
         text = table_to_csv(every_row_table(rows, raw=True))
     else:
-        text = to_json(doc, rows=[r.fields() for r in latest_rows(rows)], similarity=[s.__dict__ for s in similarity])
+        lines = comparison_lines(rows)
+        if fmt in ("md", "html"):
+            plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
+                                diversity_points(lines, similarity))
+        doc = build_report(rows, plots, similarity, lines)
+        if fmt == "md":
+            text = to_markdown(doc, base=out_dir)
+        elif fmt == "html":
+            text = to_html(doc)
+        else:
+            text = to_json(doc, rows=[r.fields() for r in latest_rows(rows)], similarity=[s.__dict__ for s in similarity])
     path = out_dir / f"report.{fmt}"
     atomic_write(path, lambda f: f.write(text.encode()))
     return [path, *plots]
