@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..files import atomic_write
+from ..zoo.add import check_and_write
 from ..zoo.budgets import round_sig
 from ..zoo.registry import SHIPPED_REGISTRY, FamilySpec, check_weight_files, load_files, registry_files
 from .budget import ZooPlan
@@ -72,11 +72,12 @@ HEADER = ("# Written by `zoo-survey pretrain`; survey it with\n"
 
 
 def write_family(path: Path, document: Mapping[str, Any]) -> FamilySpec:
-    """Write the family YAML atomically, then read it back through the registry (with the shipped registry, so an
-    id that collides with a shipped one is caught here) and check its weight files; returns the parsed family."""
+    """Validate the family YAML with the whole registry (shipped, ``$ZOO_SURVEY_REGISTRY`` and the families already
+    in its folder, so a colliding id is caught before anything is written), write it atomically, and check its
+    weight files; returns the parsed family."""
     text = HEADER.format(folder=path.parent, family=document["family"]) + yaml.safe_dump(
         dict(document), sort_keys=False, width=120, default_flow_style=None)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    check_and_write(path, text, [path.parent])
     reg = load_files(registry_files([SHIPPED_REGISTRY], [path]))
     check_weight_files(reg)
     return reg.family(str(document["family"]))

@@ -212,7 +212,7 @@ def add_tags(tags: Sequence[str], family: str, path: Path, registry: Sequence[Pa
     for key, items, render in (("include", result.included, include), ("checkpoints", entries, checkpoints)):
         if items:
             text = _append(text, YAML(typ="rt").load(text), key, render)
-    _check_and_write(path, text, registry)
+    check_and_write(path, text, registry)
     return result
 
 
@@ -277,7 +277,7 @@ def _append(text: str, doc: Any, key: str, render: Callable[[int], str]) -> str:
     return "".join(lines[:end] + [render(indent)] + lines[end:])
 
 
-def _check_and_write(path: Path, text: str, registry: Sequence[Path]) -> None:
+def check_and_write(path: Path, text: str, registry: Sequence[Path]) -> None:
     """Validate ``text`` as ``path`` with the whole registry, then replace ``path`` atomically."""
     others = [f for f in registry_files(registry_folders(registry)) if f != path.resolve()]
     path.parent.mkdir(parents=True, exist_ok=True)
