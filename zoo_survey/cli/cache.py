@@ -11,9 +11,9 @@ import typer
 from ..data import pixels
 from ..document import Table
 from ..features.cache import EntryInfo, FeatureCache, cache_root, gc_execute, gc_plan, scan
-from .app import cache_app, console, err_console
+from .app import cache_app, console
 from .options import CacheOpt, ListFormatOpt
-from .output import emit, human, resolve_format
+from .output import emit, human, resolve_format, say
 
 
 def _entries_table(entries: Sequence[EntryInfo], title: str) -> Table:
@@ -30,11 +30,6 @@ def _scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
     return scan(cache, verify=verify) + pixels.scan(cache.root, verify=verify)
 
 
-def _say(text: str, fmt: str) -> None:
-    """Totals and advice: on stdout beside a table, on stderr when stdout carries TSV or JSON for a program."""
-    (console if fmt == "table" else err_console).print(text, soft_wrap=True)
-
-
 @cache_app.command("ls")
 def cache_ls(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> None:
     """List cache entries with their size and what they are."""
@@ -42,7 +37,7 @@ def cache_ls(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> None:
     cache = FeatureCache(cache_root(cache_dir))
     entries = _scan(cache)
     emit([_entries_table(entries, f"feature cache {cache.root}")], console, fmt)
-    _say(f"{len(entries)} entr(ies), {human(sum(e.bytes for e in entries))}", fmt)
+    say(f"{len(entries)} entr(ies), {human(sum(e.bytes for e in entries))}", fmt)
 
 
 @cache_app.command("verify")
@@ -55,7 +50,7 @@ def cache_verify(cache_dir: CacheOpt = None, format: ListFormatOpt = None) -> No
     if bad:
         emit([_entries_table(bad, "entries that are not complete")], console, fmt)
     corrupt = sum(e.status == "corrupt" for e in entries)
-    _say(f"{len(entries)} entr(ies) checked: {corrupt} corrupt, {sum(e.status == 'partial' for e in entries)} partial. "
+    say(f"{len(entries)} entr(ies) checked: {corrupt} corrupt, {sum(e.status == 'partial' for e in entries)} partial. "
          + ("Run `zoo-survey cache gc` to remove them; the next run recomputes what it needs." if bad else "All intact."), fmt)
     if corrupt:
         raise typer.Exit(1)
@@ -72,12 +67,12 @@ def cache_gc(
     cache = FeatureCache(cache_root(cache_dir))
     plan = gc_plan(cache) + pixels.gc_plan(cache.root)
     if not plan:
-        _say(f"Nothing to clean in {cache.root}.", fmt)
+        say(f"Nothing to clean in {cache.root}.", fmt)
         return
     emit([Table(("path", "reason", "size"), [[str(p.relative_to(cache.root)), why, human(size)] for p, why, size in plan],
                 title="cache gc plan")], console, fmt)
     total = human(sum(size for _, _, size in plan))
     if not yes:
-        _say(f"{len(plan)} item(s), {total}. Nothing deleted: rerun with --yes to delete them.", fmt)
+        say(f"{len(plan)} item(s), {total}. Nothing deleted: rerun with --yes to delete them.", fmt)
         return
-    _say(f"Deleted {len(plan)} item(s), freed {human(gc_execute(plan))}.", fmt)
+    say(f"Deleted {len(plan)} item(s), freed {human(gc_execute(plan))}.", fmt)

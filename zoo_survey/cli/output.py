@@ -16,6 +16,7 @@ from rich.text import Text
 
 from ..document import Table, table_records, table_to_tsv
 from ..errors import unknown
+from .app import console, err_console
 
 LIST_FORMATS = ("table", "tsv", "json")
 
@@ -66,3 +67,8 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def say(text: str, fmt: str) -> None:
+    """Totals and advice: on stdout beside a table, on stderr when stdout carries TSV or JSON for a program."""
+    (console if fmt == "table" else err_console).print(text, soft_wrap=True)

@@ -21,9 +21,9 @@ from ..zoo.registry import (
     registry_files,
     registry_folders,
 )
-from .app import console, err_console, registry_app
+from .app import console, registry_app
 from .options import ListFormatOpt, RegistryOpt, open_registry
-from .output import emit, resolve_format
+from .output import emit, resolve_format, say
 
 
 def checkpoints_table(reg: Registry, families: list[str] | None = None) -> Table:
@@ -64,11 +64,8 @@ def registry_list(
     emit(tables, console, fmt)
     specs = {c.id: c for f in (reg.select_families(family) if family else reg.families.values()) for c in f.checkpoints}
     heavy = sum(c.heavy for c in specs.values())
-    # A total beside a table; on stderr when stdout carries TSV or JSON for a program.
-    (console if fmt == "table" else err_console).print(
-        f"{len(specs)} checkpoint(s), about {sum(c.download_gb for c in specs.values()):.1f} GB of weights to download "
-        f"(estimated at 4 bytes a parameter); {heavy} heavy (over 1.5 GB: refused on a CPU unless --allow-heavy)",
-        soft_wrap=True)
+    say(f"{len(specs)} checkpoint(s), about {sum(c.download_gb for c in specs.values()):.1f} GB of weights to download "
+        f"(estimated at 4 bytes a parameter); {heavy} heavy (over 1.5 GB: refused on a CPU unless --allow-heavy)", fmt)
 
 
 @registry_app.command("show")

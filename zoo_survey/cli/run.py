@@ -21,6 +21,7 @@ from ..survey.run import extract_all, prefetch, run_survey
 from ..survey.runner import Hooks, NodeTally, RunnerFactory, RunReport
 from .app import app, console
 from .options import (
+    DEFAULT_DATASETS,
     DEFAULT_FAMILY,
     DEFAULT_OUT,
     CheckpointIdsOpt,
@@ -246,7 +247,7 @@ def extract(
 def prefetch_command(
     family: FamilyCheckpointsOpt = [DEFAULT_FAMILY],  # noqa: B006 - typer needs a literal default
     checkpoints: CheckpointIdsOpt = None,
-    datasets: DatasetsOpt = "digits,lfw-subset,fashion-mnist",
+    datasets: DatasetsOpt = DEFAULT_DATASETS,
     registry: RegistryOpt = None,
     format: ListFormatOpt = None,
 ) -> None:
