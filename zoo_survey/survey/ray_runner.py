@@ -313,14 +313,21 @@ class _Board:
 
     def __init__(self) -> None:
         self.on: dict[str, str] = {}
-        self.starts: dict[str, int] = {}
+        self.retried: dict[str, int] = {}  # per node: units that started there again
 
     def started(self, uid: str, node: str) -> None:
+        if uid in self.on:
+            self.retried[node] = self.retried.get(node, 0) + 1
         self.on[uid] = node
-        self.starts[uid] = self.starts.get(uid, 0) + 1
 
-    def snapshot(self) -> tuple[dict[str, str], dict[str, int]]:
-        return self.on, self.starts
+    def snapshot(self, in_flight: Collection[str]) -> tuple[dict[str, int], dict[str, int]]:
+        """Units running per node (of ``in_flight``, the driver's), and retried per node: as much to send as there
+        are nodes and units in flight, however many units the run has done."""
+        running: dict[str, int] = {}
+        for node in (self.on.get(uid) for uid in in_flight):
+            if node is not None:
+                running[node] = running.get(node, 0) + 1
+        return running, self.retried
 
 
 def scratch_folder(root: Path | str) -> Path:
@@ -518,15 +525,15 @@ class RayRunner:
         import ray
 
         try:
-            on, starts = ray.get(self._board().snapshot.remote(), timeout=5)
+            running, retried = ray.get(self._board().snapshot.remote(list(in_flight)), timeout=5)
         except Exception:  # the display only: a slow or restarting board skips a refresh
             return
         for t in self.tallies.values():
             t.running = t.retried = 0
-        for uid, node in on.items():
-            t = self._tally(node)
-            t.running += uid in in_flight
-            t.retried += starts.get(uid, 1) > 1
+        for node, n in running.items():
+            self._tally(node).running = n
+        for node, n in retried.items():
+            self._tally(node).retried = n
         self.hooks.nodes(self.tallies)
 
     def _slots(self, cpus: float, gpus: float) -> int:
