@@ -357,6 +357,7 @@ def test_connect_reuses_this_process_connection(two_nodes):
     (("--ray", "nowhere"), "expected local .*, auto .* or a cluster address"),
     (("--ray", "local", "--ray-gpus-per-actor", "1.5"), "a fraction in \\(0, 1\\] or a whole number"),
     (("--ray", "local", "--ray-cache", "nfs"), "--ray-cache must be one of auto, shared, driver"),
+    (("--ray", "local", "--device", "cuda:1"), "--device cuda:1 with --ray: Ray gives each actor its GPUs"),
 ])
 def test_bad_ray_flags_are_one_line_before_any_work(monkeypatch, capsys, tmp_path, args, message):
     code, out, err = zoo(monkeypatch, capsys, "extract", "-d", "digits", "--cache-dir", str(tmp_path / "c"), *args)

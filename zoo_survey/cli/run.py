@@ -56,7 +56,8 @@ def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_a
 def _on_ray(ctx: typer.Context, flags: dict[str, Any]) -> tuple[RayCluster | None, RunnerFactory | None]:
     """Without --ray: nothing (units run here; Ray is never imported). With it: the cluster, connected until the
     command ends, and its runner."""
-    ray = ray_options(flags["ray"], flags["ray_gpus_per_actor"], flags["ray_cpus_per_actor"], flags["ray_cache"])
+    ray = ray_options(flags["ray"], flags["ray_gpus_per_actor"], flags["ray_cpus_per_actor"], flags["ray_cache"],
+                      flags["device"])
     if ray is None:
         return None, None
     cluster = ctx.with_resource(connect(ray.address))

@@ -82,8 +82,9 @@ class RayOptions:
 
 
 def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_per_actor: float | None = None,
-                cache: str | None = None) -> RayOptions | None:
-    """Check the ``--ray`` flags before any work; ``None`` without ``--ray`` (the other flags then need it).
+                cache: str | None = None, device: str = "auto") -> RayOptions | None:
+    """Check the ``--ray`` flags (and ``--device`` beside them) before any work; ``None`` without ``--ray`` (the
+    other flags then need it).
 
     >>> ray_options("local", gpus_per_actor=0.5)                       # doctest: +SKIP
     RayOptions(address='local', gpus_per_actor=0.5, cpus_per_actor=1.0, cache='auto', retries=3)
@@ -103,9 +104,16 @@ def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_p
         raise ZooSurveyError(f"--ray-cpus-per-actor must be positive, got {cpus_per_actor}")
     if cache is not None and cache not in CACHE_MODES:
         raise ZooSurveyError(f"--ray-cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+    check_device(device)
     if importlib.util.find_spec("ray") is None:
         raise ZooSurveyError("--ray needs Ray, an optional extra: pip install 'zoo-survey[ray]'")
     return RayOptions(address, gpus_per_actor, cpus_per_actor or 1.0, cache or "auto")
+
+
+def check_device(device: str) -> None:
+    """A run on Ray takes no GPU index: Ray gives each actor its GPUs."""
+    if device.startswith("cuda:"):
+        raise ZooSurveyError(f"--device {device} with --ray: Ray gives each actor its GPUs; use --device cuda or auto")
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -471,13 +479,11 @@ class RayRunner:
     """
 
     def __init__(self, ws: Workspace, hooks: Hooks, cluster: RayCluster, options: RayOptions):
-        device = ws.options.extract.device
-        if device.startswith("cuda:"):
-            raise ZooSurveyError(f"--device {device} with --ray: Ray gives each actor its GPUs; use --device cuda or auto")
+        check_device(ws.options.extract.device)
         self.ws, self.hooks, self.cluster, self.options = ws, hooks, cluster, options
         self.cache = ws.source.cache
         self.root = self.cache.root.absolute()
-        on_gpu = device.startswith("cuda")
+        on_gpu = ws.options.extract.device.startswith("cuda")
         self.gpus = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if on_gpu else 0.0)
         self.tallies: dict[str, NodeTally] = {}
         self._hosts = {n.id: n.host for n in cluster.nodes}
