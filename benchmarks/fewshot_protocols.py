@@ -21,7 +21,7 @@ from pathlib import Path
 from _common import LITE  # noqa: F401 - importing it puts the repository on sys.path
 
 from zoo_survey.features.cache import FeatureCache, cache_root
-from zoo_survey.results.report import seed_lines
+from zoo_survey.results.analysis import seed_lines
 from zoo_survey.survey.options import resolve_options
 from zoo_survey.survey.plan import plan_family
 from zoo_survey.survey.run import extract_all, run_survey

@@ -9,7 +9,7 @@ shared by all 24 models. The survey then extracts features and fits the linear p
 fashion-mnist-a (the pretraining task: the paper's "equal ImageNet top-1" column) and on
 three transfer sets: fashion-mnist-b (the 5 held-out classes), digits and lfw-subset. Each
 CAT-k (concatenated) and the wide single are set against CAT1 on the same test images with
-the survey's paired bootstrap interval and McNemar p (results/report.pair), and the mean
+the survey's paired bootstrap interval and McNemar p (results/analysis.pair), and the mean
 transfer gain gets the two-level bootstrap over the three sets (results/stats.pooled_difference).
 
 Prints the table, then a final JSON line with every figure, the wall time and the load
@@ -41,7 +41,7 @@ from zoo_survey.pretrain.budget import plan_zoo
 from zoo_survey.pretrain.data import load_training_data
 from zoo_survey.pretrain.run import pretrain
 from zoo_survey.pretrain.trainer import Recipe, TrainHooks
-from zoo_survey.results.report import pair
+from zoo_survey.results.analysis import pair
 from zoo_survey.results.stats import pooled_difference
 from zoo_survey.survey.options import resolve_options
 from zoo_survey.survey.plan import plan_family

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.results.report import comparison_lines, family_summaries
+from zoo_survey.results.analysis import answer_of, comparison_lines
 from zoo_survey.results.stats import (
     _resampled_means,
     linear_cka,
@@ -83,8 +83,8 @@ def test_identical_rows_in_a_store_give_zero_in_the_report():
 
     (line,) = comparison_lines([row("baseline", "a"), row("ensemble", "a+b")])
     assert line.delta == 0 and (line.paired.low, line.paired.high) == (0.0, 0.0)
-    (fam,) = family_summaries([line])
-    assert (fam.delta, fam.low, fam.high, fam.ties) == (0.0, 0.0, 0.0, 1)
+    (fam,) = answer_of([line]).to_dict("records")
+    assert (fam["mean_difference_pts"], fam["ci_low_pts"], fam["ci_high_pts"], fam["ties"]) == (0.0, 0.0, 0.0, 1)
 
 
 def test_a_clear_gain_is_significant_and_its_interval_excludes_zero():
