@@ -87,7 +87,7 @@ def test_survey_gives_the_rows_the_cli_writes(tmp_path, monkeypatch, capsys, tin
     with sqlite3.connect(cli_out / "results.sqlite") as con:
         cli_rows = sorted(con.execute("SELECT row_key, top1 FROM results").fetchall())
     assert len(df) == 5
-    assert sorted(zip(df["row_key"], df["top1"])) == cli_rows  # row keys and top-1, exactly
+    assert sorted(zip(df["row_key"], df["top1"], strict=True)) == cli_rows  # row keys and top-1, exactly
     assert sorted(df["role"]) == ["baseline", "ensemble", "ensemble-avg", "member", "member"]
     for col in ("provenance.revisions", "provenance.dataset_fingerprint", "hparams.C", "members", "top1"):
         assert col in df.columns
