@@ -176,11 +176,12 @@ def run(
 
       zoo-survey run -f efficientnet-lite --members lite01 -d digits
     """
-    def on_ray() -> bool | None:  # asked once the names are checked; --ray connects here
+    ray: dict[str, RunnerFactory | None] = {}
+
+    def on_ray() -> bool | None:  # asked once the names are checked (as before): --ray connects here
         cluster, ray["runner"] = _on_ray(ctx, flags)
         return cluster.gpus > 0 if cluster is not None else None
 
-    ray: dict[str, RunnerFactory | None] = {}
     f = flags
     job = prepare_survey(
         family, ensemble, strategy, f["datasets"], csv(probes), members=members, against=against, budget_by=budget_by,
