@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,11 +16,13 @@ import typer
 
 from ..errors import NotCachedError
 from ..features.cache import DEFAULT_SHARD_ROWS
+from ..survey.options import DEFAULT_DATASETS as _DATASETS
+from ..survey.options import DEFAULT_FAMILY, offline_env  # noqa: F401 - the commands import them from here
+from ..survey.options import DEFAULT_OUT as _OUT
 from ..zoo.registry import Registry, load_registry, registry_folders
 
-DEFAULT_FAMILY = "efficientnet-lite"
-DEFAULT_DATASETS = "digits,lfw-subset,fashion-mnist"
-DEFAULT_OUT = Path("zoo-survey-out")
+DEFAULT_DATASETS = ",".join(_DATASETS)
+DEFAULT_OUT = Path(_OUT)
 
 RegistryOpt = Annotated[
     Optional[list[Path]],
@@ -126,15 +127,6 @@ def extraction_flags(command: Callable[..., None]) -> Callable[..., None]:
 def csv(value: str | None) -> list[str]:
     """A comma-separated flag value as a list of its non-empty items."""
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def offline_env(flag: bool) -> bool:
-    """--offline or HF_HUB_OFFLINE; set before huggingface_hub / datasets are imported (they read it then)."""
-    offline = flag or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    return offline
 
 
 def open_registry(folders: list[Path] | None) -> Registry:

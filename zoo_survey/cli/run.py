@@ -8,16 +8,17 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..api import SurveyResult, prepare_survey
 from ..document import Table
 from ..errors import ZooSurveyError
 from ..features.cache import FeatureCache, cache_root
 from ..probes import PROBES
 from ..results.report import comparison_lines, headline_table
-from ..results.store import STORE_NAME, ResultRow
+from ..results.store import ResultRow
 from ..survey.options import DEFAULT_PROBES, RunOptions, parse_list, resolve_options
-from ..survey.plan import STRATEGIES, plan_family
+from ..survey.plan import STRATEGIES
 from ..survey.ray_runner import RayCluster, RayRunner, connect, node_label, ray_options
-from ..survey.run import extract_all, prefetch, run_survey
+from ..survey.run import extract_all, prefetch
 from ..survey.runner import Hooks, NodeTally, RunnerFactory, RunReport
 from .app import app, console
 from .options import (
@@ -175,38 +176,42 @@ def run(
 
       zoo-survey run -f efficientnet-lite --members lite01 -d digits
     """
-    offline_env(flags["offline"])
-    reg = open_registry(flags["registry"])
-    fams = reg.select_families(family)
-    ds_specs = reg.select_datasets([flags["datasets"]])
-    cluster, runner = _on_ray(ctx, flags)
-    options = _options(
-        flags, cluster, probes=csv(probes), grid=parse_list(grid, "--grid", float) if grid is not None else None,
-        shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val,
+    ray: dict[str, RunnerFactory | None] = {}
+
+    def on_ray() -> bool | None:  # asked once the names are checked (as before): --ray connects here
+        cluster, ray["runner"] = _on_ray(ctx, flags)
+        return cluster.gpus > 0 if cluster is not None else None
+
+    f = flags
+    job = prepare_survey(
+        family, ensemble, strategy, f["datasets"], csv(probes), members=members, against=against, budget_by=budget_by,
+        allow_same_lineage=allow_same_lineage, registry=f["registry"] or (), out=out, cache_dir=f["cache_dir"],
+        shard_rows=f["shard_rows"], device=f["device"], image_size=f["image_size"], max_train=f["max_train"],
+        max_test=f["max_test"], full=f["full"], batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"],
+        compile=f["compile"], bad_images=f["bad_images"], layer=f["features"], preprocess=f["preprocess"],
+        offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "--grid", float) if grid is not None else None,
+        shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
     )
-    plans = [plan_family(fam, ensemble, strategy, against=against, members=members, budget_by=budget_by,
-                         allow_same_lineage=allow_same_lineage) for fam in fams]
-    for plan in plans:
+    for plan in job.plans:
         console.print(
             f"[bold]{plan.family}[/]: single [cyan]{plan.baseline.name}[/] ({plan.baseline.params_m:.1f}M params, "
             f"{plan.baseline.gflops:.2f} GFLOPs) vs ensemble of {len(plan.ensemble.members)} ({plan.strategy}): "
             f"[cyan]{plan.ensemble.name}[/] ({plan.ensemble.params_m:.1f}M, {plan.ensemble.gflops:.2f} GFLOPs)",
             soft_wrap=True,
         )
-    _print_limits(options)
-    cache = FeatureCache(cache_root(flags["cache_dir"]), shard_rows=flags["shard_rows"])
+    _print_limits(job.options)
     with RichHooks() as hooks, prefetch_hint(family, flags["datasets"], flags["registry"]):
-        result = run_survey(plans, ds_specs, cache, out / STORE_NAME, options, hooks, runner)
+        result = job.run(hooks, ray.get("runner"))
     _print_notes(result)
     print_summary(result.rows, format, result.where)
     console.print(
         f"{result.written} result row(s) written, {result.skipped} already done; "
-        f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {cache.root}", soft_wrap=True,
+        f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {job.cache.root}", soft_wrap=True,
     )
     console.print(f"Next: zoo-survey report --out {out}", soft_wrap=True)
 
 
-def _print_notes(result: RunReport) -> None:
+def _print_notes(result: RunReport | SurveyResult) -> None:
     for n in result.notes:
         console.print(f"[dim]note: {n}[/]", soft_wrap=True)
 
