@@ -37,9 +37,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from ..errors import ZooSurveyError
 from .combine import weight_blocks
@@ -139,11 +141,16 @@ class ProbeNotFittedError(ZooSurveyError, NotFittedError):
 def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
     """Check a feature matrix (and labels): 2-D, finite, row counts agree, class labels. Returns float32 arrays,
     and integer labels as int64 (other labels, such as strings, as they are)."""
+    if issparse(X):
+        raise ProbeInputError(f"{what} are a sparse matrix; probes take dense arrays (X.toarray())")
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ProbeInputError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ProbeInputError(f"{what} are empty (shape {X.shape}); a probe needs at least one row and one column")
+        hint = ". Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one sample" if X.ndim == 1 else ""
+        raise ProbeInputError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise ProbeInputError(f"{what} have no rows (shape={X.shape}); a probe needs at least one")
+    if X.shape[1] == 0:
+        raise ProbeInputError(f"{what} have 0 feature(s) (shape={X.shape}) while a minimum of 1 is required; a probe needs at least one column")
     if not np.issubdtype(X.dtype, np.number):
         try:
             X = X.astype(np.float32)
@@ -155,7 +162,11 @@ def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -
     if y is None:
         return X.astype(np.float32, copy=False), None
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)  # a column of labels: used as 1-D, with scikit-learn's DataConversionWarning
+    if y.ndim != 1:
+        raise ProbeInputError(f"{what}: labels must be 1-D, one per row, got shape {y.shape}")
+    if len(y) != len(X):
         raise ProbeInputError(f"{what} have {len(X)} rows but there are {len(y)} labels; they must match one to one")
     try:
         check_classification_targets(y)
@@ -244,7 +255,8 @@ class Probe(BaseEstimator):
         self._check_fitted()
         X, _ = validate_features(X, what="test features")
         if X.shape[1] != self.n_features_in_:
-            raise ProbeInputError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
+            raise ProbeInputError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                                  "features as input (features of another model or layer?)")
         return X
 
 
@@ -303,6 +315,8 @@ def check_fit(X, y, X_val=None, y_val=None) -> tuple[np.ndarray, np.ndarray, np.
 
     Without validation data, ``X_val`` and ``y_val`` come back empty (0 rows); see :func:`with_validation`.
     """
+    if y is None:
+        raise ProbeInputError("fit requires y to be passed, but the target y is None")
     X, y = validate_features(X, y, what="train features")
     assert y is not None
     classes = np.unique(y)

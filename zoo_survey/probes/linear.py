@@ -124,14 +124,15 @@ class LinearProbe(ClassifierProbe):
         Xv = solver.project((X_val - mean) / std)
         scores: dict[float, float] = {}
         solutions: dict[float, tuple] = {}
+        iterations: dict[float, int] = {}
 
         def evaluate(cs) -> None:
             for C in sorted(c for c in cs if c not in scores):  # small C first: warm starts along the path
                 start = solutions[max((c for c in solutions if c < C), default=min(solutions, default=C))] if solutions else None
-                W, b, converged = solver.fit(C, start)
-                if not converged:
+                W, b, n_iter = solver.fit(C, start)
+                if n_iter >= self.max_iter:
                     notes.append(f"C={C:.3g} did not converge in {self.max_iter} iterations")
-                solutions[C] = (W, b)
+                solutions[C], iterations[C] = (W, b), n_iter
                 scores[C] = float((solver.predict(Xv, W, b) == np.searchsorted(classes, y_val)).mean())
 
         if self.search == "full" or len(grid) <= 12:
@@ -149,17 +150,18 @@ class LinearProbe(ClassifierProbe):
             # One warm-started fit: cheaper in the original columns than after another decomposition.
             final = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
                             reduce=False)
-            W, b, converged = final.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, final))
-            if not converged:
+            W, b, n_iter = final.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, final))
+            if n_iter >= self.max_iter:
                 notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
         else:
             self.mean_, self.std_ = mean, std
-            final, (W, b) = solver, solutions[self.best_C_]
+            final, (W, b), n_iter = solver, solutions[self.best_C_], iterations[self.best_C_]
         # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
         self.coef_ = final.to_features(W).T.astype(np.float32)
         self.intercept_ = b.cpu().numpy().astype(np.float32)
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
+        self.n_iter_ = n_iter  # L-BFGS iterations of the kept fit (0 when its warm start already met tol)
         self.warnings_ = tuple(notes)
         return self
 
@@ -240,8 +242,7 @@ class _Solver:
 
         with torch.enable_grad():
             opt.step(closure)
-        converged = opt.state[W].get("n_iter", 0) < self.max_iter
-        return W.detach(), b.detach(), converged
+        return W.detach(), b.detach(), int(opt.state[W].get("n_iter", 0))
 
     def predict(self, Z, W, b) -> np.ndarray:
         return (self.torch.addmm(b, Z, W)).argmax(1).cpu().numpy()
