@@ -96,11 +96,11 @@ def test_shots_selection_uses_no_label_beyond_the_shots():
     X, y = _shots()
     rng = np.random.default_rng(1)
     Xv, yv = rng.normal(size=(40, 12)).astype(np.float32), rng.integers(0, 4, 40)
-    a = FewShotProbe(select="shots").fit(X, y, Xv, yv)
-    b = FewShotProbe(select="shots").fit(X, y, Xv * 0, np.roll(yv, 3))  # other validation data: no effect
+    a = FewShotProbe(select="shots").fit(X, y, X_val=Xv, y_val=yv)
+    b = FewShotProbe(select="shots").fit(X, y, X_val=Xv * 0, y_val=np.roll(yv, 3))  # other validation data: no effect
     assert a.best_C_ == b.best_C_ and np.array_equal(a.coef_, b.coef_)
     assert a.hparams()["selection"] == "5-fold CV within the shots" and "cv_top1" in a.hparams()
-    full = FewShotProbe(select="full").fit(X, y, Xv, yv)
+    full = FewShotProbe(select="full").fit(X, y, X_val=Xv, y_val=yv)
     assert full.hparams()["selection"] == "on the full validation split" and "val_top1" in full.hparams()
 
 
@@ -108,7 +108,7 @@ def test_one_shot_uses_the_documented_fixed_c():
     from zoo_survey.probes.fewshot import ONE_SHOT_C, FewShotProbe
 
     X, y = _shots(k=1)
-    p = FewShotProbe(select="shots").fit(X, y, X, y)
+    p = FewShotProbe(select="shots").fit(X, y)
     assert p.best_C_ == ONE_SHOT_C and p.hparams()["selection"].startswith("fixed C=")
 
 

@@ -58,7 +58,7 @@ def test_informative_features_score_higher():
 
 
 def test_single_class():
-    with pytest.raises(ZooSurveyError, match=r"single class"):
+    with pytest.raises(ZooSurveyError, match=r"only one class"):
         logme(np.ones((5, 2)), np.zeros(5, int))
 
 

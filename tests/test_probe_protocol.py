@@ -11,17 +11,17 @@ import pytest
 from test_cli import TINY_RUN, zoo
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.probes import PROBES, Probe, ProbeRegistry
+from zoo_survey.probes import PROBES, ClassifierProbe, Probe, ProbeRegistry
 from zoo_survey.probes.base import MemberFeatures, ProbeConfig, ProbeOutcome, Setting, check_fit, score_outcome
 
 
-class Centroid(Probe):
+class Centroid(ClassifierProbe):
     """Nearest class centroid in raw feature space: a toy with one hyper-parameter-free fit."""
 
     name: ClassVar[str] = "centroid"
     summary: ClassVar[str] = "nearest centroid (a test's toy)"
 
-    def fit(self, X, y, X_val, y_val):
+    def fit(self, X, y, *, X_val=None, y_val=None):
         X, y, _, _, classes = check_fit(X, y, X_val, y_val)
         self.classes_, self.n_features_in_ = classes, X.shape[1]
         self.means_ = np.stack([X[y == c].mean(0) for c in classes])

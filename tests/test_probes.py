@@ -29,8 +29,8 @@ def _split(X, y):
 def test_accuracy_matches_sklearn_at_the_chosen_C(d, n):
     X, y = _blobs(n=n, d=d)
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
-    probe = LinearProbe().fit(Xtr, ytr, Xv, yv)
-    ours = probe.score(Xte, yte)
+    probe = LinearProbe().fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    ours = probe.evaluate(Xte, yte)
     X_all, y_all = np.concatenate([Xtr, Xv]), np.concatenate([ytr, yv])
     mean, std = X_all.mean(0), X_all.std(0)
     ref = LogisticRegression(C=probe.best_C_, max_iter=5000).fit((X_all - mean) / std, y_all)
@@ -43,8 +43,8 @@ def test_accuracy_matches_sklearn_at_the_chosen_C(d, n):
 def test_records_chosen_hparams_and_metrics():
     X, y = _blobs(k=7)
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
-    probe = LinearProbe().fit(Xtr, ytr, Xv, yv)
-    res = probe.score(Xte, yte)
+    probe = LinearProbe().fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    res = probe.evaluate(Xte, yte)
     assert res.hparams["C"] == probe.best_C_ and res.hparams["C"] in probe.val_scores_
     assert res.hparams["val_top1"] == max(probe.val_scores_.values())
     assert 0 <= res.mean_per_class <= 1 and res.top5 is not None and res.top5 >= res.top1
@@ -54,15 +54,15 @@ def test_records_chosen_hparams_and_metrics():
 def test_top5_only_with_more_than_five_classes():
     X, y = _blobs(k=3)
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
-    assert LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, Xv, yv).score(Xte, yte).top5 is None
+    assert LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, X_val=Xv, y_val=yv).evaluate(Xte, yte).top5 is None
 
 
 def test_invariant_to_training_order():
     X, y = _blobs()
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
     perm = np.random.default_rng(1).permutation(len(ytr))
-    a = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr, ytr, Xv, yv)
-    b = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr[perm], ytr[perm], Xv, yv)
+    a = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    b = LinearProbe(grid=(0.01, 0.1, 1.0)).fit(Xtr[perm], ytr[perm], X_val=Xv, y_val=yv)
     assert a.best_C_ == b.best_C_
     assert (a.predict(Xte) == b.predict(Xte)).mean() >= 0.99
 
@@ -71,9 +71,9 @@ def test_labels_need_not_be_contiguous():
     X, y = _blobs(k=3)
     y = np.array([3, 7, 11])[y]
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
-    probe = LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, Xv, yv)
+    probe = LinearProbe(grid=(0.1, 1.0)).fit(Xtr, ytr, X_val=Xv, y_val=yv)
     assert set(probe.predict(Xte)) <= {3, 7, 11}
-    assert probe.score(Xte, yte).top1 > 0.5
+    assert probe.score(Xte, yte) > 0.5
 
 
 @pytest.fixture()
@@ -85,7 +85,7 @@ def data():
 def test_count_mismatch(data):
     (Xtr, ytr), (Xv, yv), _ = data
     with pytest.raises(ZooSurveyError, match=r"train features have 120 rows but there are 119 labels"):
-        LinearProbe().fit(Xtr, ytr[:-1], Xv, yv)
+        LinearProbe().fit(Xtr, ytr[:-1], X_val=Xv, y_val=yv)
 
 
 def test_nan_features(data):
@@ -93,26 +93,26 @@ def test_nan_features(data):
     Xtr = Xtr.copy()
     Xtr[3, 2] = np.nan
     with pytest.raises(ZooSurveyError, match=r"train features contain NaN or inf in 1 of 120 rows"):
-        LinearProbe().fit(Xtr, ytr, Xv, yv)
+        LinearProbe().fit(Xtr, ytr, X_val=Xv, y_val=yv)
 
 
 def test_single_class(data):
     (Xtr, ytr), (Xv, yv), _ = data
-    with pytest.raises(ZooSurveyError, match=r"single class \(\[0\]\); a probe needs at least 2"):
-        LinearProbe().fit(Xtr, np.zeros_like(ytr), Xv, np.zeros_like(yv))
+    with pytest.raises(ZooSurveyError, match=r"only one class \(\[0\]\); a probe needs at least 2"):
+        LinearProbe().fit(Xtr, np.zeros_like(ytr), X_val=Xv, y_val=np.zeros_like(yv))
 
 
 def test_class_missing_from_validation(data):
     (Xtr, ytr), (Xv, yv), _ = data
     keep = yv != 2
     with pytest.raises(ZooSurveyError, match=r"classes \[2\] are missing from the validation split"):
-        LinearProbe().fit(Xtr, ytr, Xv[keep], yv[keep])
+        LinearProbe().fit(Xtr, ytr, X_val=Xv[keep], y_val=yv[keep])
 
 
 def test_scored_on_another_dimension(data):
     (Xtr, ytr), (Xv, yv), (Xte, yte) = data
-    probe = LinearProbe(grid=(1.0,)).fit(Xtr, ytr, Xv, yv)
-    with pytest.raises(ZooSurveyError, match=r"features have 5 columns, but the probe was fitted on 8"):
+    probe = LinearProbe(grid=(1.0,)).fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    with pytest.raises(ZooSurveyError, match=r"X has 5 features, but LinearProbe is expecting 8 features as input"):
         probe.score(Xte[:, :5], yte)
 
 
@@ -120,7 +120,14 @@ def test_scored_on_another_dimension(data):
 def test_grid_must_be_positive(data, grid):
     (Xtr, ytr), (Xv, yv), _ = data
     with pytest.raises(ZooSurveyError, match=r"grid must"):
-        LinearProbe(grid=grid).fit(Xtr, ytr, Xv, yv)
+        LinearProbe(grid=grid).fit(Xtr, ytr, X_val=Xv, y_val=yv)
+
+
+def test_the_missing_class_message_names_parameters_not_flags(data):
+    (Xtr, ytr), (Xv, yv), _ = data
+    with pytest.raises(ZooSurveyError, match=r"use more train data \(max_train\) or a larger val_fraction") as err:
+        LinearProbe().fit(Xtr, ytr, X_val=Xv[yv != 2], y_val=yv[yv != 2])
+    assert "--" not in str(err.value)
 
 
 def test_unfitted_probe():

@@ -3,7 +3,17 @@
 :data:`PROBES` is the registry the survey and the report read; see :mod:`.base` for the protocol.
 """
 
-from .base import Probe, ProbeConfig, ProbeOutcome, ProbeResult, Setting, validate_features
+from .base import (
+    ClassifierProbe,
+    Probe,
+    ProbeConfig,
+    ProbeInputError,
+    ProbeNotFittedError,
+    ProbeOutcome,
+    ProbeResult,
+    Setting,
+    validate_features,
+)
 from .fewshot import FewShotProbe
 from .linear import DEFAULT_GRID, LinearProbe
 from .logme import LogMEProbe
@@ -13,6 +23,6 @@ from .registry import ProbeRegistry
 PROBES = ProbeRegistry([LinearProbe, KNNProbe, NCMProbe, FewShotProbe, LogMEProbe])
 
 __all__ = [
-    "DEFAULT_GRID", "PROBES", "FewShotProbe", "KNNProbe", "LinearProbe", "LogMEProbe", "NCMProbe", "Probe",
-    "ProbeConfig", "ProbeOutcome", "ProbeRegistry", "ProbeResult", "Setting", "validate_features",
+    "DEFAULT_GRID", "PROBES", "ClassifierProbe", "FewShotProbe", "KNNProbe", "LinearProbe", "LogMEProbe", "NCMProbe", "Probe",
+    "ProbeConfig", "ProbeInputError", "ProbeNotFittedError", "ProbeOutcome", "ProbeRegistry", "ProbeResult", "Setting", "validate_features",
 ]

@@ -1,10 +1,11 @@
 """The probe protocol: what every probe is, and the estimator base they share.
 
 A probe is one class in one file (``linear.py``, ``neighbors.py``, ``fewshot.py``,
-``logme.py``), registered under its ``name`` in :data:`zoo_survey.probes.PROBES`. It is
-an estimator over feature matrices (``fit`` / ``predict_proba`` / ``score``, learned
-state ending in ``_``, scikit-learn style), and its class declares what the survey and
-the report need to know, so neither ever tests a probe's name:
+``logme.py``), registered under its ``name`` in :data:`zoo_survey.probes.PROBES`. It is a
+scikit-learn estimator over feature matrices (:class:`sklearn.base.BaseEstimator`:
+``__init__`` only stores parameters, so ``get_params``, ``set_params`` and ``clone`` work;
+learned state ends in ``_``), and its class declares what the survey and the report need
+to know, so neither ever tests a probe's name:
 
 - ``settings(config)``: the rows a comparison gets on a dataset (few-shot: k x seeds);
 - ``run(data, setting, config)``: fit and score on a comparison's member blocks, for
@@ -12,12 +13,19 @@ the report need to know, so neither ever tests a probe's name:
 - ``yields``: an ``"accuracy"`` (top-1 on test) or a ``"score"`` (no test, e.g. LogME);
 - ``presentation``: how the report shows its rows (:data:`PRESENTATIONS`).
 
-A new probe subclasses :class:`Probe`, sets ``name`` and ``summary``, implements
-``fit`` and ``predict_proba``, and is registered with ``PROBES.register(MyProbe)``.
+``fit(X, y, *, X_val=None, y_val=None)`` takes the validation split as keyword
+arguments, as scikit-learn's ``HistGradientBoostingClassifier.fit`` does (1.7+): a probe
+chooses its hyper-parameters on it. Without it, a probe that needs one carves a stratified
+``validation_fraction`` of ``(X, y)`` (``random_state=0``).
 
->>> class Centroid(Probe):                               # doctest: +SKIP
+A classifier subclasses :class:`ClassifierProbe` (``predict``, ``predict_proba``, and
+``score(X, y)``: the accuracy, a float), sets ``name`` and ``summary``, implements ``fit``
+and ``predict_proba``, and is registered with ``PROBES.register(MyProbe)``. A score probe
+(``yields = "score"``, such as LogME) subclasses :class:`Probe` and implements ``run``.
+
+>>> class Centroid(ClassifierProbe):                     # doctest: +SKIP
 ...     name, summary = "centroid", "nearest centroid"
-...     def fit(self, X, y, X_val, y_val): ...
+...     def fit(self, X, y, *, X_val=None, y_val=None): ...
 ...     def predict_proba(self, X): ...
 >>> PROBES.register(Centroid)                            # doctest: +SKIP
 """
@@ -29,6 +37,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
 
 from ..errors import ZooSurveyError
 from .combine import weight_blocks
@@ -117,20 +130,49 @@ class ProbeOutcome:
     predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
+class ProbeInputError(ZooSurveyError, ValueError):
+    """Bad features or labels given to a probe; a ``ValueError``, as scikit-learn's estimator checks expect."""
+
+
+class ProbeNotFittedError(ZooSurveyError, NotFittedError):
+    """``predict`` or ``predict_proba`` before ``fit``; scikit-learn's ``NotFittedError``."""
+
+
 def validate_features(X: Any, y: Any | None = None, *, what: str = "features") -> tuple[np.ndarray, np.ndarray | None]:
-    """Check a feature matrix (and labels): 2-D, finite, row counts agree. Returns float32 / int64 arrays."""
+    """Check a feature matrix (and labels): 2-D, finite, row counts agree, class labels. Returns float32 arrays,
+    and integer labels as int64 (other labels, such as strings, as they are)."""
+    if issparse(X):
+        raise ProbeInputError(f"{what} are a sparse matrix; probes take dense arrays (X.toarray())")
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ZooSurveyError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}")
+        hint = ". Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one sample" if X.ndim == 1 else ""
+        raise ProbeInputError(f"{what} must be a 2-D matrix (samples x dims), got shape {X.shape}{hint}")
+    if X.shape[0] == 0:
+        raise ProbeInputError(f"{what} have no rows (shape={X.shape}); a probe needs at least one")
+    if X.shape[1] == 0:
+        raise ProbeInputError(f"{what} have 0 feature(s) (shape={X.shape}) while a minimum of 1 is required; a probe needs at least one column")
+    if not np.issubdtype(X.dtype, np.number):
+        try:
+            X = X.astype(np.float32)
+        except (TypeError, ValueError):
+            raise ProbeInputError(f"{what} must be numbers, got dtype {X.dtype}") from None
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ZooSurveyError(f"{what} contain NaN or inf in {bad} of {len(X)} rows; re-extract them (delete their cache entry)")
+        raise ProbeInputError(f"{what} contain NaN or inf in {bad} of {len(X)} rows; re-extract them (delete their cache entry)")
     if y is None:
         return X.astype(np.float32, copy=False), None
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ZooSurveyError(f"{what} have {len(X)} rows but there are {len(y)} labels; they must match one to one")
-    return X.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)  # a column of labels: used as 1-D, with scikit-learn's DataConversionWarning
+    if y.ndim != 1:
+        raise ProbeInputError(f"{what}: labels must be 1-D, one per row, got shape {y.shape}")
+    if len(y) != len(X):
+        raise ProbeInputError(f"{what} have {len(X)} rows but there are {len(y)} labels; they must match one to one")
+    try:
+        check_classification_targets(y)
+    except ValueError as e:
+        raise ProbeInputError(f"{what}: {e}; a probe needs class labels") from None
+    return X.astype(np.float32, copy=False), y.astype(np.int64, copy=False) if np.issubdtype(y.dtype, np.integer) else y
 
 
 def validate_labelled(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -141,22 +183,31 @@ def validate_labelled(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_metrics(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str, float | None]:
-    """top-1, mean per-class accuracy, and top-5 when there are more than 5 classes."""
+    """top-1, mean per-class accuracy (over the classes present in ``y``), and top-5 when there are more than 5 classes."""
+    import warnings
+
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
     pred = classes[np.argmax(proba, axis=1)]
-    correct = pred == y
-    per_class = [correct[y == c].mean() for c in np.unique(y)]
+    with warnings.catch_warnings():  # a predicted class absent from y: sklearn warns, and averages over y's classes
+        warnings.simplefilter("ignore", UserWarning)
+        per_class = balanced_accuracy_score(y, pred)
     top5 = None
     if len(classes) > 5:
+        # Not sklearn's top_k_accuracy_score: it breaks ties (kNN's many zero votes) toward the higher class index,
+        # this toward the lower, so the survey's top-5 would change.
         top = classes[np.argsort(-proba, axis=1)[:, :5]]
         top5 = float((top == y[:, None]).any(axis=1).mean())
-    return {"top1": float(correct.mean()), "mean_per_class": float(np.mean(per_class)), "top5": top5}
+    return {"top1": float(accuracy_score(y, pred)), "mean_per_class": per_class, "top5": top5}
 
 
-class Probe:
-    """Base of every probe: the estimator API and the protocol's declarations with their defaults.
+class Probe(BaseEstimator):
+    """Base of every probe: a scikit-learn estimator, and the protocol's declarations with their defaults.
 
-    Subclasses set ``n_features_in_`` and ``classes_`` in ``fit`` and implement ``predict_proba``;
-    ``hparams()`` returns what ``fit`` chose (shown in the report).
+    ``__init__`` only stores parameters. ``fit(X, y, *, X_val=None, y_val=None)`` sets
+    ``n_features_in_`` and the learned state; ``hparams()`` returns what ``fit`` chose (shown in
+    the report). The default :meth:`run` is the accuracy path of :class:`ClassifierProbe`; a
+    score probe implements ``run`` itself.
     """
 
     name: ClassVar[str] = ""
@@ -169,7 +220,6 @@ class Probe:
     combines: ClassVar[tuple[str, ...]] = ("single", "concat", "average")
 
     n_features_in_: int
-    classes_: np.ndarray
     warnings_: tuple[str, ...] = ()
 
     # -- the protocol (class level: what the survey and the report ask)
@@ -187,11 +237,45 @@ class Probe:
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
         """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``."""
+        raise NotImplementedError(f"{cls.__name__} neither subclasses ClassifierProbe nor implements run()")
+
+    # -- the estimator API
+
+    def fit(self, X, y, *, X_val=None, y_val=None) -> Probe:
+        raise NotImplementedError
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_features_in_"):
+            raise ProbeNotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
+
+    def _test_features(self, X) -> np.ndarray:
+        self._check_fitted()
+        X, _ = validate_features(X, what="test features")
+        if X.shape[1] != self.n_features_in_:
+            raise ProbeInputError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                                  "features as input (features of another model or layer?)")
+        return X
+
+
+class ClassifierProbe(ClassifierMixin, Probe):
+    """A probe that classifies: ``predict_proba`` (rows sum to 1, columns in ``classes_`` order), ``predict``,
+    ``score(X, y)`` (accuracy, from :class:`~sklearn.base.ClassifierMixin`), and ``evaluate(X, y)`` (all test metrics).
+    """
+
+    classes_: np.ndarray
+
+    @classmethod
+    def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
+        """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``."""
         b, y = data.blocks, data.labels
         if data.combine == "average":  # output averaging: one probe per member, probabilities averaged
             probas, hps, notes, classes = [], [], [], None
             for i in range(len(b["train"])):
-                est = cls.build(config, standardize=True).fit(b["train"][i], y["train"], b["val"][i], y["val"])
+                est = _classifier(cls.build(config, standardize=True)).fit(b["train"][i], y["train"],
+                                                                           X_val=b["val"][i], y_val=y["val"])
                 probas.append(est.predict_proba(b["test"][i]))
                 hps.append(est.hparams())
                 notes += list(est.warnings_)
@@ -199,54 +283,75 @@ class Probe:
             assert classes is not None
             return _outcome(data, np.mean(probas, axis=0), classes, {"members": hps}, notes)
         X = weight_blocks(b)
-        est = cls.build(config, standardize=data.combine == "single").fit(X["train"], y["train"], X["val"], y["val"])
+        est = _classifier(cls.build(config, standardize=data.combine == "single")).fit(
+            X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,
                         est.hparams(), list(est.warnings_))
 
-    # -- the estimator API
-
-    def fit(self, X, y, X_val, y_val) -> Probe:
+    def fit(self, X, y, *, X_val=None, y_val=None) -> ClassifierProbe:
         raise NotImplementedError
 
     def predict_proba(self, X) -> np.ndarray:
         raise NotImplementedError
 
-    def hparams(self) -> dict[str, Any]:
-        return {}
-
-    def _test_features(self, X) -> np.ndarray:
-        if not hasattr(self, "n_features_in_"):
-            raise ZooSurveyError(f"this {type(self).__name__} is not fitted yet; call fit() first")
-        X, _ = validate_features(X, what="test features")
-        if X.shape[1] != self.n_features_in_:
-            raise ZooSurveyError(f"features have {X.shape[1]} columns, but the probe was fitted on {self.n_features_in_}")
-        return X
-
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)  # first: it raises the not-fitted error before classes_ is read
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def score(self, X, y) -> ProbeResult:
-        """Test metrics and the chosen hyper-parameters."""
+    def evaluate(self, X, y) -> ProbeResult:
+        """Test metrics (top-1, mean per-class, top-5) and the chosen hyper-parameters."""
         X, y = validate_labelled(X, y)
         m = classification_metrics(self.predict_proba(X), y, self.classes_)
         return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], self.hparams(), tuple(self.warnings_))
 
 
-def check_fit(X, y, X_val, y_val) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate a fit's train and validation data; returns them as arrays plus the train classes."""
+def _classifier(est: Probe) -> ClassifierProbe:
+    assert isinstance(est, ClassifierProbe), f"{type(est).__name__}.build() must return a ClassifierProbe"
+    return est
+
+
+def check_fit(X, y, X_val=None, y_val=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a fit's train and validation data; returns them as arrays plus the train classes.
+
+    Without validation data, ``X_val`` and ``y_val`` come back empty (0 rows); see :func:`with_validation`.
+    """
+    if y is None:
+        raise ProbeInputError("fit requires y to be passed, but the target y is None")
     X, y = validate_features(X, y, what="train features")
+    assert y is not None
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ProbeInputError(f"train labels hold only one class ({classes.tolist()}); a probe needs at least 2")
+    if (X_val is None) != (y_val is None):
+        raise ProbeInputError("pass X_val and y_val together (the validation features and their labels), or neither")
+    if X_val is None:
+        return X, y, X[:0], y[:0], classes
     X_val, y_val = validate_features(X_val, y_val, what="validation features")
-    assert y is not None and y_val is not None
+    assert y_val is not None
     if X_val.shape[1] != X.shape[1]:
-        raise ZooSurveyError(
+        raise ProbeInputError(
             f"validation features have {X_val.shape[1]} columns but train features {X.shape[1]}; "
             "they must come from the same model"
         )
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ZooSurveyError(f"train labels hold a single class ({classes.tolist()}); a probe needs at least 2")
     return X, y, X_val, y_val, classes
+
+
+def with_validation(X, y, X_val, y_val, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`check_fit`, and without ``X_val`` a stratified ``fraction`` of (X, y) carved as validation data
+    (``train_test_split(stratify=y, random_state=0)``), for probes that choose hyper-parameters on it."""
+    X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
+    if len(y_val):
+        return X, y, X_val, y_val, classes
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise ProbeInputError(f"validation_fraction must lie in (0, 1), got {fraction!r}")
+    try:
+        X, X_val, y, y_val = train_test_split(X, y, test_size=fraction, stratify=y, random_state=0)
+    except ValueError as e:
+        raise ProbeInputError(f"cannot carve a stratified validation split from {len(y)} rows ({e}); "
+                              "pass X_val and y_val") from None
+    return check_fit(X, y, X_val, y_val)
 
 
 def _outcome(data: MemberFeatures, proba: np.ndarray | None, classes: np.ndarray | None, hparams: dict[str, Any],

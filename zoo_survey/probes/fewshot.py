@@ -24,8 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ZooSurveyError
-from .base import MemberFeatures, Presentation, ProbeConfig, ProbeOutcome, Setting, check_fit
+from .base import MemberFeatures, Presentation, ProbeConfig, ProbeInputError, ProbeOutcome, Setting, check_fit, with_validation
 from .linear import LinearProbe
 
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
@@ -44,7 +43,7 @@ def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, lis
     (3, ['class 1 has 1 example(s), fewer than k=2: used all of them'])
     """
     if k < 1:
-        raise ZooSurveyError(f"few-shot k must be at least 1, got {k}")
+        raise ProbeInputError(f"few-shot k must be at least 1, got {k}")
     rng = np.random.default_rng([seed, k])
     picked, notes = [], []
     for c in np.unique(labels):
@@ -58,6 +57,9 @@ def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, lis
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
     """A fold number per row: each class's rows shuffled (seeded) and dealt round-robin, so every fold holds
     out at least one example of every class that has ``n_folds`` or more.
+
+    Not ``StratifiedKFold(shuffle=True)``: its folds come from another generator and another dealing
+    rule, so the folds (and the chosen C of every stored few-shot row) would change.
 
     >>> stratified_folds(np.array([0, 0, 1, 1]), 2).tolist()
     [1, 0, 0, 1]
@@ -79,7 +81,10 @@ class FewShotProbe(LinearProbe):
     """The linear probe on k examples per class; C chosen within the shots (``select="shots"``) or on the
     validation split (``select="full"``); never refitted on validation data.
 
-    >>> FewShotProbe(select="shots").fit(X5, y5, X_val, y_val).hparams()["selection"]   # doctest: +SKIP
+    Its parameters are the linear probe's, less ``refit`` (never: validation data never trains it), with
+    few-shot defaults (``grid=FEWSHOT_GRID``, ``search="full"``).
+
+    >>> FewShotProbe(select="shots").fit(X5, y5).hparams()["selection"]   # doctest: +SKIP
     '5-fold CV within the shots'
     """
 
@@ -89,11 +94,27 @@ class FewShotProbe(LinearProbe):
     title: ClassVar[str] = "Few-shot"
     setting_axis: ClassVar[str] = "examples per class (k)"
 
-    def __init__(self, select: str = "shots", **kwargs: Any):
-        kwargs.setdefault("grid", FEWSHOT_GRID)
-        kwargs.setdefault("search", "full")
-        super().__init__(refit=False, **kwargs)
+    def __init__(
+        self,
+        select: str = "shots",
+        grid: tuple[float, ...] | None = FEWSHOT_GRID,
+        search: str = "full",
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        device: str = "cpu",
+        standardize: bool = True,
+        sweep_tol: float | None = None,
+        validation_fraction: float = 0.2,
+    ):
         self.select = select
+        self.grid = grid
+        self.search = search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.standardize = standardize
+        self.sweep_tol = sweep_tol
+        self.validation_fraction = validation_fraction  # select="full" without X_val: carved from (X, y)
 
     @classmethod
     def settings(cls, config: ProbeConfig) -> tuple[Setting, ...]:
@@ -105,12 +126,12 @@ class FewShotProbe(LinearProbe):
         return cls(select=config.fewshot_val, grid=config.grid or FEWSHOT_GRID, device=config.device,
                    standardize=standardize)
 
-    def fit(self, X, y, X_val, y_val) -> FewShotProbe:
+    def fit(self, X, y, *, X_val=None, y_val=None) -> FewShotProbe:
         """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
         if self.select not in SELECTIONS:
-            raise ZooSurveyError(f"--fewshot-val must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
+            raise ProbeInputError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.select == "full":
-            self._fit(X, y, X_val, y_val, self._grid())
+            self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), refit=False)
             self.selection_, self.cv_ = "on the full validation split", False
             return self
         X, y, _, _, classes = check_fit(X, y, X_val, y_val)
@@ -127,14 +148,14 @@ class FewShotProbe(LinearProbe):
                 held = folds == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 cv = LinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
-                                 tol=10 * self.tol, standardize=self.standardize)._fit(X[~held], y[~held], X[held], y[held],
-                                                                                        grid)
+                                 tol=10 * self.tol, standardize=self.standardize)._fit(
+                    *check_fit(X[~held], y[~held], X[held], y[held]), grid, refit=False)
                 for c, acc in cv.val_scores_.items():
                     scores[c] += acc / n_folds
             C = max(scores, key=lambda c: (scores[c], -c))  # ties go to the strongest regularization
             self.selection_ = f"{n_folds}-fold CV within the shots"
         # The validation arguments only score the single C here; the fit uses the shots alone.
-        self._fit(X, y, X, y, np.array([C]))
+        self._fit(X, y, X, y, classes, np.array([C]), refit=False)
         self.cv_ = bool(scores)
         if scores:
             self.val_scores_ = dict(sorted(scores.items()))

@@ -22,17 +22,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ZooSurveyError
-from .base import Probe, ProbeConfig, check_fit
+from .base import ClassifierProbe, ProbeConfig, ProbeInputError, with_validation
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
 
 
-class LinearProbe(Probe):
+class LinearProbe(ClassifierProbe):
     """Logistic-regression probe with a validation sweep of ``C`` and a refit on train+val.
 
-    >>> probe = LinearProbe().fit(X_train, y_train, X_val, y_val)   # doctest: +SKIP
-    >>> probe.best_C_, probe.score(X_test, y_test).top1              # doctest: +SKIP
+    ``fit(X, y, X_val=..., y_val=...)`` chooses C on the validation split; without one it carves
+    a stratified ``validation_fraction`` of (X, y).
+
+    >>> probe = LinearProbe().fit(X_train, y_train, X_val=X_val, y_val=y_val)   # doctest: +SKIP
+    >>> probe.best_C_, probe.score(X_test, y_test)                              # doctest: +SKIP
     """
 
     name: ClassVar[str] = "linear"
@@ -52,6 +54,7 @@ class LinearProbe(Probe):
         refit: bool = True,
         standardize: bool = True,
         sweep_tol: float | None = None,
+        validation_fraction: float = 0.2,
     ):
         self.grid = grid
         self.search = search
@@ -61,16 +64,17 @@ class LinearProbe(Probe):
         self.refit = refit  # False: keep the train-only fit at the best C (few-shot: val never trains)
         self.standardize = standardize  # False: the caller scaled the columns (ensembles weight member blocks)
         self.sweep_tol = sweep_tol  # the sweep only ranks C by val accuracy: default 10 x tol; the refit uses tol
+        self.validation_fraction = validation_fraction  # carved from (X, y) when fit gets no X_val
 
     # -- helpers
     def _grid(self) -> np.ndarray:
         grid = np.asarray(DEFAULT_GRID if self.grid is None else self.grid, dtype=float)
         if grid.ndim != 1 or len(grid) == 0:
-            raise ZooSurveyError("the regularization grid must be a non-empty list of positive numbers")
+            raise ProbeInputError("the regularization grid must be a non-empty list of positive numbers")
         if (grid <= 0).any() or not np.isfinite(grid).all():
-            raise ZooSurveyError(f"the regularization grid must hold positive finite values, got {grid[grid <= 0][:3].tolist()}")
+            raise ProbeInputError(f"the regularization grid must hold positive finite values, got {grid[grid <= 0][:3].tolist()}")
         if self.search not in ("coarse-to-fine", "full"):
-            raise ZooSurveyError(f"search must be 'coarse-to-fine' or 'full', got {self.search!r}")
+            raise ProbeInputError(f"search must be 'coarse-to-fine' or 'full', got {self.search!r}")
         return np.sort(grid)
 
     def _restandardize(self, old: _Solver, solution, mean, std, new: _Solver):
@@ -94,40 +98,41 @@ class LinearProbe(Probe):
         std[std < 1e-6] = 1.0
         return mean, std
 
-    def fit(self, X, y, X_val, y_val) -> LinearProbe:
-        """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C``."""
-        return self._fit(X, y, X_val, y_val, self._grid())
+    def fit(self, X, y, *, X_val=None, y_val=None) -> LinearProbe:
+        """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C`` (``refit=True``)."""
+        return self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), self.refit)
 
-    def _fit(self, X, y, X_val, y_val, grid: np.ndarray) -> LinearProbe:
-        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
+    def _fit(self, X, y, X_val, y_val, classes, grid: np.ndarray, refit: bool) -> LinearProbe:
+        """The sweep and refit on checked data (:func:`~.base.check_fit`'s arrays)."""
         missing = np.setdiff1d(classes, np.unique(y_val))
-        if len(missing) and self.refit:
-            raise ZooSurveyError(
-                f"classes {missing[:10].tolist()} are missing from the validation split; use a larger --max-train "
+        if len(missing) and refit:
+            raise ProbeInputError(
+                f"classes {missing[:10].tolist()} are missing from the validation split; use more train data (max_train) "
                 "or a larger val_fraction so every class is validated"
             )
         unseen = np.setdiff1d(np.unique(y_val), classes)
         if len(unseen):
-            raise ZooSurveyError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
+            raise ProbeInputError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
         if self.max_iter < 1:
-            raise ZooSurveyError(f"max_iter must be at least 1, got {self.max_iter}")
+            raise ProbeInputError(f"max_iter must be at least 1, got {self.max_iter}")
         notes: list[str] = []
         y_idx = np.searchsorted(classes, y)
         mean, std = self._standardize(X)
         sweep_tol = 10 * self.tol if self.sweep_tol is None else self.sweep_tol
         # Without a refit the sweep's fit is the model: solve it to tol then.
-        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if self.refit else self.tol, self.device)
+        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if refit else self.tol, self.device)
         Xv = solver.project((X_val - mean) / std)
         scores: dict[float, float] = {}
         solutions: dict[float, tuple] = {}
+        iterations: dict[float, int] = {}
 
         def evaluate(cs) -> None:
             for C in sorted(c for c in cs if c not in scores):  # small C first: warm starts along the path
                 start = solutions[max((c for c in solutions if c < C), default=min(solutions, default=C))] if solutions else None
-                W, b, converged = solver.fit(C, start)
-                if not converged:
+                W, b, n_iter = solver.fit(C, start)
+                if n_iter >= self.max_iter:
                     notes.append(f"C={C:.3g} did not converge in {self.max_iter} iterations")
-                solutions[C] = (W, b)
+                solutions[C], iterations[C] = (W, b), n_iter
                 scores[C] = float((solver.predict(Xv, W, b) == np.searchsorted(classes, y_val)).mean())
 
         if self.search == "full" or len(grid) <= 12:
@@ -139,23 +144,24 @@ class LinearProbe(Probe):
         # Ties go to the strongest regularization (smallest C).
         self.best_C_ = max(scores, key=lambda c: (scores[c], -c))
         self.val_scores_ = dict(sorted(scores.items()))
-        if self.refit:
+        if refit:
             X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
             self.mean_, self.std_ = self._standardize(X_all)
             # One warm-started fit: cheaper in the original columns than after another decomposition.
-            refit = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
+            final = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
                             reduce=False)
-            W, b, converged = refit.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, refit))
-            if not converged:
+            W, b, n_iter = final.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, final))
+            if n_iter >= self.max_iter:
                 notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
         else:
             self.mean_, self.std_ = mean, std
-            refit, (W, b) = solver, solutions[self.best_C_]
+            final, (W, b), n_iter = solver, solutions[self.best_C_], iterations[self.best_C_]
         # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
-        self.coef_ = refit.to_features(W).T.astype(np.float32)
+        self.coef_ = final.to_features(W).T.astype(np.float32)
         self.intercept_ = b.cpu().numpy().astype(np.float32)
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
+        self.n_iter_ = n_iter  # L-BFGS iterations of the kept fit (0 when its warm start already met tol)
         self.warnings_ = tuple(notes)
         return self
 
@@ -236,8 +242,7 @@ class _Solver:
 
         with torch.enable_grad():
             opt.step(closure)
-        converged = opt.state[W].get("n_iter", 0) < self.max_iter
-        return W.detach(), b.detach(), converged
+        return W.detach(), b.detach(), int(opt.state[W].get("n_iter", 0))
 
     def predict(self, Z, W, b) -> np.ndarray:
         return (self.torch.addmm(b, Z, W)).argmax(1).cpu().numpy()

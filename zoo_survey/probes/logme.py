@@ -12,12 +12,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ZooSurveyError
 from .base import (
     MemberFeatures,
     Presentation,
     Probe,
     ProbeConfig,
+    ProbeInputError,
     ProbeOutcome,
     Setting,
     Yields,
@@ -39,7 +39,7 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
     assert y is not None
     classes = np.unique(y)
     if len(classes) < 2:
-        raise ZooSurveyError(f"labels hold a single class ({classes.tolist()}); LogME needs at least 2")
+        raise ProbeInputError(f"labels hold only one class ({classes.tolist()}); LogME needs at least 2")
     X = X.astype(np.float64)
     n, d = X.shape
     U, S, _ = np.linalg.svd(X, full_matrices=False)
@@ -75,6 +75,10 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
 class LogMEProbe(Probe):
     """LogME as a probe: a score of train+val features, no test; the report ranks models by it.
 
+    An estimator, not a classifier: it has no parameters and no ``predict``. ``fit(X, y, X_val=..., y_val=...)``
+    stores the LogME of train+val in ``score_`` (what a survey row records); ``score(X, y)`` is the LogME of
+    the given features and labels (higher: they should transfer better), which needs no fit.
+
     Output averaging has no single feature matrix to score, so only single models and
     concatenated ensembles get a LogME row.
     """
@@ -87,14 +91,18 @@ class LogMEProbe(Probe):
     rank_against: ClassVar[str | None] = "linear"
     combines: ClassVar[tuple[str, ...]] = ("single", "concat")
 
-    def fit(self, X, y, X_val, y_val) -> LogMEProbe:
+    def fit(self, X, y, *, X_val=None, y_val=None) -> LogMEProbe:
         X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         self.score_ = logme(np.concatenate([X, X_val]), np.concatenate([y, y_val]))
         self.classes_, self.n_features_in_ = classes, X.shape[1]
         return self
 
+    def score(self, X, y) -> float:
+        """The LogME of features ``X`` for labels ``y`` (a fit is not needed)."""
+        return logme(X, y)
+
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
         X = weight_blocks(data.blocks)
-        est = cls().fit(X["train"], data.labels["train"], X["val"], data.labels["val"])
+        est = cls().fit(X["train"], data.labels["train"], X_val=X["val"], y_val=data.labels["val"])
         return score_outcome(data, est.score_)

@@ -1,7 +1,7 @@
 """Non-parametric probes on L2-normalized features: kNN (DINO-style weighted votes) and NCM.
 
-Both follow the probe protocol of :class:`~zoo_survey.probes.base.Probe`:
-``fit(X, y, X_val, y_val)`` chooses hyper-parameters on the validation split and then
+Both follow the probe protocol of :class:`~zoo_survey.probes.base.ClassifierProbe`:
+``fit(X, y, X_val=..., y_val=...)`` chooses hyper-parameters on the validation split and then
 uses train+val as the final memory; ``score(X_test, y_test)`` evaluates once.
 """
 
@@ -11,25 +11,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ZooSurveyError
-from .base import Probe, ProbeConfig, check_fit
+from .base import ClassifierProbe, ProbeConfig, ProbeInputError, check_fit, with_validation
 
 DEFAULT_KS = (10, 20, 100, 200)
 
 
 def _normalize(X: np.ndarray) -> np.ndarray:
+    # Not sklearn.preprocessing.normalize: its row norms (einsum) differ from these in the last float32 bit
+    # (up to 1.2e-7), so the kNN/NCM probabilities, and possibly stored rows, would change.
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, 1e-12)
 
 
-class KNNProbe(Probe):
+class KNNProbe(ClassifierProbe):
     """Cosine-similarity kNN with temperature-weighted votes (Wu et al. 2018, as in DINO's eval).
 
     Each of the ``k`` nearest training samples votes ``exp(sim / T)`` for its class. ``k``
     is chosen on the validation split among ``ks``. Similarities are computed in blocks of
-    ``batch_size`` queries, so memory stays bounded (block x bank) for 100k x 100k.
+    ``batch_size`` queries, so memory stays bounded (block x bank) for 100k x 100k. Without
+    ``X_val``, ``fit`` carves a stratified ``validation_fraction`` of (X, y) to choose ``k``.
 
-    >>> KNNProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).hparams["k"]   # doctest: +SKIP
+    >>> KNNProbe().fit(X_tr, y_tr, X_val=X_val, y_val=y_val).hparams()["k"]   # doctest: +SKIP
     20
     """
 
@@ -40,11 +42,13 @@ class KNNProbe(Probe):
     def build(cls, config: ProbeConfig, standardize: bool) -> KNNProbe:
         return cls(device=config.device)
 
-    def __init__(self, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07, batch_size: int = 1024, device: str = "cpu"):
+    def __init__(self, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07, batch_size: int = 1024, device: str = "cpu",
+                 validation_fraction: float = 0.2):
         self.ks = ks
         self.temperature = temperature
         self.batch_size = batch_size
         self.device = device
+        self.validation_fraction = validation_fraction
 
     def _proba(self, Q: np.ndarray, bank: np.ndarray, bank_y: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
         import torch
@@ -66,13 +70,13 @@ class KNNProbe(Probe):
                 out[k][start : start + len(q)] = (votes / votes.sum(1, keepdim=True)).cpu().numpy()
         return out
 
-    def fit(self, X, y, X_val, y_val) -> KNNProbe:
-        X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
+    def fit(self, X, y, *, X_val=None, y_val=None) -> KNNProbe:
+        X, y, X_val, y_val, classes = with_validation(X, y, X_val, y_val, self.validation_fraction)
         ks = sorted(set(int(k) for k in self.ks))
         if not ks or ks[0] < 1:
-            raise ZooSurveyError(f"kNN needs k >= 1, got {list(self.ks)}")
+            raise ProbeInputError(f"kNN needs k >= 1, got {list(self.ks)}")
         if not self.temperature > 0:
-            raise ZooSurveyError(f"kNN temperature must be positive, got {self.temperature}")
+            raise ProbeInputError(f"kNN temperature must be positive, got {self.temperature}")
         self.classes_ = classes
         Xn, Xv = _normalize(X), _normalize(X_val)
         probas = self._proba(Xv, Xn, y, ks)
@@ -91,16 +95,16 @@ class KNNProbe(Probe):
         return {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}
 
 
-class NCMProbe(Probe):
-    """Nearest class mean on L2-normalized features; class means of train+val, cosine similarity.
+class NCMProbe(ClassifierProbe):
+    """Nearest class mean on L2-normalized features; class means of train+val (``X_val`` is optional), cosine similarity.
 
-    >>> NCMProbe().fit(X_tr, y_tr, X_val, y_val).score(X_te, y_te).top1   # doctest: +SKIP
+    >>> NCMProbe().fit(X_tr, y_tr, X_val=X_val, y_val=y_val).score(X_te, y_te)   # doctest: +SKIP
     """
 
     name: ClassVar[str] = "ncm"
     summary: ClassVar[str] = "nearest class mean, cosine"
 
-    def fit(self, X, y, X_val, y_val) -> NCMProbe:
+    def fit(self, X, y, *, X_val=None, y_val=None) -> NCMProbe:
         X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)
         Xa, ya = _normalize(np.concatenate([X, X_val])), np.concatenate([y, y_val])
         self.classes_ = classes
