@@ -115,7 +115,7 @@ def main() -> None:
             t = time.perf_counter()
             pixels = src.pixels.ensure(ds, "test", via.pixels, workers=workers)
             build = time.perf_counter() - t
-            src._gflops(ckpt)
+            src._gmacs(ckpt)
             t = time.perf_counter()
             feats[jpeg] = src.get(ckpt, ds, "test").features
             rate = args.images / (time.perf_counter() - t)

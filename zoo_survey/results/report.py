@@ -1,7 +1,7 @@
 """Report: reads the results store only, builds one :class:`~zoo_survey.document.Document`, writes it.
 
 Per family, dataset and probe it sets the single baseline against the ensemble:
-accuracies, the difference, each side's params and GFLOPs. Where a probe's rows go is
+accuracies, the difference, each side's params and GMACs (multiply-accumulates). Where a probe's rows go is
 the probe's own declaration (``presentation`` in :mod:`zoo_survey.probes.base`), never
 its name:
 
@@ -165,7 +165,7 @@ def verdict(d: PairedDifference | None) -> str:
 HEADLINE_HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
     "95% CI", "McNemar p", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
-    "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs", "ensemble feature dim",
+    "single params (M)", "ensemble params (M)", "single GMACs", "ensemble GMACs", "ensemble feature dim",
 )
 
 
@@ -308,10 +308,10 @@ def _budget_note(rows: Sequence[ResultRow]) -> str:
     sources = {r.provenance.get("gflops", "registry, at native resolution") for r in rows}
     how = ("counted (multiply-accumulates per image) at the resolution features were extracted at"
            if sources == {"counted at the run's resolution"} else "from the registry at native resolution where not counted")
-    return f"Features were extracted at {at}; GFLOPs are {how}; params are the registry's."
+    return f"Features were extracted at {at}; GMACs are {how}; params are the registry's."
 
 
-BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GFLOPs (single / ensemble)",
+BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GMACs (single / ensemble)",
                  "feature dim (single / ensemble)", "extraction s (single / ensemble)", "pretraining (single / ensemble)",
                  "what was matched")
 
@@ -338,11 +338,11 @@ def pretrain_emacs(r: ResultRow) -> float | None:
 def _matched(b: ResultRow, e: ResultRow) -> str:
     """Which of the single's costs the ensemble stays within (what the strategy matched first), and by how much
     it exceeds the others."""
-    costs: list[tuple[str, float, float]] = [("params", b.params_m, e.params_m), ("GFLOPs", b.gflops, e.gflops)]
+    costs: list[tuple[str, float, float]] = [("params", b.params_m, e.params_m), ("GMACs", b.gflops, e.gflops)]
     pb, pe = pretrain_emacs(b), pretrain_emacs(e)
     if pb is not None and pe is not None:
         costs.append(("pretraining compute", pb, pe))
-    by = {"params": "params", "flops": "GFLOPs", "pretrain": "pretraining compute"}.get(e.provenance.get("budget_by") or "")
+    by = {"params": "params", "gmacs": "GMACs", "flops": "GMACs", "pretrain": "pretraining compute"}.get(e.provenance.get("budget_by") or "")
     costs.sort(key=lambda c: c[0] != by)  # the matched budget first
     within = [name for name, x, y in costs if within_budget(y, x)]
     over = [f"{name} {y / x:.2f}x" if x else f"{name} n/a" for name, x, y in costs if not within_budget(y, x)]
@@ -518,7 +518,7 @@ ROW_COLUMNS = (
     Column("score", lambda r: _num(r.score), lambda r: "" if r.score is None else f"{r.score:.3f}"),
     Column("chosen", chosen_hparams),
     Column("params_m", lambda r: r.params_m, lambda r: f"{r.params_m:.1f}", "params (M)"),
-    Column("gflops", lambda r: r.gflops, lambda r: f"{r.gflops:.2f}", "GFLOPs"),
+    Column("gflops", lambda r: r.gflops, lambda r: f"{r.gflops:.2f}", "GMACs"),  # the store's column name
     Column("feature_dim", lambda r: r.feature_dim, label="feature dim"),
     Column("n_train", lambda r: r.n_train, label="train"),
     Column("n_val", lambda r: r.n_val, label="val"),

