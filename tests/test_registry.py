@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import write_family
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_id
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_model_name_tag
 
 
 def test_shipped_registry_has_the_four_families_and_builtin_datasets():
@@ -32,18 +35,23 @@ def test_shipped_hub_entries_name_their_timm_architecture():
             assert c.source.type == "hf-hub" and c.source.repo == f"timm/{c.id}"
 
 
-@pytest.mark.parametrize(
-    ("checkpoint_id", "expected"),
-    [("resnet50.a1_in1k", ("resnet50", "a1_in1k")), ("vit_base_patch16_224.augreg2_in21k_ft_in1k", ("vit_base_patch16_224", "augreg2_in21k_ft_in1k"))],
-)
-def test_split_id_valid_forms(checkpoint_id, expected):
-    assert split_id(checkpoint_id) == expected
+@pytest.mark.parametrize("model_id", [
+    "resnet50.a1_in1k", "vit_base_patch16_224.augreg2_in21k_ft_in1k", "eva02_base_patch14_224.mim_in22k",
+    "vit_so400m_patch14_siglip_224.v2_webli", "hf_hub.with.dots", "resnet50", ".a1", "resnet50.", "", ".",
+])
+def test_the_id_parser_is_timms(model_id):
+    """The registry's copy of timm's split_model_name_tag (kept so that reading YAML does not import torch)."""
+    from timm.models import split_model_name_tag as timms
+
+    assert split_model_name_tag(model_id) == timms(model_id)
+    assert split_model_name_tag(model_id, no_tag="none") == timms(model_id, no_tag="none")
 
 
-@pytest.mark.parametrize("bad", ["resnet50", ".a1", "resnet50."])
-def test_split_id_rejects_ambiguous_forms(bad):
-    with pytest.raises(ZooSurveyError, match=r"not of the form 'arch.tag'"):
-        split_id(bad)
+def test_reading_the_registry_imports_neither_timm_nor_torch():
+    code = "import sys, zoo_survey.zoo.registry as r; r.load_registry([r.SHIPPED_REGISTRY]); " \
+           "print(sorted(m for m in ('timm', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 GOOD = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96}"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ZooSurveyError
+from ..zoo.registry import split_model_name_tag
 
 WIDE = "wide"
 
@@ -46,7 +47,7 @@ class Member:
 
     @property
     def tag(self) -> str:
-        return self.id.partition(".")[2]
+        return split_model_name_tag(self.id)[1]
 
 
 @dataclass(frozen=True)

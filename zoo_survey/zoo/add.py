@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ZooSurveyError, did_you_mean
 from ..files import atomic_write
 from .budgets import TIMM_HUB_OWNER, count, is_pretrained_tag, pretrained_cfg
-from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders
+from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders, split_model_name_tag
 
 # Dataset tokens of timm's tags, as the registry names them.
 DATA_TOKENS = {
@@ -48,11 +48,6 @@ _FINE_TUNE = re.compile(r"_(ft|lc)_")
 _EPOCHS = re.compile(r"(?:^|_)(?:e(\d+)|(\d+)ep?)(?=_|$)")
 
 
-def split_tag(tag: str) -> tuple[str, str]:
-    arch, _, pretrained = tag.partition(".")
-    return arch, pretrained
-
-
 def lineage(tag: str) -> str:
     """The pretraining run a timm tag's weights descend from, read off the tag.
 
@@ -67,7 +62,7 @@ def lineage(tag: str) -> str:
     """
     import timm
 
-    arch, pretrained = split_tag(tag)
+    arch, pretrained = split_model_name_tag(tag)
     base = _SAME_RUN_PARTS.sub("", arch)
     cfg = timm.models.get_pretrained_cfg(arch)
     res = re.search(r"_(\d+)$", base)
@@ -79,7 +74,7 @@ def lineage(tag: str) -> str:
 def pretrain_info(tag: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Pretraining ``data``, ``recipe`` and ``epochs`` as timm's tag and config state them (what they do not
     state is left out)."""
-    _, pretrained = split_tag(tag)
+    _, pretrained = split_model_name_tag(tag)
     parts = _FINE_TUNE.split(pretrained, maxsplit=1)
     run, tuned = parts[0], (parts[2] if len(parts) == 3 else "")
     datasets = [DATA_TOKENS[t] for t in run.split("_") if t in DATA_TOKENS]
@@ -136,7 +131,7 @@ def entry_for(tag: str) -> dict[str, Any]:
                "zoo-survey loads state dicts strictly")
     if why:
         raise ZooSurveyError(f"timm tag {tag!r} cannot be added: {why}")
-    arch, _ = split_tag(tag)
+    arch, _ = split_model_name_tag(tag)
     size = int(cfg["input_size"][-1])
     budget = count(arch, size, tag=tag)
     # Weights in the tag's own repo: an hf-hub entry. Weights shared with another tag (CLIP's quickgelu variants

@@ -254,18 +254,16 @@ class FamilySpec(_Frozen):
         raise unknown(f"checkpoint in family {self.name!r}", checkpoint_id, [c.id for c in self.checkpoints])
 
 
-def split_id(checkpoint_id: str) -> tuple[str, str]:
-    """Split ``arch.tag`` into ``(arch, tag)``; the only place that knows the id format.
+def split_model_name_tag(model_name: str, no_tag: str = "") -> tuple[str, str]:
+    """``arch.tag`` -> ``(arch, tag)``, split at the first dot: timm's ``timm.models.split_model_name_tag``, the one
+    id parser, copied so that reading the registry does not import timm (and torch); tests/test_registry.py checks
+    it against timm's on a table of ids.
 
-    >>> split_id("resnet50.a1_in1k")
-    ('resnet50', 'a1_in1k')
+    >>> split_model_name_tag("vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    ('vit_base_patch16_224', 'augreg2_in21k_ft_in1k')
     """
-    arch, sep, tag = checkpoint_id.partition(".")
-    if not sep or not arch or not tag:
-        raise ZooSurveyError(
-            f"checkpoint id {checkpoint_id!r} is not of the form 'arch.tag' (e.g. 'resnet50.a1_in1k')"
-        )
-    return arch, tag
+    arch, *tag = model_name.split(".", 1)
+    return arch, tag[0] if tag else no_tag
 
 
 # --------------------------------------------------------------------------- datasets
@@ -628,7 +626,7 @@ def _own_checkpoints(name: str, parts: list[tuple[Path, _FamilyFile]]) -> list[C
             data.setdefault("family", name)
             data["defined_in"] = path
             if isinstance(data.get("id"), str) and "arch" not in data:
-                data["arch"] = data["id"].partition(".")[0]
+                data["arch"] = split_model_name_tag(data["id"])[0]
             src = data.get("source")
             if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("path"), str):
                 p = Path(os.path.expanduser(src["path"]))
