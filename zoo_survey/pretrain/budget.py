@@ -55,7 +55,6 @@ class ZooPlan:
     """A family to train: its members in training order, the named ensembles, and CAT1 as the baseline."""
 
     family: str
-    arch: str
     steps: int  # the whole budget, in optimizer steps of ``batch_size`` images
     batch_size: int
     members: tuple[Member, ...]
@@ -166,4 +165,4 @@ def plan_zoo(
         members.append(Member(wide_id, w_arch, {**base_args, **(wide_args or {})}, WIDE, seed + len(members), total,
                               batch_size))
         ensembles[WIDE] = (wide_id,)
-    return ZooPlan(family, arch, total, batch_size, tuple(members), ensembles)
+    return ZooPlan(family, total, batch_size, tuple(members), ensembles)

@@ -123,7 +123,6 @@ class ExtractDone:
     """What an extraction unit reports back: its cache entry and the forward batches it ran."""
 
     digest: str
-    rows: int
     forward_batches: int
     notes: tuple[str, ...]
 
@@ -136,7 +135,6 @@ class ExtractUnit:
     dataset: DatasetSpec
     split: str
     fingerprint: str  # the dataset the run planned with
-    options: RunOptions
 
     @property
     def name(self) -> str:
@@ -147,7 +145,7 @@ class ExtractUnit:
         before, notes_before = ws.source.forward_batches, len(ws.source.notes)
         ds = ws.dataset(self.dataset, self.fingerprint)
         f = ws.source.get(ws.checkpoint(self.checkpoint), ds, self.split)
-        return ExtractDone(str(f.manifest.get("digest", "")), len(f.labels), ws.source.forward_batches - before,
+        return ExtractDone(str(f.manifest.get("digest", "")), ws.source.forward_batches - before,
                            tuple(ws.source.notes[notes_before:]))
 
 
@@ -246,7 +244,6 @@ class SimilarityUnit:
     models: tuple[CheckpointSpec, ...]  # baseline first, then the members
     dataset: DatasetSpec
     fingerprint: str
-    options: RunOptions
     sim_key: str
 
     @property
@@ -287,15 +284,13 @@ def similarity_units(
             key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.feature_output) for m in models],
                            "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
                            "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
-            out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, options, key))
+            out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, key))
     return out
 
 
-def extract_units(
-    checkpoints: Sequence[CheckpointSpec], prepared: Mapping[str, PreparedDataset], options: RunOptions
-) -> list[ExtractUnit]:
+def extract_units(checkpoints: Sequence[CheckpointSpec], prepared: Mapping[str, PreparedDataset]) -> list[ExtractUnit]:
     """Every (checkpoint, dataset, split), checkpoints outermost: a runner that keeps its model loads each once."""
-    return [ExtractUnit(c, ds.spec, split, ds.fingerprint, options)
+    return [ExtractUnit(c, ds.spec, split, ds.fingerprint)
             for c in checkpoints for ds in prepared.values() for split in SPLITS]
 
 
