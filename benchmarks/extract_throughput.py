@@ -173,7 +173,7 @@ def main() -> None:
         t = time.perf_counter()
         src._gmacs(ckpt)
         out["gmacs_count_s"] = round(time.perf_counter() - t, 3)
-        pil = FeatureSource(FeatureCache(Path(tmp)), dataclasses.replace(opts, preprocess="pil"))
+        pil = FeatureSource(FeatureCache(Path(tmp)), dataclasses.replace(opts, pixel_route="pil"))
         pil._model, pil._gmacs_seen = src._model, src._gmacs_seen
 
         def extract(source: FeatureSource) -> float:

@@ -48,7 +48,7 @@ def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_a
     return resolve_options(
         device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
         batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
-        bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], preprocess=f["preprocess"], offline=f["offline"],
+        bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], pixel_route=f["preprocess"], offline=f["offline"],
         allow_heavy=f["allow_heavy"], cuda=cluster.gpus > 0 if cluster is not None else None, **probe_args,
     )
 

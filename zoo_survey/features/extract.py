@@ -32,13 +32,13 @@ from .preprocess import DeviceTransform, decode_jpegs
 
 # --feature-output: each entry's own (its `feature_output:`, pre_logits unless it says otherwise), or one for every entry.
 FEATURE_OUTPUT_CHOICES: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
-PREPROCESS = ("tensor", "pil")
+PIXEL_ROUTES = ("tensor", "pil")  # --preprocess: how pixels reach the model (not the registry's `preprocess:` block)
 JPEG = ("auto", "device", "host")
 
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """How to run the forward. ``dtype``, ``feature_output`` and ``preprocess`` change the features, so they are part
+    """How to run the forward. ``dtype``, ``feature_output`` and ``pixel_route`` change the features, so they are part
     of the cache key."""
 
     device: str = "cpu"  # resolved: "cpu" or "cuda[:N]"
@@ -50,7 +50,7 @@ class ExtractOptions:
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
     feature_output: str = "entry"  # entry: each checkpoint's own `feature_output:`; else one of FEATURE_OUTPUTS for all
 
-    preprocess: str = "tensor"  # tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform (exact)
+    pixel_route: str = "tensor"  # --preprocess; tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform
     jpeg: str = "auto"  # JPEG sources: auto (nvjpeg on CUDA for large JPEGs), device (always decode on the device), host
 
     def feature_output_for(self, entry_output: str) -> str:
@@ -61,15 +61,16 @@ class ExtractOptions:
         """What changes the features (part of the cache key); ``entry_output``: the checkpoint's own feature output."""
         output = self.feature_output if entry_output is None else self.feature_output_for(entry_output)
         # The exact path's key is as before the device path existed. The feature output's key field stays "layer"
-        # (its name before feature_output) so that existing caches and the rows' keys stay valid.
-        return {"dtype": self.dtype, "layer": output, **({"preprocess": "tensor"} if self.preprocess == "tensor" else {})}
+        # (its name before feature_output), and the pixel route's stays "preprocess", so that existing caches and the
+        # rows' keys stay valid.
+        return {"dtype": self.dtype, "layer": output, **({"preprocess": "tensor"} if self.pixel_route == "tensor" else {})}
 
     def __post_init__(self) -> None:
         if self.feature_output not in FEATURE_OUTPUT_CHOICES:
             raise ZooSurveyError(f"--feature-output must be one of {', '.join(FEATURE_OUTPUT_CHOICES)}, "
                                  f"got {self.feature_output!r}")
-        if self.preprocess not in PREPROCESS:
-            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
+        if self.pixel_route not in PIXEL_ROUTES:
+            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PIXEL_ROUTES)}, got {self.pixel_route!r}")
         if self.jpeg not in JPEG:
             raise ZooSurveyError(f"jpeg must be one of {', '.join(JPEG)}, got {self.jpeg!r}")
         if self.bad_images not in ("fail", "skip"):

@@ -75,7 +75,7 @@ def _header(images, position: int) -> tuple[int, int, int, int] | None:
 def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, decoder: str | None = None) -> Route:
     """The route of ``ckpt`` on ``split``: the device path unless it was turned off or cannot reproduce the
     checkpoint's preprocessing (``decoder``, when known, saves looking at the source again)."""
-    if options.preprocess == "pil":
+    if options.pixel_route == "pil":
         return Route("pil")
     problem = unsupported(ckpt.preprocessing)
     if problem:
@@ -138,7 +138,7 @@ class FeatureSource:
 
     def route(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Route:
         """:func:`route`, with the split's decoder from :meth:`decoder`."""
-        if self.options.preprocess == "tensor" and not unsupported(ckpt.preprocessing):
+        if self.options.pixel_route == "tensor" and not unsupported(ckpt.preprocessing):
             return route(ckpt, ds, split, self.options, self.decoder(ds, split))
         return route(ckpt, ds, split, self.options)
 

@@ -62,7 +62,7 @@ def resolve_options(
     compile: bool = False,
     bad_images: str = "fail",
     feature_output: str = "entry",
-    preprocess: str = "tensor",
+    pixel_route: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     probes: Sequence[str] = DEFAULT_PROBES,
@@ -108,7 +108,7 @@ def resolve_options(
         compile=compile,
         bad_images=bad_images,
         feature_output=feature_output,
-        preprocess=preprocess,
+        pixel_route=pixel_route,
     )
     return RunOptions(
         probes=probe_names,
