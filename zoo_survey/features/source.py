@@ -87,8 +87,8 @@ def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: Ex
 def feature_key(
     ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, via: Route | None = None
 ) -> FeatureKey:
-    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see docs/architecture.md, "Feature cache"), made by ``via``
-    (default: :func:`route`)."""
+    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see docs/architecture.md, "Feature cache"),
+    made by ``via`` (default: :func:`route`)."""
     s = ds.splits[split]
     via = via or route(ckpt, ds, split, options)
     payload = {
