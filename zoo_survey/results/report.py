@@ -518,7 +518,7 @@ ROW_COLUMNS = (
     Column("score", lambda r: _num(r.score), lambda r: "" if r.score is None else f"{r.score:.3f}"),
     Column("chosen", chosen_hparams),
     Column("params_m", lambda r: r.params_m, lambda r: f"{r.params_m:.1f}", "params (M)"),
-    Column("gflops", lambda r: r.gflops, lambda r: f"{r.gflops:.2f}", "GMACs"),  # the store's column name
+    Column("gmacs", lambda r: r.gflops, lambda r: f"{r.gflops:.2f}", "GMACs"),  # the store keeps the name gflops
     Column("feature_dim", lambda r: r.feature_dim, label="feature dim"),
     Column("n_train", lambda r: r.n_train, label="train"),
     Column("n_val", lambda r: r.n_val, label="val"),
