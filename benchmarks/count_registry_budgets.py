@@ -6,14 +6,14 @@ meta device with ``pretrained=False``: nothing is downloaded or allocated), and 
 
 * ``params_m``    -- parameter count / 1e6, rounded to 2 decimals, with the head of the entry's
                      timm tag (its pretrained config's ``num_classes``);
-* ``gflops``      -- multiply-accumulates of one eval forward of a 1x3xSxS input at the
+* ``gmacs``       -- multiply-accumulates of one eval forward of a 1x3xSxS input at the
                      entry's ``input_size`` (FLOPs / 2e9), rounded to 3 significant digits;
-* ``feature_dim`` -- the width of the entry's ``features`` output;
+* ``feature_dim`` -- the width of the entry's ``feature_output``;
 * ``input_size``  -- against the entry's ``preprocess.input_size``, else ``input_size[-1]`` of timm's
                      pretrained config for the tag, when timm knows the tag;
 
 and that every tag the entries name is in timm's pretrained list. ``--rel-tol`` allows a
-relative difference on params and GFLOPs (default 0: the rounded numbers must be equal;
+relative difference on params and GMACs (default 0: the rounded numbers must be equal;
 ``registry validate`` allows 1%). Prints one line per mismatching field or unknown tag, then a final JSON line
 ``{"checked": N, "mismatches": M, "seconds": S}``; exits 1 when anything mismatches.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 from _common import LITE  # noqa: F401 - importing it puts the repository on sys.path
 
 from zoo_survey.zoo.budgets import _count, check_registry, is_timm_entry, pretrained_cfg, round_sig, timm_tag
-from zoo_survey.zoo.checkpoints import create_model, pool
+from zoo_survey.zoo.checkpoints import create_model, feature_output_from
 from zoo_survey.zoo.flops import count_gmacs
 from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_files, registry_files
 
@@ -52,19 +52,19 @@ def check(files: list[Path], rel_tol: float = 0.0) -> tuple[int, int]:
 
 
 def compare_cpu(specs) -> dict:
-    """Count each distinct (architecture, head, size, features) on meta and on the CPU; both timed."""
+    """Count each distinct (architecture, head, size, feature output) on meta and on the CPU; both timed."""
     import torch
 
     keys = {}
     for c in specs:
         if not c.heavy:
             nc = int(pretrained_cfg(timm_tag(c))["num_classes"]) if is_timm_entry(c) else None
-            keys[(c.arch, nc, c.input_size, c.features)] = c.id
+            keys[(c.arch, nc, c.input_size, c.feature_output)] = c.id
     differ, meta_s, cpu_s = 0, 0.0, 0.0
-    for arch, nc, size, features in keys:
+    for arch, nc, size, feature_output in keys:
         _count.cache_clear()
         t = time.perf_counter()
-        meta = _count(arch, nc, size, features)
+        meta = _count(arch, nc, size, feature_output)
         meta_s += time.perf_counter() - t
         t = time.perf_counter()
         model = create_model(arch, size, arch, **({} if nc is None else {"num_classes": nc})).eval().requires_grad_(False)
@@ -76,10 +76,10 @@ def compare_cpu(specs) -> dict:
 
         gmacs = count_gmacs(forward, size)
         with torch.inference_mode():
-            width = pool(model, seen["f"], features).shape[-1]
+            width = feature_output_from(model, seen["f"], feature_output).shape[-1]
         cpu = (round(sum(p.numel() for p in model.parameters()) / 1e6, 2), round_sig(gmacs), int(width))
         cpu_s += time.perf_counter() - t
-        if cpu != (meta.params_m, meta.gflops, meta.feature_dim):
+        if cpu != (meta.params_m, meta.gmacs, meta.feature_dim):
             differ += 1
             print(f"meta and CPU differ for {arch} at {size} px: {meta} vs {cpu}", flush=True)
         del model
@@ -90,7 +90,7 @@ def compare_cpu(specs) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="*", type=Path, help="family YAML files or folders [default: every shipped family]")
-    ap.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance on params_m and gflops")
+    ap.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance on params_m and gmacs")
     ap.add_argument("--cpu", action="store_true", help="also count on the CPU and compare (slow)")
     args = ap.parse_args(argv)
     files = registry_files([], args.files) if args.files else registry_files([SHIPPED_REGISTRY / "models"])

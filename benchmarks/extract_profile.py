@@ -44,7 +44,7 @@ def main() -> None:
     ckpt = resolve(reg.checkpoint(LITE[0]), image_size=args.image_size)
     model = load_model(ckpt).to(args.device).to(memory_format=torch.channels_last)
     opts = ExtractOptions(device=args.device, batch_size=args.batch_size or default_batch_size(args.device),
-                          workers=args.workers, dtype=args.dtype, preprocess=args.preprocess)
+                          workers=args.workers, dtype=args.dtype, pixel_route=args.preprocess)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         pixels = PixelCache(Path(tmp)).ensure(ds, "test") if args.preprocess == "tensor" else None

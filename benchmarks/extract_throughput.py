@@ -171,10 +171,10 @@ def main() -> None:
         out["pixel_cache_build_s"] = round(time.perf_counter() - t, 3)
         out["images_decoded"] = src.pixels.decoded
         t = time.perf_counter()
-        src._gflops(ckpt)
+        src._gmacs(ckpt)
         out["gmacs_count_s"] = round(time.perf_counter() - t, 3)
-        pil = FeatureSource(FeatureCache(Path(tmp)), dataclasses.replace(opts, preprocess="pil"))
-        pil._model, pil._gflops_seen = src._model, src._gflops_seen
+        pil = FeatureSource(FeatureCache(Path(tmp)), dataclasses.replace(opts, pixel_route="pil"))
+        pil._model, pil._gmacs_seen = src._model, src._gmacs_seen
 
         def extract(source: FeatureSource) -> float:
             shutil.rmtree(Path(tmp) / ckpt.spec.family, ignore_errors=True)  # the features, not the pixel cache

@@ -115,7 +115,7 @@ def main() -> None:
             t = time.perf_counter()
             pixels = src.pixels.ensure(ds, "test", via.pixels, workers=workers)
             build = time.perf_counter() - t
-            src._gflops(ckpt)
+            src._gmacs(ckpt)
             t = time.perf_counter()
             feats[jpeg] = src.get(ckpt, ds, "test").features
             rate = args.images / (time.perf_counter() - t)
@@ -126,7 +126,7 @@ def main() -> None:
         n = min(args.exact_images, args.images)
         small = dataclasses.replace(ds, splits={"test": dataclasses.replace(ds.splits["test"], indices=np.arange(n),
                                                                              labels=ds.splits["test"].labels[:n])})
-        exact = FeatureSource(FeatureCache(Path(tmp) / "pil"), dataclasses.replace(base, preprocess="pil"))
+        exact = FeatureSource(FeatureCache(Path(tmp) / "pil"), dataclasses.replace(base, pixel_route="pil"))
         exact._model = (ckpt.spec.id, model)
         ref = exact.get(ckpt, small, "test").features
     out["min_cosine_device_vs_host_decode"] = round(min_cosine(feats["device"], feats["host"]), 6)

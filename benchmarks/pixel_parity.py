@@ -30,7 +30,7 @@ from zoo_survey.zoo.registry import load_registry
 def features(cache: Path, preprocess: str, datasets: list[str]) -> dict:
     """{dataset: {checkpoint: {split: Features}}} by one path, CPU limits."""
     reg = load_registry()
-    ws = Workspace(FeatureCache(cache), resolve_options(device="cpu", preprocess=preprocess))
+    ws = Workspace(FeatureCache(cache), resolve_options(device="cpu", pixel_route=preprocess))
     out: dict = {}
     for cid in LITE:  # checkpoints outermost: each model loads once
         ckpt = ws.checkpoint(reg.checkpoint(cid))

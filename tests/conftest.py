@@ -110,13 +110,13 @@ def tiny_registry(tmp_path, hub_env, tiny_pth) -> Path:
         defaults:
           pretrain: {{data: random-init}}
         checkpoints:
-          - {{id: test_resnet.hub, source: {{type: hf-hub, repo: zoo-test/test_resnet}}, params_m: 0.37, gflops: 0.01, feature_dim: 96}}
-          - {{id: test_vit.hub, source: {{type: hf-hub, repo: zoo-test/test_vit}}, params_m: 0.31, gflops: 0.02, feature_dim: 64}}
-          - {{id: test_convnext.hub, source: {{type: hf-hub, repo: zoo-test/test_convnext}}, params_m: 0.21, gflops: 0.03, feature_dim: 64}}
+          - {{id: test_resnet.hub, source: {{type: hf-hub, repo: zoo-test/test_resnet}}, params_m: 0.37, gmacs: 0.01, feature_dim: 96}}
+          - {{id: test_vit.hub, source: {{type: hf-hub, repo: zoo-test/test_vit}}, params_m: 0.31, gmacs: 0.02, feature_dim: 64}}
+          - {{id: test_convnext.hub, source: {{type: hf-hub, repo: zoo-test/test_convnext}}, params_m: 0.21, gmacs: 0.03, feature_dim: 64}}
           - id: test_resnet.mine
             source: {{type: file, path: {tiny_pth}}}
             params_m: 0.5
-            gflops: 0.05
+            gmacs: 0.05
             feature_dim: 96
         """,
     )
@@ -164,7 +164,7 @@ def pair_registry(tmp_path_factory, hub_cache, tiny_pth) -> Path:
         defaults:
           pretrain: {data: random-init}
         checkpoints:
-          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.21, gflops: 0.03, feature_dim: 64}
-          - {id: test_resnet.mine, source: {type: file, path: tiny_resnet.pth}, params_m: 0.5, gflops: 0.05, feature_dim: 96}
+          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.21, gmacs: 0.03, feature_dim: 64}
+          - {id: test_resnet.mine, source: {type: file, path: tiny_resnet.pth}, params_m: 0.5, gmacs: 0.05, feature_dim: 96}
         """))
     return folder

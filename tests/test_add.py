@@ -46,7 +46,7 @@ def test_an_entry_is_filled_from_timm_and_counted():
     e = entry_for("test_resnet.r160_in1k")
     b = count("test_resnet", 160, tag="test_resnet.r160_in1k")
     assert e["source"] == {"type": "hf-hub", "repo": "timm/test_resnet.r160_in1k"}
-    assert (e["params_m"], e["gflops"], e["feature_dim"], e["input_size"]) == (b.params_m, b.gflops, b.feature_dim, 160)
+    assert (e["params_m"], e["gmacs"], e["feature_dim"], e["input_size"]) == (b.params_m, b.gmacs, b.feature_dim, 160)
     cfg = pretrained_cfg("test_resnet.r160_in1k")
     assert e["preprocess"]["crop_pct"] == cfg["crop_pct"] and e["preprocess"]["mean"] == list(cfg["mean"])
     # CLIP's quickgelu tags read the plain tag's weights: a timm source, which finds them through timm's config.
@@ -85,7 +85,7 @@ COMMENTED = textwrap.dedent("""\
     checkpoints:
         # the first one, indented four
         -   {id: test_convnext.r160_in1k, source: {type: hf-hub, repo: timm/test_convnext.r160_in1k},
-             params_m: 0.27, gflops: 0.0776, input_size: 160, feature_dim: 32, pretrain: *mine}
+             params_m: 0.27, gmacs: 0.0776, input_size: 160, feature_dim: 32, pretrain: *mine}
         # a comment after the last entry stays with the list
 
     # the ensembles, a top-level comment
@@ -174,7 +174,7 @@ def test_add_validate_run_offline_from_a_tag(tmp_path, monkeypatch, capsys):
     assert "not in the local cache" in err and "zoo-survey prefetch --family mine --datasets digits --registry my" in err
     # Drift in the user's file is flagged by validate.
     mine = tmp_path / "my" / "mine.yaml"
-    written = yaml.safe_load(mine.read_text())["checkpoints"][0]["gflops"]
-    mine.write_text(mine.read_text().replace(f"gflops: {written}", f"gflops: {written * 1.1:.3g}"))
+    written = yaml.safe_load(mine.read_text())["checkpoints"][0]["gmacs"]
+    mine.write_text(mine.read_text().replace(f"gmacs: {written}", f"gmacs: {written * 1.1:.3g}"))
     code, out, err = zoo(monkeypatch, capsys, "registry", "validate", "my")
-    assert code == 2 and f"field 'gflops' is {written * 1.1:.3g}, but timm counts {written:g}" in err
+    assert code == 2 and f"field 'gmacs' is {written * 1.1:.3g}, but timm counts {written:g}" in err

@@ -105,9 +105,9 @@ def test_frames_hold_numbers_with_the_expected_columns(survey):
     for frame, numeric in (
         (answer, ("mean_difference_pts", "ci_low_pts", "ci_high_pts", "member_cka", "member_single_cka")),
         (comparison, ("single_top1_pct", "ensemble_top1_pct", "difference_pts", "ci_low_pts", "ci_high_pts", "mcnemar_p",
-                      "averaged_difference_pts", "single_params_m", "ensemble_gflops")),
+                      "averaged_difference_pts", "single_params_m", "ensemble_gmacs")),
         (diversity_frame(rows, sims), ("difference_pts", "member_cka", "member_diversity")),
-        (budget_frame(rows), ("single_params_m", "ensemble_gflops", "ensemble_extract_seconds", "ensemble_pretrain_emacs")),
+        (budget_frame(rows), ("single_params_m", "ensemble_gmacs", "ensemble_extract_seconds", "ensemble_pretrain_emacs")),
         (seeds_frame(rows), ("single_top1_pct", "single_half_width_pct", "difference_pts", "difference_half_width_pts")),
         (ranking_frame(rows, "logme"), ("score", "rank_against_top1_pct", "kendall_tau")),
         (every_row_frame(rows), ("top1", "score", "vs_single", "vs_single_ci_low", "mcnemar_p")),

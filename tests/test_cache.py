@@ -43,7 +43,7 @@ def test_key_changes_with_what_changes_the_features(setup):
         "dtype": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, device="cuda", dtype="bfloat16")),
         "indices": feature_key(ckpt, prepare(ds.spec, max_train=50), "train", OPTS),
         "fingerprint": feature_key(ckpt, dataclasses.replace(ds, fingerprint="other"), "train", OPTS),
-        "layer": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, layer="avg")),
+        "layer": feature_key(ckpt, ds, "train", dataclasses.replace(OPTS, feature_output="avg")),
     }
     for what, key in changed.items():
         assert key.digest != base, what
@@ -148,15 +148,15 @@ def test_deleted_shard_makes_the_entry_recompute(setup, tmp_path):
     assert cache.get(key) is None
 
 
-def test_another_layer_is_another_entry_with_other_features(setup, tmp_path):
+def test_another_feature_output_is_another_entry_with_other_features(setup, tmp_path):
     reg, ckpt, ds = setup
     ckpt = dataclasses.replace(ckpt, preprocessing=dataclasses.replace(ckpt.preprocessing, input_size=96))  # a 3x3 map
     cache = FeatureCache(tmp_path)
     pre = FeatureSource(cache, OPTS).get(ckpt, ds, "val")
-    mx = FeatureSource(cache, dataclasses.replace(OPTS, layer="max")).get(ckpt, ds, "val")
+    mx = FeatureSource(cache, dataclasses.replace(OPTS, feature_output="max")).get(ckpt, ds, "val")
     assert pre.features.shape == mx.features.shape == (30, 96)
     assert not np.allclose(pre.features, mx.features)
-    assert mx.manifest["key"]["layer"] == "max"
+    assert mx.manifest["key"]["layer"] == "max"  # the key keeps the old field name (existing caches)
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):
@@ -191,7 +191,7 @@ def test_engine_features_equal_the_timm_transform_then_the_model(setup):
 
 
 def test_compile_compiles_the_forward_that_runs_and_changes_no_feature(setup):
-    """--compile: what runs is pooled(model, x), which calls model.forward_features; torch.compile(model)
+    """--compile: what runs is forward_feature_output(model, x), which calls model.forward_features; torch.compile(model)
     compiled only model.forward, so nothing was compiled. The engine compiles what it runs."""
     import torch
 

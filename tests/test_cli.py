@@ -63,8 +63,8 @@ def test_missing_weights_file_stops_before_any_work(tmp_path, monkeypatch, capsy
     reg.mkdir()
     (reg / "f.yaml").write_text(
         "family: f\ncheckpoints:\n"
-        "  - {id: test_resnet.a, source: {type: file, path: gone.pth}, params_m: 1, gflops: 1, feature_dim: 96}\n"
-        "  - {id: test_resnet.b, source: {type: file, path: gone2.pth}, params_m: 2, gflops: 1, feature_dim: 96}\n"
+        "  - {id: test_resnet.a, source: {type: file, path: gone.pth}, params_m: 1, gmacs: 1, feature_dim: 96}\n"
+        "  - {id: test_resnet.b, source: {type: file, path: gone2.pth}, params_m: 2, gmacs: 1, feature_dim: 96}\n"
     )
     out_dir = tmp_path / "out"
     code, out, err = zoo(monkeypatch, capsys, "run", "-r", str(reg), "-f", "f", "-k", "1", "-d", "lfw-subset", "--out", str(out_dir))
@@ -109,7 +109,7 @@ def test_registry_commands_on_a_user_folder(monkeypatch, capsys, tiny_registry):
 
 
 def test_registry_validate_reports_a_bad_file(tmp_path, monkeypatch, capsys):
-    (tmp_path / "bad.yaml").write_text("family: b\ncheckpoints:\n  - {id: test_resnet.x, source: {type: file, path: w.pth}, params_m: 1, gflops: 1}\n")
+    (tmp_path / "bad.yaml").write_text("family: b\ncheckpoints:\n  - {id: test_resnet.x, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1}\n")
     code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path / "bad.yaml"))
     assert code == 2 and "bad.yaml: checkpoint 'test_resnet.x': field 'feature_dim': missing required field" in err
 

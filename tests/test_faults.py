@@ -176,7 +176,7 @@ def test_six_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
 
 # --------------------------------------------------------------------------- paths that leave the registry folder
 
-_ENTRY = "  - {{id: test_resnet.x, source: {{type: file, path: {}}}, params_m: 1, gflops: 1, feature_dim: 96}}\n"
+_ENTRY = "  - {{id: test_resnet.x, source: {{type: file, path: {}}}, params_m: 1, gmacs: 1, feature_dim: 96}}\n"
 
 
 def _family(folder: Path, weights: str) -> Path:

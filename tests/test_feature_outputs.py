@@ -1,4 +1,4 @@
-"""An entry's `features:` (CLIP's image embedding, DINOv2's class token + patch mean) reaches the forward, the
+"""An entry's `feature_output:` (CLIP's image embedding, DINOv2's class token + patch mean) reaches the forward, the
 cache key and the rows; a family's `kind` and each member's lineage reach the report; heavy checkpoints are
 refused on a CPU with one line."""
 
@@ -20,7 +20,7 @@ from zoo_survey.features.extract import ExtractOptions
 from zoo_survey.features.source import feature_key
 from zoo_survey.survey.options import RunOptions
 from zoo_survey.survey.run import check_heavy
-from zoo_survey.zoo.checkpoints import pooled, resolve
+from zoo_survey.zoo.checkpoints import forward_feature_output, resolve
 from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_files, load_registry, registry_folders
 
 OPTS = ExtractOptions(device="cpu", batch_size=16, workers=0)
@@ -32,12 +32,13 @@ def test_the_outputs_are_what_they_say():
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         tokens = vit.forward_features(x)
-        both = pooled(vit, x, "cls_patch_mean")
+        both = forward_feature_output(vit, x, "cls_patch_mean")
         assert torch.equal(both, torch.cat([tokens[:, 0], tokens[:, vit.num_prefix_tokens:].mean(1)], dim=1))
-        assert torch.equal(pooled(vit, x, "head"), vit(x)) and pooled(vit, x, "pre_logits").shape == (2, vit.num_features)
+        assert torch.equal(forward_feature_output(vit, x, "head"), vit(x))
+        assert forward_feature_output(vit, x, "pre_logits").shape == (2, vit.num_features)
         convnet = timm.create_model("test_resnet", pretrained=False).eval()
-        with pytest.raises(ZooSurveyError, match="features 'cls_patch_mean' need a transformer with a class token"):
-            pooled(convnet, x, "cls_patch_mean")
+        with pytest.raises(ZooSurveyError, match="feature output 'cls_patch_mean' needs a transformer with a class token"):
+            forward_feature_output(convnet, x, "cls_patch_mean")
 
 
 @pytest.fixture()
@@ -47,11 +48,11 @@ def kinds_registry(tmp_path, hub_env) -> tuple:
         family: kinds
         kind: self-supervised
         checkpoints:
-          - {id: test_vit.hub, source: {type: hf-hub, repo: zoo-test/test_vit}, params_m: 0.31, gflops: 0.02,
-             feature_dim: 128, features: cls_patch_mean, lineage: tiny-run-a}
-          - {id: test_resnet.hub, source: {type: hf-hub, repo: zoo-test/test_resnet}, params_m: 0.37, gflops: 0.01,
+          - {id: test_vit.hub, source: {type: hf-hub, repo: zoo-test/test_vit}, params_m: 0.31, gmacs: 0.02,
+             feature_dim: 128, feature_output: cls_patch_mean, lineage: tiny-run-a}
+          - {id: test_resnet.hub, source: {type: hf-hub, repo: zoo-test/test_resnet}, params_m: 0.37, gmacs: 0.01,
              feature_dim: 96, lineage: tiny-run-b}
-          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.5, gflops: 0.03,
+          - {id: test_convnext.hub, source: {type: hf-hub, repo: zoo-test/test_convnext}, params_m: 0.5, gmacs: 0.03,
              feature_dim: 64, lineage: tiny-run-c}
         """)
     return folder, load_registry(registry_folders([folder]))
@@ -63,12 +64,12 @@ def test_the_entry_output_is_in_the_cache_key(kinds_registry):
     vit = resolve(reg.checkpoint("test_vit.hub"), offline=True, image_size=32)
     resnet = resolve(reg.checkpoint("test_resnet.hub"), offline=True, image_size=32)
     assert feature_key(vit, ds, "train", OPTS).payload["layer"] == "cls_patch_mean"
-    override = dataclasses.replace(OPTS, layer="pre_logits")
+    override = dataclasses.replace(OPTS, feature_output="pre_logits")
     assert feature_key(vit, ds, "train", override).payload["layer"] == "pre_logits"
     assert feature_key(vit, ds, "train", override).digest != feature_key(vit, ds, "train", OPTS).digest
     # An entry of timm's pre-logits keys as it did when that was the flag's default: its cached features stay valid.
     assert feature_key(resnet, ds, "train", OPTS).digest == feature_key(resnet, ds, "train", override).digest
-    edited = dataclasses.replace(resnet, spec=resnet.spec.model_copy(update={"features": "avg"}))
+    edited = dataclasses.replace(resnet, spec=resnet.spec.model_copy(update={"feature_output": "avg"}))
     assert feature_key(edited, ds, "train", OPTS).digest != feature_key(resnet, ds, "train", OPTS).digest
 
 
@@ -86,7 +87,7 @@ def test_a_run_uses_each_entry_output_and_the_report_shows_kind_and_lineage(tmp_
     assert rows["test_vit.hub"][0] == 128  # the class token and the patch mean, 64 each: the feature_dim check passed
     dim, prov = next(v for k, v in rows.items() if "+" in k and not k.startswith("avg("))
     assert dim == 96 + 128
-    assert prov["features"] == {"test_vit.hub": "cls_patch_mean", "test_resnet.hub": "pre_logits"}
+    assert prov["feature_output"] == {"test_vit.hub": "cls_patch_mean", "test_resnet.hub": "pre_logits"}
     assert prov["lineage"] == {"test_vit.hub": "tiny-run-a", "test_resnet.hub": "tiny-run-b"}
     assert prov["family_kind"] == "self-supervised"
     code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(out), "--format", "md")
@@ -151,3 +152,12 @@ def test_include_shares_the_entry_and_checks_names(tmp_path):
     path.write_text("family: mine\nkind: weakly-supervised\ninclude: [resnet18.a1_in1k]\n")
     with pytest.raises(ZooSurveyError, match=r"field 'kind'"):
         load_files([*shipped, path])
+
+
+@pytest.mark.parametrize("flag", ["--feature-output", "--features"])  # --features: the old name, a hidden alias
+def test_the_feature_output_flag_and_its_old_name_reach_the_options(monkeypatch, capsys, flag):
+    code, _, err = zoo(monkeypatch, capsys, "extract", "--family", "efficientnet-lite", "-d", "digits", "--device", "cpu",
+                       flag, "cls")
+    assert code == 2 and "--feature-output must be one of entry, pre_logits, head" in err
+    code, out, _ = zoo(monkeypatch, capsys, "extract", "--help")
+    assert code == 0 and "--feature-output" in out and "--features" not in out

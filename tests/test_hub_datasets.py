@@ -51,8 +51,8 @@ def registry(folder, revision: str | None = None, sizes: str = ""):
     write_family(folder, "loop", f"""
         family: loop
         checkpoints:
-          - {{id: test_resnet.loop, source: {{type: hf-hub, repo: {REPO}}}, params_m: 0.37, gflops: 0.01, feature_dim: 96}}
-          - {{id: test_resnet.loop2, source: {{type: hf-hub, repo: {REPO}2}}, params_m: 0.2, gflops: 0.005, feature_dim: 96}}
+          - {{id: test_resnet.loop, source: {{type: hf-hub, repo: {REPO}}}, params_m: 0.37, gmacs: 0.01, feature_dim: 96}}
+          - {{id: test_resnet.loop2, source: {{type: hf-hub, repo: {REPO}2}}, params_m: 0.2, gmacs: 0.005, feature_dim: 96}}
         """)
     return folder
 

@@ -54,7 +54,7 @@ def spec(folder: Path, repo: str = REPO, *, revision: str | None = None, cid: st
     write_family(folder, "loop", f"""
         family: loop
         checkpoints:
-          - {{id: {cid}, source: {{type: hf-hub, repo: {repo}}}{rev}, params_m: 0.37, gflops: 0.01, feature_dim: 96}}
+          - {{id: {cid}, source: {{type: hf-hub, repo: {repo}}}{rev}, params_m: 0.37, gmacs: 0.01, feature_dim: 96}}
         """)
     return load_registry([folder]).checkpoint(cid)
 
@@ -112,7 +112,7 @@ def test_timm_tag_source_downloads_the_tags_hub_repo_with_retries(hub, tmp_path)
     write_family(tmp_path / "reg", "t", """
         family: t
         checkpoints:
-          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gflops: 0.1, feature_dim: 64}
+          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gmacs: 0.1, feature_dim: 64}
         """)
     ckpt = resolve(load_registry([tmp_path / "reg"]).checkpoint("test_vit.r160_in1k"))
     assert ckpt.revision == commit and ckpt.weights.read_bytes() == files["model.safetensors"]

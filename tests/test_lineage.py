@@ -85,9 +85,9 @@ def test_an_entry_without_lineage_is_a_run_of_its_own(tmp_path):
     path = write_family(tmp_path, "mine", """
         family: mine
         checkpoints:
-          - {id: resnet18.seed0, source: {type: timm, tag: resnet18.a1_in1k}, params_m: 11.69, gflops: 1.81, feature_dim: 512}
-          - {id: resnet18.seed1, source: {type: timm, tag: resnet18.a1_in1k}, params_m: 11.69, gflops: 1.81, feature_dim: 512}
-          - {id: resnet34.mine, source: {type: timm, tag: resnet34.a1_in1k}, params_m: 21.8, gflops: 3.66, feature_dim: 512,
+          - {id: resnet18.seed0, source: {type: timm, tag: resnet18.a1_in1k}, params_m: 11.69, gmacs: 1.81, feature_dim: 512}
+          - {id: resnet18.seed1, source: {type: timm, tag: resnet18.a1_in1k}, params_m: 11.69, gmacs: 1.81, feature_dim: 512}
+          - {id: resnet34.mine, source: {type: timm, tag: resnet34.a1_in1k}, params_m: 21.8, gmacs: 3.66, feature_dim: 512,
              lineage: resnet18.seed1}
         """)
     fam = load_files([path]).family("mine")

@@ -41,7 +41,7 @@ def test_probe_options_reach_the_probe_config():
         ({"seeds": 0}, r"--seeds must be at least 1"),
         ({"device": "tpu"}, r"--device 'tpu': expected auto, cpu, cuda or cuda:N"),
         ({"dtype": "bfloat16"}, r"--dtype bfloat16 needs a CUDA device"),
-        ({"layer": "cls"}, r"--features must be one of entry, pre_logits, head, cls_patch_mean, avg, max"),
+        ({"feature_output": "cls"}, r"--feature-output must be one of entry, pre_logits, head, cls_patch_mean, avg, max"),
         ({"workers": -1}, r"--workers must be 0 or more"),
     ],
 )

@@ -22,7 +22,7 @@ from zoo_survey.zoo.checkpoints import Preprocessing, resolve
 from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders
 
 OPTS = ExtractOptions(device="cpu", batch_size=16, workers=0)
-PIL_OPTS = dataclasses.replace(OPTS, preprocess="pil")
+PIL_OPTS = dataclasses.replace(OPTS, pixel_route="pil")
 BUILTIN = load_registry([SHIPPED_REGISTRY])
 
 
@@ -194,7 +194,7 @@ def tiny(tiny_registry):
 
 def _both_paths(tmp_path, ckpt, ds, split, options=OPTS):
     device = FeatureSource(FeatureCache(tmp_path / "c"), options)
-    exact = FeatureSource(FeatureCache(tmp_path / "c"), dataclasses.replace(options, preprocess="pil"))
+    exact = FeatureSource(FeatureCache(tmp_path / "c"), dataclasses.replace(options, pixel_route="pil"))
     a, b = device.get(ckpt, ds, split), exact.get(ckpt, ds, split)
     assert a.manifest["key"]["preprocess"]["path"] == "tensor" and "preprocess" not in b.manifest["key"]
     assert np.array_equal(a.indices, b.indices)

@@ -32,8 +32,9 @@ def test_budget_stays_within_the_baseline(family):
     fam = REG.family(family)
     plan = plan_family(fam, 2, "budget")
     assert plan.ensemble.params_m <= plan.baseline.params_m
-    flops = plan_family(fam, 2, "budget", budget_by="flops")
-    assert flops.ensemble.gflops <= flops.baseline.gflops
+    gmacs = plan_family(fam, 2, "budget", budget_by="gmacs")
+    assert gmacs.ensemble.gmacs <= gmacs.baseline.gmacs and gmacs.budget_by == "gmacs"
+    assert plan_family(fam, 2, "budget", budget_by="flops") == gmacs  # 'flops': the old name, kept as an alias
 
 
 def test_explicit_members_and_named_ensembles():
@@ -70,10 +71,10 @@ def test_budget_by_pretraining_compute(tmp_path):
         family: p
         defaults: {pretrain: {data: imagenet-1k, images: 1281167}, feature_dim: 8}
         checkpoints:
-          - {id: test_resnet.big, source: {type: timm}, params_m: 20, gflops: 4, pretrain: {epochs: 300}}
-          - {id: test_resnet.long, source: {type: timm}, params_m: 9, gflops: 1, pretrain: {epochs: 1200}}
-          - {id: test_resnet.short1, source: {type: timm}, params_m: 5, gflops: 1, pretrain: {epochs: 100}}
-          - {id: test_resnet.short2, source: {type: timm}, params_m: 5, gflops: 1, pretrain: {epochs: 100}}
+          - {id: test_resnet.big, source: {type: timm}, params_m: 20, gmacs: 4, pretrain: {epochs: 300}}
+          - {id: test_resnet.long, source: {type: timm}, params_m: 9, gmacs: 1, pretrain: {epochs: 1200}}
+          - {id: test_resnet.short1, source: {type: timm}, params_m: 5, gmacs: 1, pretrain: {epochs: 100}}
+          - {id: test_resnet.short2, source: {type: timm}, params_m: 5, gmacs: 1, pretrain: {epochs: 100}}
         """)
     fam = load([tmp_path]).family("p")
     assert fam.get("test_resnet.big").pretrain_emacs == pytest.approx(300 * 1281167 * 4 * 3 / 1e9)
@@ -98,10 +99,10 @@ def test_budget_by_images_seen_fits_k_equal_shares_exactly(tmp_path):
 
     members = "\n".join(f"  - {{id: test_resnet.m{i}, pretrain: {{images_seen: 1, seed: {i}}}}}" for i in range(10))
     write_family(tmp_path, "seen", f"""
-defaults: {{source: {{type: timm}}, params_m: 1, gflops: 0.1, feature_dim: 8}}
+defaults: {{source: {{type: timm}}, params_m: 1, gmacs: 0.1, feature_dim: 8}}
 family: seen
 checkpoints:
-  - {{id: test_resnet.single, gflops: 1.0, pretrain: {{images_seen: 1, steps: 10, seed: 99}}}}
+  - {{id: test_resnet.single, gmacs: 1.0, pretrain: {{images_seen: 1, steps: 10, seed: 99}}}}
 {members}
 """)
     fam = load([tmp_path]).family("seen")

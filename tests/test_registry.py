@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from conftest import write_family
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_id
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry, registry_folders, split_model_name_tag
 
 
 def test_shipped_registry_has_the_four_families_and_builtin_datasets():
@@ -32,43 +35,48 @@ def test_shipped_hub_entries_name_their_timm_architecture():
             assert c.source.type == "hf-hub" and c.source.repo == f"timm/{c.id}"
 
 
-@pytest.mark.parametrize(
-    ("checkpoint_id", "expected"),
-    [("resnet50.a1_in1k", ("resnet50", "a1_in1k")), ("vit_base_patch16_224.augreg2_in21k_ft_in1k", ("vit_base_patch16_224", "augreg2_in21k_ft_in1k"))],
-)
-def test_split_id_valid_forms(checkpoint_id, expected):
-    assert split_id(checkpoint_id) == expected
+@pytest.mark.parametrize("model_id", [
+    "resnet50.a1_in1k", "vit_base_patch16_224.augreg2_in21k_ft_in1k", "eva02_base_patch14_224.mim_in22k",
+    "vit_so400m_patch14_siglip_224.v2_webli", "hf_hub.with.dots", "resnet50", ".a1", "resnet50.", "", ".",
+])
+def test_the_id_parser_is_timms(model_id):
+    """The registry's copy of timm's split_model_name_tag (kept so that reading YAML does not import torch)."""
+    from timm.models import split_model_name_tag as timms
+
+    assert split_model_name_tag(model_id) == timms(model_id)
+    assert split_model_name_tag(model_id, no_tag="none") == timms(model_id, no_tag="none")
 
 
-@pytest.mark.parametrize("bad", ["resnet50", ".a1", "resnet50."])
-def test_split_id_rejects_ambiguous_forms(bad):
-    with pytest.raises(ZooSurveyError, match=r"not of the form 'arch.tag'"):
-        split_id(bad)
+def test_reading_the_registry_imports_neither_timm_nor_torch():
+    code = "import sys, zoo_survey.zoo.registry as r; r.load_registry([r.SHIPPED_REGISTRY]); " \
+           "print(sorted(m for m in ('timm', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
-GOOD = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}"
+GOOD = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96}"
 
 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ("{id: test_resnet.a, source: {type: file, path: w.pth}, gflops: 1, feature_dim: 96}",
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, gmacs: 1, feature_dim: 96}",
          r"bad.yaml: checkpoint 'test_resnet.a': field 'params_m': missing required field"),
-        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: lots, gflops: 1, feature_dim: 96}",
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: lots, gmacs: 1, feature_dim: 96}",
          r"bad.yaml: checkpoint 'test_resnet.a': field 'params_m': Input should be a valid number"),
-        ("{id: test_resnet.a, source: {type: ftp, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}",
+        ("{id: test_resnet.a, source: {type: ftp, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96}",
          r"bad.yaml: checkpoint 'test_resnet.a': field 'source': unknown source type 'ftp'; expected one of 'hf-hub', 'timm', 'file', 'package'"),
-        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96, colour: red}",
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96, colour: red}",
          r"bad.yaml: checkpoint 'test_resnet.a': field 'colour': unknown field"),
-        ("{id: noarchtag, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96}",
+        ("{id: noarchtag, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96}",
          r"bad.yaml: checkpoint 'noarchtag': field 'id': String should match pattern"),
-        ("{id: test_resnet.a, source: {type: file, path: w.txt}, params_m: 1, gflops: 1, feature_dim: 96}",
+        ("{id: test_resnet.a, source: {type: file, path: w.txt}, params_m: 1, gmacs: 1, feature_dim: 96}",
          r"field 'source.path': Value error, expected a .safetensors, .pth"),
-        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: -3, gflops: 1, feature_dim: 96}",
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: -3, gmacs: 1, feature_dim: 96}",
          r"field 'params_m': Input should be greater than 0"),
-        ("{id: test_resnet.a, source: {type: hf-hub, repo: a/b}, params_m: 1, gflops: 1, feature_dim: 96, model_args: {depth: 2}}",
+        ("{id: test_resnet.a, source: {type: hf-hub, repo: a/b}, params_m: 1, gmacs: 1, feature_dim: 96, model_args: {depth: 2}}",
          r"field 'model_args': Value error, model_args apply to 'file' and 'package' sources; a 'hf-hub' source's own config"),
-        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 1, feature_dim: 96, pretrain: {steps: 0}}",
+        ("{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gmacs: 1, feature_dim: 96, pretrain: {steps: 0}}",
          r"field 'pretrain.steps': Input should be greater than 0"),
     ],
 )
@@ -76,6 +84,17 @@ def test_bad_checkpoint_entries(tmp_path, entry, message):
     write_family(tmp_path, "bad", f"family: bad\ncheckpoints:\n  - {entry}\n")
     with pytest.raises(ZooSurveyError, match=message):
         load_registry([tmp_path])
+
+
+def test_old_field_names_gflops_and_features_are_deprecated_aliases(tmp_path):
+    """`gflops:` (it always held GMACs) and `features:` are the old names of `gmacs:` and `feature_output:`."""
+    old = "{id: test_resnet.a, source: {type: file, path: w.pth}, params_m: 1, gflops: 2.5, feature_dim: 96, features: avg}"
+    write_family(tmp_path, "old", f"family: old\ncheckpoints:\n  - {old}\n")
+    spec = load_registry([tmp_path]).checkpoint("test_resnet.a")
+    assert (spec.gmacs, spec.feature_output) == (2.5, "avg")
+    new = old.replace("gflops:", "gmacs:").replace("features:", "feature_output:")
+    write_family(tmp_path, "old", f"family: old\ncheckpoints:\n  - {new}\n")
+    assert load_registry([tmp_path]).checkpoint("test_resnet.a") == spec
 
 
 def test_duplicate_id_across_files_names_both(tmp_path):
@@ -89,7 +108,7 @@ def test_duplicate_id_against_the_shipped_registry(tmp_path):
     write_family(tmp_path, "mine", """
         family: mine
         checkpoints:
-          - {id: resnet50.a1_in1k, source: {type: hf-hub, repo: timm/resnet50.a1_in1k}, params_m: 25, gflops: 4, feature_dim: 2048}
+          - {id: resnet50.a1_in1k, source: {type: hf-hub, repo: timm/resnet50.a1_in1k}, params_m: 25, gmacs: 4, feature_dim: 2048}
         """)
     with pytest.raises(ZooSurveyError, match=r"'resnet50.a1_in1k': duplicate id, already defined in .*resnet.yaml"):
         load_registry(registry_folders([tmp_path]))
@@ -111,7 +130,7 @@ def test_user_entries_merge_into_a_shipped_family(tmp_path, tiny_pth):
     write_family(tmp_path, "more-lite", f"""
         family: efficientnet-lite
         checkpoints:
-          - {{id: test_resnet.extra, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gflops: 1, feature_dim: 96}}
+          - {{id: test_resnet.extra, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gmacs: 1, feature_dim: 96}}
         """)
     reg = load_registry(registry_folders([tmp_path]))
     ids = [c.id for c in reg.family("efficientnet-lite").checkpoints]
@@ -122,7 +141,7 @@ def test_env_variable_adds_registry_folders(tmp_path, tiny_pth, monkeypatch):
     write_family(tmp_path, "envfam", f"""
         family: envfam
         checkpoints:
-          - {{id: test_resnet.env, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gflops: 1, feature_dim: 96}}
+          - {{id: test_resnet.env, source: {{type: file, path: {tiny_pth}}}, params_m: 1, gmacs: 1, feature_dim: 96}}
         """)
     monkeypatch.setenv("ZOO_SURVEY_REGISTRY", str(tmp_path))
     assert "envfam" in load_registry(registry_folders()).families
@@ -136,8 +155,8 @@ def test_family_defaults_deep_merge(tmp_path):
           pretrain: {data: imagenet-1k, epochs: 90}
           feature_dim: 96
         checkpoints:
-          - {id: test_resnet.a, params_m: 1, gflops: 1}
-          - {id: test_resnet.b, params_m: 1, gflops: 1, pretrain: {epochs: 300}}
+          - {id: test_resnet.a, params_m: 1, gmacs: 1}
+          - {id: test_resnet.b, params_m: 1, gmacs: 1, pretrain: {epochs: 300}}
         """)
     fam = load_registry([tmp_path]).family("d")
     b = fam.get("test_resnet.b")

@@ -39,7 +39,7 @@ def test_markdown_numbers_are_the_store_rows(filled, monkeypatch, capsys):
     assert cells["95% CI"] == f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" and d.low <= d.delta <= d.high
     assert cells["significant"] == ("yes" if d.low > 0 or d.high < 0 else "no")
     assert md.index("## Across architectures") < md.index("## Single vs ensemble")  # the answer comes first
-    for name in ("accuracy_vs_gflops", "difference_heatmap", "fewshot_curves", "gain_vs_diversity"):
+    for name in ("accuracy_vs_gmacs", "difference_heatmap", "fewshot_curves", "gain_vs_diversity"):
         assert f"(plots/{name}.png)" in md
         assert (filled / "plots" / f"{name}.png").stat().st_size > 1000 and (filled / "plots" / f"{name}.svg").is_file()
 
@@ -78,9 +78,8 @@ def test_pareto_front():
     assert pareto_front([(1, 50), (2, 40), (3, 70), (3, 60), (4, 70)]) == [(1, 50), (3, 70)]
 
 
-def test_gflops_are_counted_at_the_runs_resolution_and_budgets_are_reported(filled, monkeypatch, capsys, tiny_registry):
-    from zoo_survey.features.extract import pooled
-    from zoo_survey.zoo.checkpoints import load_model, resolve
+def test_gmacs_are_counted_at_the_runs_resolution_and_budgets_are_reported(filled, monkeypatch, capsys, tiny_registry):
+    from zoo_survey.zoo.checkpoints import forward_feature_output, load_model, resolve
     from zoo_survey.zoo.flops import count_gmacs
     from zoo_survey.zoo.registry import load_registry, registry_folders
 
@@ -88,12 +87,12 @@ def test_gflops_are_counted_at_the_runs_resolution_and_budgets_are_reported(fill
     base = next(r for r in rows if r.role == "baseline")
     ckpt = resolve(load_registry(registry_folders([tiny_registry])).checkpoint(base.comparison), image_size=32)
     model = load_model(ckpt)
-    assert base.gflops == pytest.approx(count_gmacs(lambda x: pooled(model, x, "pre_logits"), 32), rel=1e-3)
+    assert base.gflops == pytest.approx(count_gmacs(lambda x: forward_feature_output(model, x, "pre_logits"), 32), rel=1e-3)
     assert base.gflops != 0.05  # not the registry's number
     assert base.provenance["gflops"] == "counted at the run's resolution"
     zoo(monkeypatch, capsys, "report", "--out", str(filled))
     md = (filled / "report.md").read_text()
-    assert "## Budgets" in md and "GFLOPs are counted (multiply-accumulates per image)" in md
+    assert "## Budgets" in md and "GMACs are counted (multiply-accumulates per image)" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| tiny | digits | 0.5 / "))
     assert "random-init" in line and ("within the single's" in line or "over on" in line)
 

@@ -36,7 +36,7 @@ def test_the_units_cover_every_row_once(survey):
     assert len(units) == 5 * 3 + 4 == len(report.rows) == len({u.row_key for u in units})
     assert {u.row_key for u in units} == {r.row_key for r in report.rows}
     assert len({u.group for u in units}) == 5  # one claim per comparison on the dataset
-    ext = extract_units(plan.checkpoints, prepared, OPTS)
+    ext = extract_units(plan.checkpoints, prepared)
     assert [(u.checkpoint.id, u.split) for u in ext[:3]] == [(plan.checkpoints[0].id, s) for s in SPLITS]
 
 
@@ -54,7 +54,7 @@ def test_a_unit_in_a_fresh_workspace_gives_the_same_row(survey, tmp_path):
 def test_a_worker_seeing_other_data_under_the_name_stops(survey, tmp_path):
     reg, plan, _ = survey
     prepared, resolved = prepare_inputs(plan.checkpoints, [reg.dataset("digits")], OPTS)
-    unit = extract_units(plan.checkpoints, prepared, OPTS)[0]
+    unit = extract_units(plan.checkpoints, prepared)[0]
     ws = Workspace(FeatureCache(tmp_path / "cache"), OPTS)
     ws.prepared["digits"] = dataclasses.replace(prepared["digits"], fingerprint="0" * 16)  # this node's copy differs
     with pytest.raises(ZooSurveyFailure, match=r"dataset 'digits' here has fingerprint 0{16}, but the run planned"):

@@ -84,7 +84,8 @@ class SurveyResult:
     def to_pandas(self) -> pd.DataFrame:
         """One row per store row, in the store's order: its fields, then ``hparams.<key>`` and ``provenance.<key>``
         columns (one level: a value that is itself a mapping, such as ``provenance.revisions``, stays a dict).
-        Accuracies are fractions (0.84 is 84%). The per-image predictions are not columns (see ``rows``)."""
+        Accuracies are fractions (0.84 is 84%); ``gmacs`` is the store's ``gflops`` column (it holds multiply-accumulates).
+        The per-image predictions are not columns (see ``rows``)."""
         import pandas as pd
 
         skip = {"hparams", "provenance", "predictions", "test_labels"}
@@ -97,7 +98,8 @@ class SurveyResult:
             records.append(rec)
         extra = sorted({k for rec in records for k in rec} - set(names))
         hp = [k for k in extra if k.startswith("hparams.")]
-        return pd.DataFrame.from_records(records, columns=names + hp + [k for k in extra if k not in hp])
+        frame = pd.DataFrame.from_records(records, columns=names + hp + [k for k in extra if k not in hp])
+        return frame.rename(columns={"gflops": "gmacs"})
 
     def answer(self) -> pd.DataFrame:
         """The per-family answer: one row per family (see :func:`zoo_survey.results.analysis.answer_frame`)."""

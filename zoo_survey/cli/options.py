@@ -77,11 +77,13 @@ EXTRACTION_FLAGS: dict[str, tuple[Any, Any]] = {
         help="tensor: decode each dataset split once into the pixel cache and resize, crop and normalize on the device "
         "(within one grey level of timm's PIL transform); pil: timm's PIL transform itself (part of the cache key).")],
         "tensor"),
-    "features": (Annotated[str, typer.Option(
-        "--features", help="Which features: entry (each checkpoint's own, as its registry entry's 'features:' says; "
-        "timm's pooled pre-logits unless it names another), or for every checkpoint pre_logits, head (the head's "
-        "output), cls_patch_mean (class token + mean of the patch tokens), avg or max (pooling of the last feature map "
-        "/ tokens).")], "entry"),
+    "feature_output": (Annotated[str, typer.Option(
+        "--feature-output", help="Which output is the feature vector: entry (each checkpoint's own, as its registry "
+        "entry's 'feature_output:' says; timm's pooled pre-logits unless it names another), or for every checkpoint "
+        "pre_logits, head (the head's output), cls_patch_mean (class token + mean of the patch tokens), avg or max "
+        "(pooling of the last feature map / tokens).")], "entry"),
+    # --features: the old name of --feature-output, kept as a hidden alias (it wins when given)
+    "features": (Annotated[Optional[str], typer.Option("--features", hidden=True)], None),
     "allow_heavy": (Annotated[bool, typer.Option(
         "--allow-heavy", help="On a CPU too, run multi-GB checkpoints (over 1.5 GB of weights: ViT-g, SigLIP so400m), "
         "which a CPU run refuses otherwise.")], False),

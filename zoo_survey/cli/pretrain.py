@@ -135,7 +135,7 @@ def pretrain_command(
     rows = [[m.id, m.group, m.seed, m.steps, m.images_seen, f"{r['params'] / 1e6:.3g}", f"{r['gmacs']:.3g}",
              f"{100 * r['head_top1']:.1f}", f"{r['seconds']:.0f}", r["images_per_s"] or ""]
             for m in plan.members for r in [report.records[m.id]]]
-    emit([Table(("id", "group", "seed", "steps", "images seen", "params (M)", "GFLOPs", "head top-1 (%)", "seconds",
+    emit([Table(("id", "group", "seed", "steps", "images seen", "params (M)", "GMACs", "head top-1 (%)", "seconds",
                  "img/s"), rows, title=f"{plan.family} on {spec.id}")], console, format, titled=True)
     console.print(f"{len(report.trained)} member(s) trained, {len(report.skipped)} already done. Family: {report.yaml}",
                   soft_wrap=True)

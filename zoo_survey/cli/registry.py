@@ -33,10 +33,10 @@ def checkpoints_table(reg: Registry, families: list[str] | None = None) -> Table
             pre = " ".join(x for x in (c.pretrain.data, f"{c.pretrain.epochs} ep" if c.pretrain.epochs else None) if x)
             size = (f"{c.download_gb:.2f} GB" if c.download_gb >= 1 else f"{c.download_gb * 1000:.0f} MB") + (
                 " (heavy)" if c.heavy else "")
-            rows.append([fam.name, c.id, c.source.type, c.params_m, c.gflops, c.input_size, c.feature_dim, c.features,
+            rows.append([fam.name, c.id, c.source.type, c.params_m, c.gmacs, c.input_size, c.feature_dim, c.feature_output,
                          size, c.lineage, pre])
-    return Table(("family", "id", "source", "params (M)", "GFLOPs", "input", "feature dim", "features", "download (est.)",
-                  "lineage", "pretraining"), rows, title="checkpoints")
+    return Table(("family", "id", "source", "params (M)", "GMACs", "input", "feature dim", "feature output",
+                  "download (est.)", "lineage", "pretraining"), rows, title="checkpoints")
 
 
 def datasets_table(reg: Registry) -> Table:
@@ -93,7 +93,7 @@ def registry_validate(
                                                           show_default=False)] = None,
     registry: RegistryOpt = None,
     recount: Annotated[bool, typer.Option(
-        "--recount/--no-recount", help="Recount params, GFLOPs and feature width from timm (offline, no weights) for "
+        "--recount/--no-recount", help="Recount params, GMACs and feature width from timm (offline, no weights) for "
         "the timm-tag entries of the given files and of the non-shipped folders (the shipped ones are checked by the "
         "tests; other entries' heads depend on weights, which validate does not read).")] = True,
 ) -> None:

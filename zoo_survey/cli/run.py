@@ -49,7 +49,7 @@ def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_a
     return resolve_options(
         device=f["device"], image_size=f["image_size"], max_train=f["max_train"], max_test=f["max_test"], full=f["full"],
         batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"], compile=f["compile"],
-        bad_images=f["bad_images"], layer=f["features"], preprocess=f["preprocess"], offline=f["offline"],
+        bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], pixel_route=f["preprocess"], offline=f["offline"],
         allow_heavy=f["allow_heavy"], cuda=cluster.gpus > 0 if cluster is not None else None, **probe_args,
     )
 
@@ -145,8 +145,9 @@ def run(
     ] = None,
     members: Annotated[Optional[str], typer.Option(help="Explicit members a,b,c, or a named ensemble of the family YAML.")] = None,
     budget_by: Annotated[str, typer.Option(
-        help="What --strategy budget matches: params, flops, or pretrain (pretraining compute, images seen x "
-        "GFLOPs x 3, from the registry's pretrain fields).")] = "params",
+        help="What --strategy budget matches: params, gmacs (multiply-accumulates of one forward; 'flops' is an old "
+        "name for it), or pretrain (pretraining compute, images seen x GMACs x 3, from the registry's pretrain "
+        "fields).")] = "params",
     allow_same_lineage: Annotated[bool, typer.Option(
         "--allow-same-lineage", help="Let two members descend from one pretraining run (e.g. one ViT fine-tuned at 224 "
         "and 384 px); by default every member has its own lineage.")] = False,
@@ -195,8 +196,8 @@ def run(
     for plan in job.plans:
         console.print(
             f"[bold]{plan.family}[/]: single [cyan]{plan.baseline.name}[/] ({plan.baseline.params_m:.1f}M params, "
-            f"{plan.baseline.gflops:.2f} GFLOPs) vs ensemble of {len(plan.ensemble.members)} ({plan.strategy}): "
-            f"[cyan]{plan.ensemble.name}[/] ({plan.ensemble.params_m:.1f}M, {plan.ensemble.gflops:.2f} GFLOPs)",
+            f"{plan.baseline.gmacs:.2f} GMACs) vs ensemble of {len(plan.ensemble.members)} ({plan.strategy}): "
+            f"[cyan]{plan.ensemble.name}[/] ({plan.ensemble.params_m:.1f}M, {plan.ensemble.gmacs:.2f} GMACs)",
             soft_wrap=True,
         )
     _print_limits(job.options)

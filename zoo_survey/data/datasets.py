@@ -304,6 +304,8 @@ def _load_raw(spec: DatasetSpec, offline: bool = False) -> Raw:
 # --------------------------------------------------------------------------- splitting
 
 
+# Not sklearn's train_test_split(stratify=): it takes the same class counts but other rows (another RNG use), which
+# would change every split, cache key and row, and it refuses a class of one row, which this keeps.
 def stratified_take(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Choose ``n`` positions of ``labels``, keeping class proportions; returns (taken, rest), sorted.
 

@@ -8,8 +8,8 @@ the forward runs under ``torch.inference_mode`` in ``channels_last`` (which doub
 convnet throughput on CPU), with bf16/fp16 autocast on CUDA. On CUDA, a thread prepares
 the next batches while the device computes, and a batch's features are copied out
 without waiting: the host waits for them one batch later, which is the only wait per
-batch. Features are each checkpoint's pooled features (:func:`~zoo_survey.zoo.checkpoints.pooled`): timm's
-pre-logits unless its entry names another output.
+batch. Features are each checkpoint's feature output
+(:func:`~zoo_survey.zoo.checkpoints.forward_feature_output`): timm's pre-logits unless its entry names another.
 """
 
 from __future__ import annotations
@@ -26,19 +26,20 @@ import numpy as np
 
 from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError
-from ..zoo.checkpoints import pooled
+from ..zoo.checkpoints import forward_feature_output
 from ..zoo.registry import FEATURE_OUTPUTS
 from .preprocess import DeviceTransform, decode_jpegs
 
-# --features: each entry's own output (its `features:`, pre_logits unless it says otherwise), or one for every entry.
-LAYERS: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
-PREPROCESS = ("tensor", "pil")
+# --feature-output: each entry's own (its `feature_output:`, pre_logits unless it says otherwise), or one for every entry.
+FEATURE_OUTPUT_CHOICES: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
+PIXEL_ROUTES = ("tensor", "pil")  # --preprocess: how pixels reach the model (not the registry's `preprocess:` block)
 JPEG = ("auto", "device", "host")
 
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """How to run the forward. ``dtype`` and ``pooling`` change the features, so they are part of the cache key."""
+    """How to run the forward. ``dtype``, ``feature_output`` and ``pixel_route`` change the features, so they are part
+    of the cache key."""
 
     device: str = "cpu"  # resolved: "cpu" or "cuda[:N]"
     batch_size: int = 16
@@ -47,26 +48,29 @@ class ExtractOptions:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (worth it on CUDA for large runs)
     bad_images: str = "fail"  # an image that cannot be decoded: "fail" (stop, naming it) or "skip" (count it)
-    layer: str = "entry"  # entry: each checkpoint's own `features:`; else one of FEATURE_OUTPUTS for all
+    feature_output: str = "entry"  # entry: each checkpoint's own `feature_output:`; else one of FEATURE_OUTPUTS for all
 
-    preprocess: str = "tensor"  # tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform (exact)
+    pixel_route: str = "tensor"  # --preprocess; tensor: pixel cache + preprocessing on the device; pil: timm's PIL transform
     jpeg: str = "auto"  # JPEG sources: auto (nvjpeg on CUDA for large JPEGs), device (always decode on the device), host
 
-    def layer_for(self, features: str) -> str:
-        """The features a checkpoint whose entry says ``features`` gives in this run."""
-        return features if self.layer == "entry" else self.layer
+    def feature_output_for(self, entry_output: str) -> str:
+        """The feature output a checkpoint whose entry says ``entry_output`` gives in this run."""
+        return entry_output if self.feature_output == "entry" else self.feature_output
 
-    def key(self, features: str | None = None) -> dict[str, str]:
-        """What changes the features (part of the cache key); ``features``: the checkpoint's own output."""
-        layer = self.layer if features is None else self.layer_for(features)
-        # The exact path's key is as before the device path existed.
-        return {"dtype": self.dtype, "layer": layer, **({"preprocess": "tensor"} if self.preprocess == "tensor" else {})}
+    def key(self, entry_output: str | None = None) -> dict[str, str]:
+        """What changes the features (part of the cache key); ``entry_output``: the checkpoint's own feature output."""
+        output = self.feature_output if entry_output is None else self.feature_output_for(entry_output)
+        # The exact path's key is as before the device path existed. The feature output's key field stays "layer"
+        # (its name before feature_output), and the pixel route's stays "preprocess", so that existing caches and the
+        # rows' keys stay valid.
+        return {"dtype": self.dtype, "layer": output, **({"preprocess": "tensor"} if self.pixel_route == "tensor" else {})}
 
     def __post_init__(self) -> None:
-        if self.layer not in LAYERS:
-            raise ZooSurveyError(f"--features must be one of {', '.join(LAYERS)}, got {self.layer!r}")
-        if self.preprocess not in PREPROCESS:
-            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PREPROCESS)}, got {self.preprocess!r}")
+        if self.feature_output not in FEATURE_OUTPUT_CHOICES:
+            raise ZooSurveyError(f"--feature-output must be one of {', '.join(FEATURE_OUTPUT_CHOICES)}, "
+                                 f"got {self.feature_output!r}")
+        if self.pixel_route not in PIXEL_ROUTES:
+            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PIXEL_ROUTES)}, got {self.pixel_route!r}")
         if self.jpeg not in JPEG:
             raise ZooSurveyError(f"jpeg must be one of {', '.join(JPEG)}, got {self.jpeg!r}")
         if self.bad_images not in ("fail", "skip"):
@@ -306,11 +310,11 @@ def run_forward(
     rows: Sequence[int],
     preprocessing,
     options: ExtractOptions,
-    features: str = "pre_logits",
+    entry_output: str = "pre_logits",
     pixels: Pixels | None = None,
 ) -> Iterator[Batch]:
-    """Yield feature batches for ``rows`` of ``split``, in order; ``features``: the checkpoint entry's own
-    output, which ``options.layer`` keeps (``entry``) or overrides.
+    """Yield feature batches for ``rows`` of ``split``, in order; ``entry_output``: the checkpoint entry's own
+    feature output, which ``options.feature_output`` keeps (``entry``) or overrides.
 
     With ``pixels`` (the split's pixel cache) images are preprocessed on the device; without,
     timm's PIL transform runs in the loader (the exact path). On out-of-memory (in the
@@ -338,12 +342,12 @@ def run_forward(
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.dtype)
     s = preprocessing.input_size
     chunk = options.batch_size
-    layer = options.layer_for(features)
+    output = options.feature_output_for(entry_output)
 
     def forward(x):
-        return pooled(model, x, layer)
+        return forward_feature_output(model, x, output)
 
-    if options.compile:  # what runs is pooled(), not model.forward: compile that (a compiled module's
+    if options.compile:  # what runs is forward_feature_output(), not model.forward: compile that (a compiled module's
         forward = torch.compile(forward)  # forward_features would still run eagerly)
     waiting: tuple | None = None  # the previous batch, its features still on their way to the host
     with torch.inference_mode():

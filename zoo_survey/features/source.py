@@ -19,7 +19,7 @@ from .. import __version__
 from ..data.datasets import PreparedDataset, Split
 from ..data.pixels import BAD, STATE, DecodeSettings, PixelCache, Pixels, jpeg_header
 from ..errors import ZooSurveyFailure
-from ..zoo.checkpoints import ResolvedCheckpoint, load_model, pooled
+from ..zoo.checkpoints import ResolvedCheckpoint, forward_feature_output, load_model
 from ..zoo.flops import GmacsMemo, count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
 from .extract import ExtractOptions, run_forward
@@ -75,7 +75,7 @@ def _header(images, position: int) -> tuple[int, int, int, int] | None:
 def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, decoder: str | None = None) -> Route:
     """The route of ``ckpt`` on ``split``: the device path unless it was turned off or cannot reproduce the
     checkpoint's preprocessing (``decoder``, when known, saves looking at the source again)."""
-    if options.preprocess == "pil":
+    if options.pixel_route == "pil":
         return Route("pil")
     problem = unsupported(ckpt.preprocessing)
     if problem:
@@ -87,14 +87,14 @@ def route(ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: Ex
 def feature_key(
     ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, options: ExtractOptions, via: Route | None = None
 ) -> FeatureKey:
-    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see DESIGN: cache key), made by ``via``
-    (default: :func:`route`)."""
+    """The content key of ``ckpt``'s features on ``split`` of ``ds`` (see docs/architecture.md, "Feature cache"),
+    made by ``via`` (default: :func:`route`)."""
     s = ds.splits[split]
     via = via or route(ckpt, ds, split, options)
     payload = {
         **ckpt.key(),
         "dtype": options.dtype,
-        "layer": options.layer_for(ckpt.spec.features),
+        "layer": options.feature_output_for(ckpt.spec.feature_output),  # "layer": the key's old name, kept (cache keys)
         "dataset": ds.spec.id,
         "dataset_fingerprint": ds.fingerprint,
         "split": split,
@@ -119,7 +119,7 @@ class FeatureSource:
     forward_batches: int = 0
     notes: list[str] = field(default_factory=list)
     _model: tuple[str, object] | None = None
-    _gflops_seen: dict = field(default_factory=dict)
+    _gmacs_seen: dict = field(default_factory=dict)
     # (dataset fingerprint, split, indices digest) -> jpeg_decoder(): looked up once per process, or given (a Ray
     # probe task has no images to look at; its driver hands over what it found)
     decoders: dict[tuple[str, str, str], str] = field(default_factory=dict)
@@ -138,7 +138,7 @@ class FeatureSource:
 
     def route(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Route:
         """:func:`route`, with the split's decoder from :meth:`decoder`."""
-        if self.options.preprocess == "tensor" and not unsupported(ckpt.preprocessing):
+        if self.options.pixel_route == "tensor" and not unsupported(ckpt.preprocessing):
             return route(ckpt, ds, split, self.options, self.decoder(ds, split))
         return route(ckpt, ds, split, self.options)
 
@@ -155,7 +155,7 @@ class FeatureSource:
     def _check(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, s, batch) -> None:
         if batch.errors and self.options.bad_images == "fail":
             raise self._bad_image(ds, split, s, int(batch.rows[~batch.ok][0]), batch.errors[0])
-        if self.options.layer_for(ckpt.spec.features) == ckpt.spec.features and batch.features.shape[1] != ckpt.spec.feature_dim:
+        if self.options.feature_output_for(ckpt.spec.feature_output) == ckpt.spec.feature_output and batch.features.shape[1] != ckpt.spec.feature_dim:
             raise ZooSurveyFailure(
                 f"{ckpt.spec.defined_in}: checkpoint {ckpt.spec.id!r}: field 'feature_dim' is "
                 f"{ckpt.spec.feature_dim} but the model gives {batch.features.shape[1]}-dimensional features; fix the entry"
@@ -191,7 +191,7 @@ class FeatureSource:
 
     def _forward(self, ckpt: ResolvedCheckpoint, model, split, rows, pixels: Pixels | None):
         """The engine's batches; a model that cannot run at this resolution is a clear failure."""
-        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options, ckpt.spec.features, pixels)
+        batches = run_forward(model, split, rows, ckpt.preprocessing, self.options, ckpt.spec.feature_output, pixels)
         while True:
             try:
                 item = next(batches)
@@ -204,20 +204,20 @@ class FeatureSource:
                 ) from e
             yield item
 
-    def _gflops(self, ckpt: ResolvedCheckpoint) -> float:
+    def _gmacs(self, ckpt: ResolvedCheckpoint) -> float:
         """GMACs of the forward this extraction runs, at its resolution: counted once per (architecture, model
-        arguments, resolution, layer) and remembered in the cache root, so later runs do not count again."""
-        layer = self.options.layer_for(ckpt.spec.features)
+        arguments, resolution, feature output) and remembered in the cache root, so later runs do not count again."""
+        output = self.options.feature_output_for(ckpt.spec.feature_output)
         key = {"arch": ckpt.spec.arch, "model_args": ckpt.model_args, "input_size": ckpt.preprocessing.input_size,
-               "layer": layer}
+               "layer": output}  # "layer": the feature output's old name, kept so remembered counts stay valid
         memo = repr(sorted(key.items()))
-        if memo not in self._gflops_seen:
+        if memo not in self._gmacs_seen:
             def count() -> float:
                 m = self._model_for(ckpt).to(self.options.device)  # loaded only when nothing remembers the count
-                return count_gmacs(lambda x: pooled(m, x, layer), ckpt.preprocessing.input_size,
+                return count_gmacs(lambda x: forward_feature_output(m, x, output), ckpt.preprocessing.input_size,
                                    self.options.device)
-            self._gflops_seen[memo] = self.gmacs.get(key, count)
-        return self._gflops_seen[memo]
+            self._gmacs_seen[memo] = self.gmacs.get(key, count)
+        return self._gmacs_seen[memo]
 
     def _model_for(self, ckpt: ResolvedCheckpoint):
         if self._model is None or self._model[0] != ckpt.spec.id:
@@ -234,7 +234,9 @@ class FeatureSource:
         if self.on_progress:
             self.on_progress(label, done, len(s))
         pixels = self._pixels(ds, split, via) if pending else None  # decoding, once per split: not this model's time
-        writer.info["gflops"] = round(self._gflops(ckpt), 4)  # also when only the manifest is rewritten
+        # also when only the manifest is rewritten; the manifest's field keeps its old name "gflops" (it holds GMACs)
+        # so that existing cache entries stay readable
+        writer.info["gflops"] = round(self._gmacs(ckpt), 4)
         last = time.perf_counter()
         if pending:
             if via.why_pil:

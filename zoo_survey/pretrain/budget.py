@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ZooSurveyError
+from ..zoo.registry import split_model_name_tag
 
 WIDE = "wide"
 
@@ -46,7 +47,7 @@ class Member:
 
     @property
     def tag(self) -> str:
-        return self.id.partition(".")[2]
+        return split_model_name_tag(self.id)[1]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,6 @@ class ZooPlan:
     """A family to train: its members in training order, the named ensembles, and CAT1 as the baseline."""
 
     family: str
-    arch: str
     steps: int  # the whole budget, in optimizer steps of ``batch_size`` images
     batch_size: int
     members: tuple[Member, ...]
@@ -165,4 +165,4 @@ def plan_zoo(
         members.append(Member(wide_id, w_arch, {**base_args, **(wide_args or {})}, WIDE, seed + len(members), total,
                               batch_size))
         ensembles[WIDE] = (wide_id,)
-    return ZooPlan(family, arch, total, batch_size, tuple(members), ensembles)
+    return ZooPlan(family, total, batch_size, tuple(members), ensembles)

@@ -5,8 +5,8 @@ Decoding uses the very transform extraction uses (:meth:`Preprocessing.transform
 to the training resolution, no crop), so a trained model is surveyed on exactly the pixels
 it was trained on, less augmentation. Small datasets (Fashion-MNIST: 24,000 x 3 x 32 x 32
 bytes = 74 MB) stay resident on the device; normalization and augmentation run there, on
-whole batches. The pixel cache of DESIGN.md ("Input pipeline") is where a larger dataset's
-decoded pixels would come from instead of :func:`decode`; the batches would not change.
+whole batches. The pixel cache (:class:`zoo_survey.data.pixels.PixelCache`, docs/architecture.md "Pixel cache")
+is where a larger dataset's decoded pixels would come from instead of :func:`decode`; the batches would not change.
 
 Resume is exact because nothing depends on history: step ``s`` of seed ``q`` reads the
 images at positions ``s*B .. s*B+B-1`` of a stream of per-epoch permutations seeded by

@@ -40,7 +40,7 @@ def family_document(plan: ZooPlan, dataset: str, recipe: Recipe, facts: Mapping[
             entry["model_args"] = json.loads(json.dumps(dict(m.model_args)))
         entry |= {
             "params_m": round_sig(f.params / 1e6, 6),
-            "gflops": round_sig(f.gmacs, 6),
+            "gmacs": round_sig(f.gmacs, 6),
             "feature_dim": f.feature_dim,
             "pretrain": {"steps": m.steps, "images_seen": m.images_seen, "seed": m.seed},
         }

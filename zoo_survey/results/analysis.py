@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pandas loads with the first frame, so `zoo-survey --help` s
 VERDICTS = ("ensemble better", "not significant", "single better")
 
 
-FLOAT_SUFFIXES = ("_pct", "_pts", "_p", "cka", "diversity", "_m", "gflops", "seconds", "emacs", "score", "tau")
+FLOAT_SUFFIXES = ("_pct", "_pts", "_p", "cka", "diversity", "_m", "gmacs", "seconds", "emacs", "score", "tau")
 
 
 def _frame(records: list[dict[str, Any]], columns: Sequence[str], ints: Sequence[str] = (),
@@ -202,7 +202,7 @@ COMPARISON_COLUMNS = (
     "single_top1_pct", "ensemble_top1_pct", "averaged_top1_pct", "best_member_top1_pct",
     "difference_pts", "ci_low_pts", "ci_high_pts", "mcnemar_p", "verdict",
     "averaged_difference_pts", "averaged_ci_low_pts", "averaged_ci_high_pts", "averaged_mcnemar_p", "averaged_verdict",
-    "single_params_m", "ensemble_params_m", "single_gflops", "ensemble_gflops", "single_feature_dim", "ensemble_feature_dim",
+    "single_params_m", "ensemble_params_m", "single_gmacs", "ensemble_gmacs", "single_feature_dim", "ensemble_feature_dim",
 )
 
 
@@ -232,7 +232,7 @@ def comparison_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
             "averaged_ci_high_pts": _pts(_get(da, "high")), "averaged_mcnemar_p": _num(_get(da, "p_value")),
             "averaged_verdict": verdict_of(da),
             "single_params_m": b.params_m if b else None, "ensemble_params_m": e.params_m if e else None,
-            "single_gflops": b.gflops if b else None, "ensemble_gflops": e.gflops if e else None,
+            "single_gmacs": b.gflops if b else None, "ensemble_gmacs": e.gflops if e else None,
             "single_feature_dim": b.feature_dim if b else None, "ensemble_feature_dim": e.feature_dim if e else None,
         })
     return _frame(out, COMPARISON_COLUMNS, ints=("single_feature_dim", "ensemble_feature_dim"),
@@ -314,7 +314,7 @@ def diversity_of(lines: Sequence[ComparisonLine], similarity: Sequence[Similarit
 
 BUDGET_COLUMNS = (
     "family", "dataset", "probe", "single", "ensemble", "budget_by", "single_params_m", "ensemble_params_m",
-    "single_gflops", "ensemble_gflops", "single_feature_dim", "ensemble_feature_dim", "single_extract_seconds",
+    "single_gmacs", "ensemble_gmacs", "single_feature_dim", "ensemble_feature_dim", "single_extract_seconds",
     "ensemble_extract_seconds", "single_pretraining", "ensemble_pretraining", "single_pretrain_emacs",
     "ensemble_pretrain_emacs",
 )
@@ -343,7 +343,7 @@ def pretrain_emacs(r: ResultRow) -> float | None:
 
 def budget_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
     """Per (family, dataset) of the primary probe with both sides: what the strategy matched first (``budget_by``:
-    params, flops or pretrain; None when unstated), and each side's params (M), GFLOPs, feature dim, measured
+    params, flops or pretrain; None when unstated), and each side's params (M), GMACs, feature dim, measured
     extraction seconds (summed over the members' cache entries), pretraining data, and pretraining compute (EMACs)."""
     primary = primary_probe(lines)
     out = []
@@ -354,7 +354,7 @@ def budget_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
                                "single": ln.baseline.comparison, "ensemble": ln.ensemble.comparison,
                                "budget_by": ln.ensemble.provenance.get("budget_by") or None}
         for side, r in (("single", ln.baseline), ("ensemble", ln.ensemble)):
-            rec.update({f"{side}_params_m": r.params_m, f"{side}_gflops": r.gflops, f"{side}_feature_dim": r.feature_dim,
+            rec.update({f"{side}_params_m": r.params_m, f"{side}_gmacs": r.gflops, f"{side}_feature_dim": r.feature_dim,
                         f"{side}_extract_seconds": r.extract_seconds, f"{side}_pretraining": pretraining_of(r),
                         f"{side}_pretrain_emacs": pretrain_emacs(r)})
         out.append(rec)
@@ -484,7 +484,7 @@ def ran_on_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
 
 EVERY_ROW_COLUMNS = (
     "family", "dataset", "probe", "setting", "seed", "comparison", "role", "members", "lineage", "top1",
-    "mean_per_class", "top5", "score", "hparams", "params_m", "gflops", "feature_dim", "n_train", "n_val", "n_test",
+    "mean_per_class", "top5", "score", "hparams", "params_m", "gmacs", "feature_dim", "n_train", "n_val", "n_test",
     "extract_seconds", "warnings", "revisions", "vs_single", "vs_single_ci_low", "vs_single_ci_high", "mcnemar_p",
 )
 
@@ -504,7 +504,7 @@ def every_row_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
             "family": r.family, "dataset": r.dataset, "probe": r.probe, "setting": r.setting, "seed": r.seed,
             "comparison": r.comparison, "role": r.role, "members": tuple(r.members),
             "lineage": tuple(lineage.get(m, "?") for m in r.members), "top1": r.top1, "mean_per_class": r.mean_per_class,
-            "top5": r.top5, "score": r.score, "hparams": dict(r.hparams), "params_m": r.params_m, "gflops": r.gflops,
+            "top5": r.top5, "score": r.score, "hparams": dict(r.hparams), "params_m": r.params_m, "gmacs": r.gflops,
             "feature_dim": r.feature_dim, "n_train": r.n_train, "n_val": r.n_val, "n_test": r.n_test,
             "extract_seconds": r.extract_seconds, "warnings": tuple(r.warnings),
             "revisions": dict(r.provenance.get("revisions", {})),
@@ -512,7 +512,7 @@ def every_row_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
             "mcnemar_p": _get(d, "p_value"),
         })
     df = _frame(out, EVERY_ROW_COLUMNS, ints=("seed", "feature_dim", "n_train", "n_val", "n_test"))
-    for c in ("top1", "mean_per_class", "top5", "score", "params_m", "gflops", "extract_seconds", "vs_single",
+    for c in ("top1", "mean_per_class", "top5", "score", "params_m", "gmacs", "extract_seconds", "vs_single",
               "vs_single_ci_low", "vs_single_ci_high", "mcnemar_p"):
         df[c] = df[c].astype(float)  # None -> NaN, also in a column with no number at all
     return df

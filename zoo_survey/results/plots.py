@@ -1,6 +1,6 @@
 """Plots for the report, drawn from store rows only (matplotlib, Agg, no display needed).
 
-- accuracy vs total GFLOPs, singles and ensembles marked apart, Pareto front drawn, one panel per dataset,
+- accuracy vs total GMACs (multiply-accumulates), singles and ensembles marked apart, Pareto front drawn, one panel per dataset,
   each point with the 95% Wilson interval of its accuracy;
 - the ensemble-minus-single difference per family and dataset, as a heat map: each cell with its paired
   95% interval, bold and starred where the interval excludes 0;
@@ -55,7 +55,7 @@ def _save(fig, out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.png"
 
 
-def accuracy_vs_flops(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> Path | None:
+def accuracy_vs_gmacs(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> Path | None:
     full = [r for r in rows if r.probe == probe and not r.setting and r.top1 is not None]
     datasets = sorted({r.dataset for r in full})
     if not datasets:
@@ -82,12 +82,12 @@ def accuracy_vs_flops(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> P
         ax.set_xscale("log")
         ax.margins(x=0.15, y=0.12)
         ax.set_title(ds)
-        ax.set_xlabel("total GFLOPs per image")
+        ax.set_xlabel("total GMACs per image")
         ax.set_ylabel(f"{probe} probe top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Accuracy against compute: singles and ensembles (bars: 95% Wilson intervals)", y=1.04)
-    return _save(fig, out_dir, "accuracy_vs_gflops")
+    return _save(fig, out_dir, "accuracy_vs_gmacs")
 
 
 def _wilson(r: ResultRow) -> tuple[float, float] | None:
@@ -195,7 +195,7 @@ def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: 
     """Every plot the rows allow; each as PNG and SVG in ``out_dir``. Returns the PNG paths."""
     made = []
     if primary is not None:
-        made += [accuracy_vs_flops(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir),
+        made += [accuracy_vs_gmacs(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir),
                  gain_vs_diversity(diversity, primary, out_dir)]
     present = {r.probe for r in rows}
     made += [seed_curves(rows, p.name, p.setting_axis, out_dir) for p in PROBES

@@ -1,7 +1,7 @@
 """Report: reads the results store only, builds one :class:`~zoo_survey.document.Document`, writes it.
 
 Per family, dataset and probe it sets the single baseline against the ensemble:
-accuracies, the difference, each side's params and GFLOPs. Where a probe's rows go is
+accuracies, the difference, each side's params and GMACs (multiply-accumulates). Where a probe's rows go is
 the probe's own declaration (``presentation`` in :mod:`zoo_survey.probes.base`), never
 its name:
 
@@ -110,7 +110,7 @@ def _cka(x: float | None) -> str:
 HEADLINE_HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
     "95% CI", "McNemar p", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
-    "single params (M)", "ensemble params (M)", "single GFLOPs", "ensemble GFLOPs", "ensemble feature dim",
+    "single params (M)", "ensemble params (M)", "single GMACs", "ensemble GMACs", "ensemble feature dim",
 )
 
 
@@ -126,7 +126,7 @@ def comparison_table(frame: pd.DataFrame) -> Table:
             _p_value(c["mcnemar_p"]), _significant(c["verdict"]), _pct(c["averaged_top1_pct"]),
             "n/a" if avg is None else f"{avg:+.1f} {_interval(c['averaged_ci_low_pts'], c['averaged_ci_high_pts'])}",
             _pct(c["best_member_top1_pct"]), _fixed(c["single_params_m"], 1), _fixed(c["ensemble_params_m"], 1),
-            _fixed(c["single_gflops"], 2), _fixed(c["ensemble_gflops"], 2),
+            _fixed(c["single_gmacs"], 2), _fixed(c["ensemble_gmacs"], 2),
             "" if c["ensemble_feature_dim"] is None else str(c["ensemble_feature_dim"]),
         ])
     return Table(HEADLINE_HEADER, out, title="single vs ensemble")
@@ -175,13 +175,13 @@ def _budget_note(rows: Sequence[ResultRow]) -> str:
     sources = {r.provenance.get("gflops", "registry, at native resolution") for r in rows}
     how = ("counted (multiply-accumulates per image) at the resolution features were extracted at"
            if sources == {"counted at the run's resolution"} else "from the registry at native resolution where not counted")
-    return f"Features were extracted at {at}; GFLOPs are {how}; params are the registry's."
+    return f"Features were extracted at {at}; GMACs are {how}; params are the registry's."
 
 
-BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GFLOPs (single / ensemble)",
+BUDGET_HEADER = ("family", "dataset", "params M (single / ensemble)", "GMACs (single / ensemble)",
                  "feature dim (single / ensemble)", "extraction s (single / ensemble)", "pretraining (single / ensemble)",
                  "what was matched")
-BUDGET_BY = {"params": "params", "flops": "GFLOPs", "pretrain": "pretraining compute"}  # budget_by -> the cost's name
+BUDGET_BY = {"params": "params", "gmacs": "GMACs", "flops": "GMACs", "pretrain": "pretraining compute"}  # budget_by (flops: its old name)
 
 
 def _pretraining(text: str | None, emacs: float | None) -> str:
@@ -195,7 +195,7 @@ def _matched(b: dict[str, Any]) -> str:
     """Which of the single's costs the ensemble stays within (what the strategy matched first), and by how much
     it exceeds the others; ``b`` is a record of :func:`analysis.budget_frame`."""
     costs: list[tuple[str, float, float]] = [("params", b["single_params_m"], b["ensemble_params_m"]),
-                                             ("GFLOPs", b["single_gflops"], b["ensemble_gflops"])]
+                                             ("GMACs", b["single_gmacs"], b["ensemble_gmacs"])]
     pb, pe = b["single_pretrain_emacs"], b["ensemble_pretrain_emacs"]
     if pb is not None and pe is not None:
         costs.append(("pretraining compute", pb, pe))
@@ -214,7 +214,7 @@ def budget_table(frame: pd.DataFrame) -> Table:
     for b in _records(frame):
         out.append([
             b["family"], b["dataset"], f"{b['single_params_m']:.1f} / {b['ensemble_params_m']:.1f}",
-            f"{b['single_gflops']:.3g} / {b['ensemble_gflops']:.3g}", f"{b['single_feature_dim']} / {b['ensemble_feature_dim']}",
+            f"{b['single_gmacs']:.3g} / {b['ensemble_gmacs']:.3g}", f"{b['single_feature_dim']} / {b['ensemble_feature_dim']}",
             f"{b['single_extract_seconds'] or 0:.0f} / {b['ensemble_extract_seconds'] or 0:.0f}",
             f"{_pretraining(b['single_pretraining'], b['single_pretrain_emacs'])} / "
             f"{_pretraining(b['ensemble_pretraining'], b['ensemble_pretrain_emacs'])}", _matched(b),
@@ -330,7 +330,7 @@ ROW_COLUMNS = (
     Column("score", lambda r: _raw(r["score"]), lambda r: "" if r["score"] is None else f"{r['score']:.3f}"),
     Column("chosen", lambda r: chosen_hparams(r["hparams"])),
     Column("params_m", lambda r: r["params_m"], lambda r: f"{r['params_m']:.1f}", "params (M)"),
-    Column("gflops", lambda r: r["gflops"], lambda r: f"{r['gflops']:.2f}", "GFLOPs"),
+    Column("gmacs", lambda r: r["gmacs"], lambda r: f"{r['gmacs']:.2f}", "GMACs"),  # the store keeps the name gflops
     Column("feature_dim", lambda r: r["feature_dim"], label="feature dim"),
     Column("n_train", lambda r: r["n_train"], label="train"),
     Column("n_val", lambda r: r["n_val"], label="val"),

@@ -83,7 +83,7 @@ class ResultRow:
     top5: float | None
     hparams: dict[str, Any]
     params_m: float
-    gflops: float
+    gflops: float  # GMACs (multiply-accumulates); the column keeps its old name so stores stay readable
     feature_dim: int
     n_train: int
     n_val: int

@@ -65,8 +65,8 @@ def resolve_options(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
+    feature_output: str = "entry",
+    pixel_route: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     probes: Sequence[str] = DEFAULT_PROBES,
@@ -111,8 +111,8 @@ def resolve_options(
         dtype=dtype,
         compile=compile,
         bad_images=bad_images,
-        layer=layer,
-        preprocess=preprocess,
+        feature_output=feature_output,
+        pixel_route=pixel_route,
     )
     return RunOptions(
         probes=probe_names,

@@ -11,8 +11,8 @@ Member strategies (``--strategy``):
   (e.g. timm's ``resnet50.a1/a2/a3/tv2`` recipes): the largest architecture, below
   the baseline, that has K of them. This is the published setting.
 - ``budget``: the K checkpoints with the largest summed params that stay within the
-  baseline's params (``--budget-by flops``: GFLOPs; ``--budget-by pretrain``: pretraining
-  compute, images seen (or epochs x images) x GFLOPs x 3, from the registry's ``pretrain`` fields; sums
+  baseline's params (``--budget-by gmacs``: GMACs, multiply-accumulates of one forward; ``--budget-by pretrain``:
+  pretraining compute, images seen (or epochs x images) x GMACs x 3, from the registry's ``pretrain`` fields; sums
   are compared up to a relative 1e-9, so k members of 1/k of a budget fit it exactly).
 - ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
 
@@ -32,7 +32,8 @@ from ..errors import ZooSurveyError, unknown
 from ..zoo.registry import CheckpointSpec, FamilySpec, within_budget
 
 DEFAULT_K = 2
-BUDGET_BY = ("params", "flops", "pretrain")
+BUDGET_BY = ("params", "gmacs", "pretrain")
+BUDGET_BY_ALIASES = {"flops": "gmacs"}  # the old name of gmacs (the registry's numbers are multiply-accumulates)
 STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
 
 
@@ -56,8 +57,8 @@ class Comparison:
         return sum(m.params_m for m in self.members)
 
     @property
-    def gflops(self) -> float:
-        return sum(m.gflops for m in self.members)
+    def gmacs(self) -> float:
+        return sum(m.gmacs for m in self.members)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Plan:
     baseline: Comparison
     ensemble: Comparison
     comparisons: tuple[Comparison, ...]
-    budget_by: str | None = None  # what strategy 'budget' matched: params, flops or pretrain
+    budget_by: str | None = None  # what strategy 'budget' matched: params, gmacs or pretrain
     kind: str = ""  # the family's pretraining kind, as its YAML states it
 
     @property
@@ -105,6 +106,7 @@ def plan_family(
     """
     if strategy is not None and strategy not in STRATEGIES:
         raise unknown("ensemble strategy", strategy, STRATEGIES)
+    budget_by = BUDGET_BY_ALIASES.get(budget_by, budget_by)
     if budget_by not in BUDGET_BY:
         raise unknown("--budget-by value", budget_by, BUDGET_BY)
     if members is not None and strategy not in (None, "explicit"):
@@ -125,7 +127,7 @@ def plan_family(
     if named is not None and len(named) != k:
         raise ZooSurveyError(f"--ensemble {k} but --members names {len(named)} checkpoints; make them agree")
     ids = [c.id for c in family.checkpoints]
-    base_id = against or family.baseline or max(family.checkpoints, key=lambda c: (c.params_m, c.gflops)).id
+    base_id = against or family.baseline or max(family.checkpoints, key=lambda c: (c.params_m, c.gmacs)).id
     if base_id not in ids:
         raise unknown(f"--against checkpoint in family {family.name!r}:", base_id, ids)
     baseline = family.get(base_id)
@@ -157,7 +159,7 @@ def plan_family(
             f"(lineages), and members must be independent; use --ensemble {lineages} or less, or pass --allow-same-lineage"
         )
     elif strategy == "smallest":
-        chosen = _first_distinct(sorted(pool, key=lambda c: (c.params_m, c.gflops, c.id)), k, allow_same_lineage)
+        chosen = _first_distinct(sorted(pool, key=lambda c: (c.params_m, c.gmacs, c.id)), k, allow_same_lineage)
     elif strategy == "same-arch":
         by_arch: dict[str, list[CheckpointSpec]] = {}
         for c in pool if allow_same_lineage else _first_distinct(sorted(pool, key=lambda c: c.id), len(pool), False):
@@ -197,19 +199,19 @@ def plan_family(
 
 
 def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Callable[[CheckpointSpec], float]:
-    """What ``--budget-by`` sums: params (M), GFLOPs, or pretraining compute (``pretrain_emacs``); for the last,
+    """What ``--budget-by`` sums: params (M), GMACs, or pretraining compute (``pretrain_emacs``); for the last,
     every entry must state ``pretrain.epochs`` and ``pretrain.images``, and those that do not are named."""
     if by == "params":
         return lambda c: c.params_m
-    if by == "flops":
-        return lambda c: c.gflops
+    if by == "gmacs":
+        return lambda c: c.gmacs
     missing = [c for c in entries if c.pretrain_emacs is None]
     if missing:
         names = ", ".join(f"{c.id} ({c.defined_in.name})" for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
         raise ZooSurveyError(
             f"--budget-by pretrain needs pretrain.images_seen, or pretrain.epochs and pretrain.images, for every "
             f"checkpoint it weighs; family {family!r} lacks them for {len(missing)}: {names}; add them to the registry "
-            "YAML or budget by params or flops"
+            "YAML or budget by params or gmacs"
         )
     return lambda c: c.pretrain_emacs or 0.0
 

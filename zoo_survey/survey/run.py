@@ -79,7 +79,7 @@ def extract_all(
     prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
     runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
-    runner.extract(extract_units(checkpoints, prepared, options), report)
+    runner.extract(extract_units(checkpoints, prepared), report)
     report.notes += cache.repaired
     return runner
 

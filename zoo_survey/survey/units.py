@@ -93,20 +93,20 @@ class _ComparisonData:
     blocks: dict[str, list[np.ndarray]]  # split -> one matrix per member
     labels: dict[str, np.ndarray]
     extract_seconds: float
-    gflops: float | None  # counted at the run's resolution (None when an entry predates counting)
+    gmacs: float | None  # counted at the run's resolution (None when an entry predates counting)
 
 
 def _read_members(ws: Workspace, comp: Comparison, ds: PreparedDataset) -> _ComparisonData:
     mats: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     labels: dict[str, np.ndarray] = {}
     seconds = 0.0
-    gflops: float | None = 0.0
+    gmacs: float | None = 0.0
     for m in comp.members:
         for split in SPLITS:
             f = ws.source.get(ws.checkpoint(m), ds, split)
             if split == "train":
-                counted = f.manifest.get("gflops")
-                gflops = None if counted is None or gflops is None else gflops + counted
+                counted = f.manifest.get("gflops")  # GMACs, under the manifest's old field name
+                gmacs = None if counted is None or gmacs is None else gmacs + counted
             if split in labels and not np.array_equal(labels[split], f.labels):
                 raise ZooSurveyError(
                     f"ensemble {comp.name!r}: members disagree on the {split} samples of {ds.spec.id!r}; "
@@ -115,7 +115,7 @@ def _read_members(ws: Workspace, comp: Comparison, ds: PreparedDataset) -> _Comp
             labels[split] = f.labels
             mats[split].append(f.features)
             seconds += float(f.manifest.get("extract_seconds", 0.0))
-    return _ComparisonData(mats, labels, seconds, gflops)
+    return _ComparisonData(mats, labels, seconds, gmacs)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,6 @@ class ExtractDone:
     """What an extraction unit reports back: its cache entry and the forward batches it ran."""
 
     digest: str
-    rows: int
     forward_batches: int
     notes: tuple[str, ...]
 
@@ -136,7 +135,6 @@ class ExtractUnit:
     dataset: DatasetSpec
     split: str
     fingerprint: str  # the dataset the run planned with
-    options: RunOptions
 
     @property
     def name(self) -> str:
@@ -147,7 +145,7 @@ class ExtractUnit:
         before, notes_before = ws.source.forward_batches, len(ws.source.notes)
         ds = ws.dataset(self.dataset, self.fingerprint)
         f = ws.source.get(ws.checkpoint(self.checkpoint), ds, self.split)
-        return ExtractDone(str(f.manifest.get("digest", "")), len(f.labels), ws.source.forward_batches - before,
+        return ExtractDone(str(f.manifest.get("digest", "")), ws.source.forward_batches - before,
                            tuple(ws.source.notes[notes_before:]))
 
 
@@ -198,7 +196,7 @@ class ProbeUnit:
             score=out.score,
             hparams=out.hparams,
             params_m=comp.params_m,
-            gflops=round(data.gflops, 4) if data.gflops is not None else comp.gflops,
+            gflops=round(data.gmacs, 4) if data.gmacs is not None else comp.gmacs,  # the store's column: GMACs
             feature_dim=out.feature_dim,
             n_train=out.n_train,
             n_val=out.n_val,
@@ -214,10 +212,10 @@ class ProbeUnit:
                 "budget_by": self.budget_by,
                 "revisions": {m: r.revision for m, r in resolved.items()},
                 "preprocessing": {m: r.key()["preprocessing"] for m, r in resolved.items()},
-                "gflops": "counted at the run's resolution" if data.gflops is not None else "registry, at native resolution",
+                "gflops": "counted at the run's resolution" if data.gmacs is not None else "registry, at native resolution",
                 "pretrain": {m.id: {**m.pretrain.model_dump(), "emacs": m.pretrain_emacs} for m in comp.members},
                 "lineage": {m.id: m.lineage for m in comp.members},
-                "features": {m.id: self.options.extract.layer_for(m.features) for m in comp.members},
+                "feature_output": {m.id: self.options.extract.feature_output_for(m.feature_output) for m in comp.members},
                 "family_kind": self.kind,
                 "dataset_fingerprint": ds.fingerprint,
                 "dataset_revision": ds.revision,
@@ -246,7 +244,6 @@ class SimilarityUnit:
     models: tuple[CheckpointSpec, ...]  # baseline first, then the members
     dataset: DatasetSpec
     fingerprint: str
-    options: RunOptions
     sim_key: str
 
     @property
@@ -284,18 +281,16 @@ def similarity_units(
     for plan in plans:
         models = (plan.baseline.members[0], *plan.ensemble.members)
         for ds in prepared.values():
-            key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.features) for m in models],
+            key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.feature_output) for m in models],
                            "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
                            "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
-            out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, options, key))
+            out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, key))
     return out
 
 
-def extract_units(
-    checkpoints: Sequence[CheckpointSpec], prepared: Mapping[str, PreparedDataset], options: RunOptions
-) -> list[ExtractUnit]:
+def extract_units(checkpoints: Sequence[CheckpointSpec], prepared: Mapping[str, PreparedDataset]) -> list[ExtractUnit]:
     """Every (checkpoint, dataset, split), checkpoints outermost: a runner that keeps its model loads each once."""
-    return [ExtractUnit(c, ds.spec, split, ds.fingerprint, options)
+    return [ExtractUnit(c, ds.spec, split, ds.fingerprint)
             for c in checkpoints for ds in prepared.values() for split in SPLITS]
 
 
@@ -307,7 +302,7 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Set
         "seed": setting.seed,
         "members": [resolved[m.id].key() for m in comp.members],
         "combine": comp.combine,
-        "extract": [options.extract.key(m.features) for m in comp.members],
+        "extract": [options.extract.key(m.feature_output) for m in comp.members],
         "dataset": ds.spec.id,
         "fingerprint": ds.fingerprint,
         "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},

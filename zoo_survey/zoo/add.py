@@ -3,7 +3,7 @@
 What timm knows about a tag goes in as timm states it: the weights' hub repo, the
 train-time input size and the preprocessing of its pretrained config, the pretraining data
 and recipe its tag and config name. What it does not state is counted offline from the
-architecture (:mod:`.budgets`, no weights downloaded): params, GFLOPs at the input size,
+architecture (:mod:`.budgets`, no weights downloaded): params, GMACs at the input size,
 and the feature width. The lineage (the pretraining run the weights descend from) is
 read off the tag: ``vit_base_patch16_384.augreg_in21k_ft_in1k`` descends from
 ``vit_base_patch16.augreg_in21k``, like its 224 px sibling.
@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ZooSurveyError, did_you_mean
 from ..files import atomic_write
 from .budgets import TIMM_HUB_OWNER, count, is_pretrained_tag, pretrained_cfg
-from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders
+from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders, split_model_name_tag
 
 # Dataset tokens of timm's tags, as the registry names them.
 DATA_TOKENS = {
@@ -48,11 +48,6 @@ _FINE_TUNE = re.compile(r"_(ft|lc)_")
 _EPOCHS = re.compile(r"(?:^|_)(?:e(\d+)|(\d+)ep?)(?=_|$)")
 
 
-def split_tag(tag: str) -> tuple[str, str]:
-    arch, _, pretrained = tag.partition(".")
-    return arch, pretrained
-
-
 def lineage(tag: str) -> str:
     """The pretraining run a timm tag's weights descend from, read off the tag.
 
@@ -67,7 +62,7 @@ def lineage(tag: str) -> str:
     """
     import timm
 
-    arch, pretrained = split_tag(tag)
+    arch, pretrained = split_model_name_tag(tag)
     base = _SAME_RUN_PARTS.sub("", arch)
     cfg = timm.models.get_pretrained_cfg(arch)
     res = re.search(r"_(\d+)$", base)
@@ -79,7 +74,7 @@ def lineage(tag: str) -> str:
 def pretrain_info(tag: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Pretraining ``data``, ``recipe`` and ``epochs`` as timm's tag and config state them (what they do not
     state is left out)."""
-    _, pretrained = split_tag(tag)
+    _, pretrained = split_model_name_tag(tag)
     parts = _FINE_TUNE.split(pretrained, maxsplit=1)
     run, tuned = parts[0], (parts[2] if len(parts) == 3 else "")
     datasets = [DATA_TOKENS[t] for t in run.split("_") if t in DATA_TOKENS]
@@ -136,7 +131,7 @@ def entry_for(tag: str) -> dict[str, Any]:
                "zoo-survey loads state dicts strictly")
     if why:
         raise ZooSurveyError(f"timm tag {tag!r} cannot be added: {why}")
-    arch, _ = split_tag(tag)
+    arch, _ = split_model_name_tag(tag)
     size = int(cfg["input_size"][-1])
     budget = count(arch, size, tag=tag)
     # Weights in the tag's own repo: an hf-hub entry. Weights shared with another tag (CLIP's quickgelu variants
@@ -146,7 +141,7 @@ def entry_for(tag: str) -> dict[str, Any]:
                   "crop_mode": cfg.get("crop_mode") or "center",
                   "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]]}
     return {
-        "id": tag, "source": source, "params_m": budget.params_m, "gflops": budget.gflops, "input_size": size,
+        "id": tag, "source": source, "params_m": budget.params_m, "gmacs": budget.gmacs, "input_size": size,
         "feature_dim": budget.feature_dim, "preprocess": preprocess, "lineage": lineage(tag),
         "pretrain": pretrain_info(tag, cfg),
     }
@@ -205,7 +200,7 @@ def add_tags(tags: Sequence[str], family: str, path: Path, registry: Sequence[Pa
 
     if doc is None:
         text = (f"# Family {family!r}, written by `zoo-survey registry add` (timm {timm.__version__}).\n"
-                "# params_m, gflops (GMACs of one forward at input_size) and feature_dim are counted offline from\n"
+                "# params_m, gmacs (multiply-accumulates of one forward at input_size) and feature_dim are counted offline from\n"
                 "# the architecture; input_size, preprocess and pretrain come from timm's pretrained config and tag.\n"
                 "# Check them again with `zoo-survey registry validate`.\n"
                 f"family: {family}\n")

@@ -10,7 +10,7 @@ pretrained config: 1000 for ImageNet-1k tags, 512 for CLIP ViT-B's image-text pr
 0 for a headless DINOv2); any other entry with its architecture's default head.
 
 >>> count("resnet50", 224)                     # doctest: +SKIP
-Budget(params_m=25.56, gflops=4.09, feature_dim=2048, input_size=224)
+Budget(params_m=25.56, gmacs=4.09, feature_dim=2048, input_size=224)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import ZooSurveyError, did_you_mean
-from .checkpoints import create_model, pool
+from .checkpoints import create_model, feature_output_from
 from .flops import count_gmacs
 from .registry import CheckpointSpec, HubSource, TimmSource
 
@@ -33,7 +33,7 @@ class Budget:
     """What a registry entry states about its cost, rounded as the registry writes it."""
 
     params_m: float  # millions, 2 decimals
-    gflops: float  # GMACs of one forward at input_size, 3 significant digits
+    gmacs: float  # GMACs of one forward at input_size, 3 significant digits
     feature_dim: int
     input_size: int
 
@@ -78,7 +78,7 @@ def pretrained_cfg(tag: str) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _count(arch: str, num_classes: int | None, input_size: int, features: str) -> Budget:
+def _count(arch: str, num_classes: int | None, input_size: int, feature_output: str) -> Budget:
     import torch
 
     where = f"counting {arch!r} at {input_size} px"
@@ -94,7 +94,7 @@ def _count(arch: str, num_classes: int | None, input_size: int, features: str) -
 
     gmacs = count_gmacs(forward, input_size, device="meta")
     with torch.inference_mode():
-        width = pool(model, seen["f"], features).shape[-1]
+        width = feature_output_from(model, seen["f"], feature_output).shape[-1]
     return Budget(round(params / 1e6, 2), round_sig(gmacs), int(width), input_size)
 
 
@@ -104,21 +104,22 @@ def is_timm_entry(spec: CheckpointSpec) -> bool:
     return tag is not None and is_pretrained_tag(tag)
 
 
-def count(arch: str, input_size: int, *, tag: str | None = None, features: str = "pre_logits") -> Budget:
-    """Params (M), GMACs of one forward at ``input_size`` and the width of ``features`` of ``arch``, built with
+def count(arch: str, input_size: int, *, tag: str | None = None, feature_output: str = "pre_logits") -> Budget:
+    """Params (M), GMACs of one forward at ``input_size`` and the width of ``feature_output`` of ``arch``, built with
     the head of timm pretrained ``tag`` when given (else the architecture's default). Memoised."""
     num_classes = int(pretrained_cfg(tag)["num_classes"]) if tag else None
-    return _count(arch, num_classes, input_size, features)
+    return _count(arch, num_classes, input_size, feature_output)
 
 
 def count_entry(spec: CheckpointSpec) -> Budget:
     """``spec``'s budget, counted at the resolution its ``input_size`` states."""
     tag = timm_tag(spec)
-    return count(spec.arch, spec.input_size, tag=tag if tag and is_pretrained_tag(tag) else None, features=spec.features)
+    return count(spec.arch, spec.input_size, tag=tag if tag and is_pretrained_tag(tag) else None,
+                 feature_output=spec.feature_output)
 
 
 def expected_input_size(spec: CheckpointSpec) -> int | None:
-    """The resolution ``spec``'s GFLOPs should be counted at: its ``preprocess.input_size`` when it pins one,
+    """The resolution ``spec``'s GMACs should be counted at: its ``preprocess.input_size`` when it pins one,
     else the train-time ``input_size`` of its timm tag's config; None when neither is known."""
     if spec.preprocess.input_size is not None:
         return spec.preprocess.input_size
@@ -141,10 +142,10 @@ class Drift:
 
 
 def drift(spec: CheckpointSpec, rel_tol: float = 0.01) -> list[Drift]:
-    """Each of ``params_m``, ``gflops`` (relative tolerance ``rel_tol``), ``feature_dim`` and ``input_size``
+    """Each of ``params_m``, ``gmacs`` (relative tolerance ``rel_tol``), ``feature_dim`` and ``input_size``
     (exact) that differs from what timm counts for ``spec``."""
     got = count_entry(spec)
-    out = [Drift(spec, f, getattr(spec, f), getattr(got, f)) for f in ("params_m", "gflops")
+    out = [Drift(spec, f, getattr(spec, f), getattr(got, f)) for f in ("params_m", "gmacs")
            if not math.isclose(getattr(spec, f), getattr(got, f), rel_tol=rel_tol)]
     if spec.feature_dim != got.feature_dim:
         out.append(Drift(spec, "feature_dim", spec.feature_dim, got.feature_dim))

@@ -207,7 +207,7 @@ def _from_hub(
 ) -> tuple[Path, str, dict[str, Any]]:
     """Download (or find in the HF cache) a timm repo's config and weights; return (weights, commit, config).
 
-    Retries and error messages are :func:`zoo_survey.hub.hub_call`'s; offline, a file
+    Retries and error messages are :func:`zoo_survey.zoo.hub.hub_call`'s; offline, a file
     missing from the cache is a :class:`NotCachedError` naming this checkpoint.
     """
     from huggingface_hub import try_to_load_from_cache
@@ -330,32 +330,32 @@ def _create(ckpt: ResolvedCheckpoint, where: str, **kwargs):
     return create_model(ckpt.spec.arch, ckpt.preprocessing.input_size, where, **{**ckpt.model_args, **kwargs})
 
 
-def pooled(model, x, layer: str):
-    """A batch's features (``layer`` is one of :data:`~zoo_survey.zoo.registry.FEATURE_OUTPUTS`).
+def forward_feature_output(model, x, output: str):
+    """A batch's features: the feature output ``output`` (one of :data:`~zoo_survey.zoo.registry.FEATURE_OUTPUTS`).
 
     ``pre_logits``: timm's pooled pre-logits; ``head``: the head's output; ``cls_patch_mean``: the class
     token beside the mean of the patch tokens (registers left out), as DINOv2's linear evaluation reads
     them; ``avg`` / ``max``: pooling over the positions of ``forward_features``.
     """
-    return pool(model, model.forward_features(x), layer)
+    return feature_output_from(model, model.forward_features(x), output)
 
 
-def pool(model, f, layer: str):
-    """:func:`pooled` from the output ``f`` of ``model.forward_features``."""
+def feature_output_from(model, f, output: str):
+    """:func:`forward_feature_output` from the output ``f`` of ``model.forward_features``."""
     import torch
 
-    if layer in ("pre_logits", "head"):
-        return model.forward_head(f, pre_logits=layer == "pre_logits")
-    if layer == "cls_patch_mean":
+    if output in ("pre_logits", "head"):
+        return model.forward_head(f, pre_logits=output == "pre_logits")
+    if output == "cls_patch_mean":
         prefix = int(getattr(model, "num_prefix_tokens", 0))
         if f.ndim != 3 or prefix < 1:
             raise ZooSurveyError(
-                f"features 'cls_patch_mean' need a transformer with a class token; {type(model).__name__} "
+                f"feature output 'cls_patch_mean' needs a transformer with a class token; {type(model).__name__} "
                 f"gives {tuple(f.shape)}-shaped features without one; use pre_logits or avg"
             )
         return torch.cat([f[:, 0], f[:, prefix:].mean(1)], dim=1)
     dims = (2, 3) if f.ndim == 4 else (1,)  # NCHW maps, or (batch, tokens, dim) sequences
-    return f.mean(dims) if layer == "avg" else f.amax(dims)
+    return f.mean(dims) if output == "avg" else f.amax(dims)
 
 
 def load_model(ckpt: ResolvedCheckpoint):

