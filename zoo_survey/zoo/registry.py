@@ -23,10 +23,13 @@ Every error names the file, the entry and the field.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 
@@ -35,7 +38,20 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ZooSurveyError, unknown
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "registries"
+
+
+def _shipped_registry() -> Path:
+    """The registry YAML shipped inside the package (``zoo_survey/registries``), as a real folder, so that
+    error messages name real files and relative ``file`` paths resolve next to them."""
+    folder = resources.files("zoo_survey") / "registries"
+    if isinstance(folder, Path):  # a package on disk: a checkout, an editable or a wheel install
+        return folder.resolve()
+    stack = ExitStack()  # a zipped package: unpacked to a temp folder for this process
+    atexit.register(stack.close)
+    return stack.enter_context(resources.as_file(folder))
+
+
+SHIPPED_REGISTRY = _shipped_registry()
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
 ALLOWED_PATHS_ENV = "ZOO_SURVEY_ALLOWED_PATHS"
 
