@@ -177,8 +177,8 @@ def prepare_survey(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
+    feature_output: str = "entry",
+    pixel_route: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     grid: Sequence[float] | None = None,
@@ -200,7 +200,7 @@ def prepare_survey(
     ds_specs = reg.select_datasets(_names(datasets, DEFAULT_DATASETS))
     options = resolve_options(
         device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
+        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, feature_output=feature_output, pixel_route=pixel_route,
         offline=offline, allow_heavy=allow_heavy, probes=_names(probes, DEFAULT_PROBES), grid=grid,
         shots=DEFAULT_SHOTS if shots is None else shots, seeds=DEFAULT_SEEDS if seeds is None else seeds,
         fewshot_val=fewshot_val, cuda=cuda() if callable(cuda) else cuda,
@@ -236,8 +236,8 @@ def survey(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
+    feature_output: str = "entry",
+    pixel_route: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     grid: Sequence[float] | None = None,
@@ -262,7 +262,7 @@ def survey(
         family, ensemble, strategy, datasets, probes, members=members, against=against, budget_by=budget_by,
         allow_same_lineage=allow_same_lineage, registry=registry, out=out, cache_dir=cache_dir, shard_rows=shard_rows,
         device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
+        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, feature_output=feature_output, pixel_route=pixel_route,
         offline=offline, allow_heavy=allow_heavy, grid=grid, shots=shots, seeds=seeds, fewshot_val=fewshot_val,
     )
     return job.run(hooks)
@@ -286,8 +286,8 @@ def features(
     dtype: str = "float32",
     compile: bool = False,
     bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
+    feature_output: str = "entry",
+    pixel_route: str = "tensor",
     offline: bool = False,
     allow_heavy: bool = False,
     hooks: Hooks | None = None,
@@ -306,7 +306,7 @@ def features(
     spec, ds_spec = reg.checkpoint(checkpoint), reg.dataset(dataset)
     options = resolve_options(
         device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
+        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, feature_output=feature_output, pixel_route=pixel_route,
         offline=offline, allow_heavy=allow_heavy,
     )
     cache = FeatureCache(cache_root(_path(cache_dir)), shard_rows=shard_rows)
