@@ -39,7 +39,6 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from ..errors import ZooSurveyError, unknown
 
 
-
 def _shipped_registry() -> Path:
     """The registry YAML shipped inside the package (``zoo_survey/registries``), as a real folder, so that
     error messages name real files and relative ``file`` paths resolve next to them."""
