@@ -33,8 +33,9 @@ class ProbeRegistry:
         if self._group is not None:
             from ..plugins import describe, load_group
 
-            group, self._group = self._group, None  # once, even when a plug-in fails (its error says which)
-            for ep, cls in load_group(group, Probe):
+            found = list(load_group(self._group, Probe))  # all or none: a failure raises at every lookup
+            self._group = None
+            for ep, cls in found:
                 try:
                     self.register(cls)
                 except ZooSurveyError as e:

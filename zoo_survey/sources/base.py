@@ -140,8 +140,9 @@ class SourceRegistry(Generic[S]):
         if self._group is not None:
             from ..plugins import describe, load_group
 
-            group, self._group = self._group, None
-            for ep, cls in load_group(group, self.base):
+            found = list(load_group(self._group, self.base))  # all or none: a failure raises at every lookup
+            self._group = None
+            for ep, cls in found:
                 try:
                     self.register(cls)
                 except ZooSurveyError as e:
