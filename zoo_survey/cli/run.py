@@ -40,7 +40,6 @@ from .options import (
 from .output import emit, human
 
 
-
 def _probes_help() -> str:
     """The --probes help: every probe, plug-ins' included; a broken plug-in is reported when a run looks probes up
     (inside the CLI's error boundary), not while the CLI is built."""
