@@ -48,6 +48,7 @@ def _probes_help() -> str:
     except ZooSurveyError:
         return "Comma-separated probes (a plug-in failed to load; a run says which)."
 
+
 def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_args: Any) -> RunOptions:
     """The shared flags (and a run's probe flags) through the one library function that resolves them.
 
