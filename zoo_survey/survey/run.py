@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.datasets import PreparedDataset, hub_snapshot, prepare
+from ..data.datasets import PreparedDataset, prepare
 from ..errors import ZooSurveyError, gather
 from ..features.cache import FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
-from ..zoo.registry import CheckpointSpec, DatasetSpec, HFSource
+from ..zoo.registry import CheckpointSpec, DatasetSpec
 from .options import RunOptions
 from .plan import Plan
 from .runner import Hooks, LocalRunner, Runner, RunnerFactory, RunReport
@@ -150,12 +150,7 @@ def prefetch(checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSp
         files = [r.weights] + [p for p in [r.weights.parent / "config.json"] if p.is_file() and p != r.weights]
         out.append(Fetched("checkpoint", c.id, c.source.type, r.revision, r.weights, sum(f.stat().st_size for f in files)))
     for d in datasets:
-        ds, folder = prepared[d.id], None
-        local = getattr(d.source, "path", None)  # builtin and imagefolder sources may name a folder
-        if isinstance(d.source, HFSource):
-            folder, _ = hub_snapshot(d, offline=True)
-        elif isinstance(local, Path) and local.is_dir():
-            folder = local
+        ds, folder = prepared[d.id], d.source.local_folder(d)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
         out.append(Fetched("dataset", d.id, d.source.type, ds.revision, folder, size))
     return out

@@ -29,7 +29,8 @@ from typing import Any
 
 from ..errors import ZooSurveyError, did_you_mean
 from ..files import atomic_write
-from .budgets import TIMM_HUB_OWNER, count, is_pretrained_tag, pretrained_cfg
+from ..sources.checkpoints import TIMM_HUB_OWNER
+from .budgets import count, is_pretrained_tag, pretrained_cfg
 from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders, split_model_name_tag
 
 # Dataset tokens of timm's tags, as the registry names them.
