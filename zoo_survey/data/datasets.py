@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..digests import arrays_digest, file_sha256, string_digest
-from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure
 from ..zoo.hub import hub_call
 from ..zoo.registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource, ParquetSource
 
@@ -221,7 +221,7 @@ def _hf(spec: DatasetSpec, offline: bool = False) -> Raw:
             ident = f"parquet:{sorted(src.data_files.items())}"
         else:  # pragma: no cover - builtin sources are read by _load_raw
             raise TypeError(f"dataset {spec.id!r}: {src.type!r} is not read with the datasets library")
-    except ZooSurveyError:
+    except ZooSurveyException:
         raise
     except FileNotFoundError as e:
         raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: {e}") from e

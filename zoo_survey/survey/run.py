@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import PreparedDataset, hub_snapshot, prepare
-from ..errors import ZooSurveyError, gather
+from ..errors import ZooSurveyError, ZooSurveyException, gather
 from ..features.cache import FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
@@ -105,11 +105,11 @@ def prepare_inputs(
     """
     prepared: dict[str, PreparedDataset] = {}
     resolved: dict[str, ResolvedCheckpoint] = {}
-    problems: list[ZooSurveyError] = []
+    problems: list[ZooSurveyException] = []
     for spec in datasets:
         try:
             prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test, offline=options.offline)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
             continue
         if report is not None:
@@ -117,7 +117,7 @@ def prepare_inputs(
     for c in checkpoints:
         try:
             resolved[c.id] = resolve(c, offline=options.offline, image_size=options.image_size)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
     if problems:
         raise gather(problems)

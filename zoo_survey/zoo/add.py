@@ -282,7 +282,7 @@ def check_and_write(path: Path, text: str, registry: Sequence[Path]) -> None:
         try:
             load_files([*others, probe.resolve()])
         except ZooSurveyError as e:
-            raise ZooSurveyError(str(e).replace(str(probe.resolve()), str(path))) from None
+            raise ZooSurveyError(str(e).replace(str(probe.resolve()), str(path)), param=e.params) from None
     finally:
         probe.unlink(missing_ok=True)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, shown, unknown
 
 SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "registries"
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
@@ -484,7 +484,7 @@ def load_files(files: Iterable[Path]) -> Registry:
         else:
             raise ZooSurveyError(
                 f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
-                f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
+                f"or 'datasets:' key, found {shown(sorted(map(str, doc))) if doc else 'nothing'}"
             )
     shapes = {name: [(path, _validate_file(_FamilyFile, path, f"family {name!r}", doc)) for path, doc in parts]
               for name, parts in fam_parts.items()}
@@ -564,12 +564,12 @@ def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurve
     elif kind == "missing":
         msg = "missing required field"
     elif kind == "union_tag_invalid":
-        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"]["expected_tags"]
+        msg = f"unknown source type {shown(first.get('input', {}).get('type'))}; expected one of " + first["ctx"]["expected_tags"]
     elif kind in ("dict_type", "list_type"):
         want = "a mapping" if kind == "dict_type" else "a list"
-        msg = f"expected {want}, got {first.get('input')!r}"
+        msg = f"expected {want}, got {shown(first.get('input'))}"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return ZooSurveyError(f"{path}: {entry}: field {loc!r}{at}: {msg}{more}")
+    return ZooSurveyError(f"{path}: {entry}: field {shown(loc)}{at}: {msg}{more}")
 
 
 _UNION_TAGS = {"hf-hub", "timm", "file", "package", "builtin", "hf", "imagefolder", "parquet"}
