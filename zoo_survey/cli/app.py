@@ -9,6 +9,7 @@ Library errors name parameters (``'max_train'``, ``bad_images='skip'``); :func:`
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import signal
@@ -44,7 +45,7 @@ err_console = Console(stderr=True)
 
 
 # A library parameter whose flag is not ``--`` + its name with '-' for '_'.
-PARAM_FLAGS = {"k": "--ensemble", "pixel_route": "--preprocess", "layer": "--feature-output"}
+PARAM_FLAGS = {"k": "--ensemble", "pixel_route": "--preprocess", "layer": "--feature-output", "cats": "--cat", "path": "--to"}
 
 
 def flag(param: str) -> str:
@@ -65,9 +66,12 @@ def flag_message(e: ZooSurveyException) -> str:
         f, name = flag(p), rf"(?<![\w'-]){re.escape(p)}"
         text = re.sub(rf"'{re.escape(p)}'", f, text)
         text = re.sub(rf"{name}=True\b", f, text)
-        text = re.sub(rf"{name}=(?:'([^' ]*)'|\"([^\" ]*)\"|([^\s,;)]+))",
-                      lambda m, f=f: f"{f} {m.group(1) or m.group(2) or m.group(3) or ''}".rstrip(), text)
+        text = re.sub(rf"{name}=(?:'([^' ]*)'|\"([^\" ]*)\"|([^\s,;)]+))", functools.partial(_flag_value, f), text)
     return text
+
+
+def _flag_value(f: str, m: re.Match[str]) -> str:
+    return f"{f} {m.group(1) or m.group(2) or m.group(3) or ''}".rstrip()
 
 
 _signalled: list[int] = []
@@ -84,7 +88,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _interrupted() -> None:
     signum = _signalled[0] if _signalled else signal.SIGINT
-    what = {signal.SIGINT: "interrupted"}.get(signum, f"stopped by {signal.Signals(signum).name}")
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     err_console.print(f"{what}: finished shards and result rows are kept; rerun the same command to resume", soft_wrap=True)
     sys.exit(128 + signum)
 

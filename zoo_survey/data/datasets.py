@@ -189,7 +189,8 @@ def _fashion_mnist(folder: Path | None) -> Raw:
         raise ZooSurveyError(
             f"dataset 'fashion-mnist': {', '.join(missing)} not found in {folder}; install them with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or on a machine with internet add an "
-            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out with --datasets"
+            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out of 'datasets'",
+            param="datasets",
         )
     splits: dict[str, tuple[Images, np.ndarray]] = {}
     for split, (img_name, lab_name) in _FASHION_FILES.items():
@@ -346,9 +347,9 @@ def prepare(
     >>> {k: len(v) for k, v in ds.splits.items()}                        # doctest: +SKIP
     {'train': 160, 'val': 40, 'test': 450}
     """
-    for name, v in (("--max-train", max_train), ("--max-test", max_test)):
+    for name, v in (("max_train", max_train), ("max_test", max_test)):
         if v is not None and v < 2:
-            raise ZooSurveyError(f"{name} must be at least 2, got {v}")
+            raise ZooSurveyError(f"'{name}' must be at least 2, got {v}", param=name)
     raw, fingerprint, class_names, revision = _load_raw(spec, offline)
     _check_sizes(spec, raw, revision)
     notes: list[str] = []

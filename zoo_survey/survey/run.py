@@ -90,8 +90,9 @@ def check_heavy(checkpoints: Sequence[CheckpointSpec], options: RunOptions) -> N
     if heavy and options.extract.device == "cpu" and not options.allow_heavy:
         named = ", ".join(f"{c.id} ({c.params_m:,.0f} M params, about {c.download_gb:.1f} GB)" for c in heavy)
         raise ZooSurveyError(
-            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (--device cuda), leave them out "
-            "(--against / --members, --checkpoints, or a smaller --ensemble), or pass --allow-heavy"
+            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (device='cuda'), leave them out "
+            "('against' / 'members', 'checkpoints', or a smaller 'ensemble'), or pass allow_heavy=True",
+            param=("device", "against", "members", "checkpoints", "ensemble", "allow_heavy"),
         )
 
 

@@ -392,14 +392,14 @@ class Registry:
         """``--family`` values, each possibly comma-separated; ``all`` means every family."""
         flat = [n.strip() for v in names for n in v.split(",") if n.strip()]
         if not flat:
-            raise ZooSurveyError("--family is empty; name a family (zoo-survey registry list) or 'all'")
+            raise ZooSurveyError("'family' is empty; name a family (zoo-survey registry list) or 'all'", param="family")
         return [self.family(n) for n in dict.fromkeys(list(self.families) if "all" in flat else flat)]
 
     def select_datasets(self, ids: Iterable[str]) -> list[DatasetSpec]:
         """``--datasets`` values, each possibly comma-separated, each once."""
         flat = [d.strip() for v in ids for d in v.split(",") if d.strip()]
         if not flat:
-            raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+            raise ZooSurveyError("'datasets' is empty; name at least one dataset (zoo-survey registry list)", param="datasets")
         return [self.dataset(d) for d in dict.fromkeys(flat)]
 
     def select_checkpoints(self, families: Iterable[str], ids: Iterable[str] = ()) -> list[CheckpointSpec]:
