@@ -318,7 +318,7 @@ def test_an_image_folder_with_odd_files_end_to_end(tmp_path, registry, hub_env, 
     ckpt = resolve(load_registry([registry]).checkpoint("test_convnext.hub"), offline=True, image_size=32)
     src = FeatureSource(FeatureCache(tmp_path / "c"), ExtractOptions(device="cpu", batch_size=8, workers=0, bad_images=mode))
     if mode == "fail":
-        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded \((UnidentifiedImageError|DecompressionBombError).*--bad-images skip"):
+        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded \((UnidentifiedImageError|DecompressionBombError).*bad_images='skip'"):
             for s in ("train", "val", "test"):
                 src.get(ckpt, ds, s)
         return

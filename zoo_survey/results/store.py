@@ -149,7 +149,7 @@ class ResultStore:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise ZooSurveyError(
-                f"no results store at {self.path}; run a survey first (or pass the 'out' folder it wrote)", param="out"
+                f"no results store at {self.path}; run a survey first (`zoo-survey run` or zoo_survey.survey()), or pass the 'out' folder it wrote", param="out"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two runs creating one store at once: sqlite may refuse the switch to WAL ("database is locked").
