@@ -198,8 +198,8 @@ def run(
         shard_rows=f["shard_rows"], device=f["device"], image_size=f["image_size"], max_train=f["max_train"],
         max_test=f["max_test"], full=f["full"], batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"],
         compile=f["compile"], bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], pixel_route=f["preprocess"],
-        offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "--grid", float) if grid is not None else None,
-        shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
+        offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "grid", float) if grid is not None else None,
+        shots=parse_list(shots, "shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
     )
     for plan in job.plans:
         console.print(

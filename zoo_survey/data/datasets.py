@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..digests import arrays_digest, file_sha256, string_digest
-from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure
 from ..sources.datasets import HFSource
 from ..zoo.hub import hub_call
 from ..zoo.registry import DatasetSpec
@@ -191,7 +191,8 @@ def _fashion_mnist(folder: Path | None) -> Raw:
         raise ZooSurveyError(
             f"dataset 'fashion-mnist': {', '.join(missing)} not found in {folder}; install them with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or on a machine with internet add an "
-            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out with --datasets"
+            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out of 'datasets'",
+            param="datasets",
         )
     splits: dict[str, tuple[Images, np.ndarray]] = {}
     for split, (img_name, lab_name) in _FASHION_FILES.items():
@@ -211,7 +212,7 @@ def read_with_datasets(spec: DatasetSpec, open_: Callable[[Any], tuple[Any, str,
 
     try:
         dd, ident, revision = open_(hfds)
-    except ZooSurveyError:
+    except ZooSurveyException:
         raise
     except FileNotFoundError as e:
         raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: {e}") from e
@@ -328,9 +329,9 @@ def prepare(
     >>> {k: len(v) for k, v in ds.splits.items()}                        # doctest: +SKIP
     {'train': 160, 'val': 40, 'test': 450}
     """
-    for name, v in (("--max-train", max_train), ("--max-test", max_test)):
+    for name, v in (("max_train", max_train), ("max_test", max_test)):
         if v is not None and v < 2:
-            raise ZooSurveyError(f"{name} must be at least 2, got {v}")
+            raise ZooSurveyError(f"'{name}' must be at least 2, got {v}", param=name)
     raw, fingerprint, class_names, revision = _load_raw(spec, offline)
     _check_sizes(spec, raw, revision)
     notes: list[str] = []

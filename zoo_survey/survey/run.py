@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import PreparedDataset, prepare
-from ..errors import ZooSurveyError, gather
+from ..errors import ZooSurveyError, ZooSurveyException, gather
 from ..features.cache import FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
@@ -90,8 +90,9 @@ def check_heavy(checkpoints: Sequence[CheckpointSpec], options: RunOptions) -> N
     if heavy and options.extract.device == "cpu" and not options.allow_heavy:
         named = ", ".join(f"{c.id} ({c.params_m:,.0f} M params, about {c.download_gb:.1f} GB)" for c in heavy)
         raise ZooSurveyError(
-            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (--device cuda), leave them out "
-            "(--against / --members, --checkpoints, or a smaller --ensemble), or pass --allow-heavy"
+            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (device='cuda'), leave them out "
+            "('against' / 'members', 'checkpoints', or a smaller 'ensemble'), or pass allow_heavy=True",
+            param=("device", "against", "members", "checkpoints", "ensemble", "allow_heavy"),
         )
 
 
@@ -105,11 +106,11 @@ def prepare_inputs(
     """
     prepared: dict[str, PreparedDataset] = {}
     resolved: dict[str, ResolvedCheckpoint] = {}
-    problems: list[ZooSurveyError] = []
+    problems: list[ZooSurveyException] = []
     for spec in datasets:
         try:
             prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test, offline=options.offline)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
             continue
         if report is not None:
@@ -117,7 +118,7 @@ def prepare_inputs(
     for c in checkpoints:
         try:
             resolved[c.id] = resolve(c, offline=options.offline, image_size=options.image_size)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
     if problems:
         raise gather(problems)

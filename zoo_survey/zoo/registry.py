@@ -43,7 +43,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, shown, unknown
 from ..sources import CHECKPOINT_SOURCES, DATASET_SOURCES, CheckpointSource, DatasetSource
 from ..sources.base import SourceRegistry, source_validator
 
@@ -322,14 +322,14 @@ class Registry:
         """``--family`` values, each possibly comma-separated; ``all`` means every family."""
         flat = [n.strip() for v in names for n in v.split(",") if n.strip()]
         if not flat:
-            raise ZooSurveyError("--family is empty; name a family (zoo-survey registry list) or 'all'")
+            raise ZooSurveyError("'family' is empty; name a family (zoo-survey registry list) or 'all'", param="family")
         return [self.family(n) for n in dict.fromkeys(list(self.families) if "all" in flat else flat)]
 
     def select_datasets(self, ids: Iterable[str]) -> list[DatasetSpec]:
         """``--datasets`` values, each possibly comma-separated, each once."""
         flat = [d.strip() for v in ids for d in v.split(",") if d.strip()]
         if not flat:
-            raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+            raise ZooSurveyError("'datasets' is empty; name at least one dataset (zoo-survey registry list)", param="datasets")
         return [self.dataset(d) for d in dict.fromkeys(flat)]
 
     def select_checkpoints(self, families: Iterable[str], ids: Iterable[str] = ()) -> list[CheckpointSpec]:
@@ -411,7 +411,7 @@ def load_files(files: Iterable[Path]) -> Registry:
         else:
             raise ZooSurveyError(
                 f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
-                f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
+                f"or 'datasets:' key, found {shown(sorted(map(str, doc))) if doc else 'nothing'}"
             )
     shapes = {name: [(path, _validate_file(_FamilyFile, path, f"family {name!r}", doc)) for path, doc in parts]
               for name, parts in fam_parts.items()}
@@ -503,12 +503,12 @@ def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurve
     elif kind == "missing":
         msg = "missing required field"
     elif kind == "union_tag_invalid":
-        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"]["expected_tags"]
+        msg = f"unknown source type {shown(first.get('input', {}).get('type'))}; expected one of " + first["ctx"]["expected_tags"]
     elif kind in ("dict_type", "list_type"):
         want = "a mapping" if kind == "dict_type" else "a list"
-        msg = f"expected {want}, got {first.get('input')!r}"
+        msg = f"expected {want}, got {shown(first.get('input'))}"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return ZooSurveyError(f"{path}: {entry}: field {loc!r}{at}: {msg}{more}")
+    return ZooSurveyError(f"{path}: {entry}: field {shown(loc)}{at}: {msg}{more}")
 
 
 class _FamilyFile(BaseModel):
