@@ -42,11 +42,12 @@ def wheel_venv(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",
                OMP_NUM_THREADS="1")
     # Build from a copy, so the build leaves no build/ or *.egg-info in the checkout.
-    src = tmp / "src"
+    src, before = tmp / "src", sorted(os.listdir(ROOT))
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*GENERATED))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(src)],
          tmp, env)
     (wheel,) = (tmp / "dist").glob("zoo_survey-*.whl")
+    assert sorted(os.listdir(ROOT)) == before  # no build/ or *.egg-info left in the checkout
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "zoo_survey" / "registries").rglob("*.yaml"))
     assert shipped and not set(shipped) - set(names), "the wheel lacks shipped registry YAML"
@@ -95,4 +96,6 @@ def test_a_one_dataset_survey_of_the_offline_family_runs_from_the_wheel(wheel_ve
     assert {r[0] for r in rows} >= {"baseline", "ensemble"}, rows
     assert {r[2] for r in rows} == {"digits"} and all(r[3] is not None and 0 < r[3] <= 1 for r in rows), rows
     assert any("lite2" in r[1] for r in rows if r[0] == "baseline"), rows
-    assert not (elsewhere / "registries").exists() and not list(ROOT.glob("*.egg-info"))
+    _run([str(bindir / "zoo-survey"), "report", "--out", str(out)], elsewhere, env)  # the README's next command
+    assert "efficientnet-lite" in (out / "report.md").read_text()
+    assert not (elsewhere / "registries").exists()
