@@ -23,9 +23,12 @@ Every error names the file, the entry and the field.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -47,7 +50,19 @@ from ..errors import ZooSurveyError, shown, unknown
 from ..sources import CHECKPOINT_SOURCES, DATASET_SOURCES, CheckpointSource, DatasetSource
 from ..sources.base import SourceRegistry, source_validator
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "registries"
+
+def _shipped_registry() -> Path:
+    """The registry YAML shipped inside the package (``zoo_survey/registries``), as a real folder, so that
+    error messages name real files and relative ``file`` paths resolve next to them."""
+    folder = resources.files("zoo_survey") / "registries"
+    if isinstance(folder, Path):  # a package on disk: a checkout, an editable or a wheel install
+        return folder.resolve()
+    stack = ExitStack()  # a zipped package: unpacked to a temp folder for this process
+    atexit.register(stack.close)
+    return stack.enter_context(resources.as_file(folder))
+
+
+SHIPPED_REGISTRY = _shipped_registry()
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
 ALLOWED_PATHS_ENV = "ZOO_SURVEY_ALLOWED_PATHS"
 
