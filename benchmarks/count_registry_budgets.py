@@ -21,7 +21,7 @@ relative difference on params and GMACs (default 0: the rounded numbers must be 
 tensors, as before the meta device) and adds, side by side, how many counts differ and both times:
 ``"cpu": {"architectures": A, "differ": D, "meta_s": .., "cpu_s": .., "ratio": ..}``.
 
-    python benchmarks/count_registry_budgets.py registries/models/resnet.yaml
+    python benchmarks/count_registry_budgets.py zoo_survey/registries/models/resnet.yaml
 """
 
 from __future__ import annotations

@@ -185,7 +185,8 @@ def main() -> None:
                 cells.append(text)
             gain = ""
             if len(pairs) == len(TRANSFER):
-                mean, low, high = pooled_difference(pairs)
+                pooled = pooled_difference(pairs)
+                mean, low, high = pooled.delta, pooled.low, pooled.high
                 line["mean_transfer_gain"] = {"delta": round(100 * mean, 2), "low": round(100 * low, 2),
                                               "high": round(100 * high, 2)}
                 gain = f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"

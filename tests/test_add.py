@@ -115,7 +115,7 @@ def test_adds_to_a_commented_file_keeping_every_line(tmp_path):
 def test_a_bad_target_is_refused_with_nothing_written(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(COMMENTED)
-    with pytest.raises(ZooSurveyError, match=r"holds family 'tiny', not 'other'; give --family tiny"):
+    with pytest.raises(ZooSurveyError, match=r"holds family 'tiny', not 'other'; give family='tiny'"):
         add_tags(["test_resnet.r160_in1k"], "other", path)
     path.write_text(COMMENTED.replace("ensembles:\n  one:", "ensembles:\n  one: [test_resnet.r160_in1k]\n  two:"))
     broken = path.read_text()

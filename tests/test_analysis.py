@@ -27,7 +27,15 @@ from zoo_survey.results.analysis import (
     seeds_frame,
 )
 from zoo_survey.results.report import build_report, every_row_table
-from zoo_survey.results.stats import kendall_tau, paired_difference, paired_interval, pooled_difference, t_interval
+from zoo_survey.results.stats import (
+    holm,
+    kendall_tau,
+    paired_difference,
+    paired_interval,
+    pooled_difference,
+    t_interval,
+    verdict,
+)
 from zoo_survey.results.store import ResultRow, SimilarityRow
 
 FAMILIES = {"alpha": "supervised", "beta": "self-supervised"}
@@ -146,7 +154,7 @@ def test_comparison_equals_the_paired_statistics(survey):
         d = paired_difference(b.correct, e.correct)
         assert c["ensemble_members"] == tuple(e.members) and c["difference_pts"] == 100 * (e.top1 - b.top1)
         assert (c["ci_low_pts"], c["ci_high_pts"], c["mcnemar_p"]) == (100 * d.low, 100 * d.high, d.p_value)
-        assert c["verdict"] == {"win": "ensemble better", "loss": "single better", "tie": "not significant"}[d.verdict]
+        assert c["mcnemar_p"] == d.p_value and c["detectable_pts"] == 100 * d.detectable
     assert "ensemble better" in set(comparison_frame(rows)["verdict"])  # alpha on digits: 95% against 70%
 
 
@@ -154,10 +162,14 @@ def test_answer_equals_the_pooled_difference(survey):
     rows, sims = survey
     answer = answer_frame(rows, sims).set_index("family")
     pairs = [(_row(rows, "alpha", ds, "baseline").correct, _row(rows, "alpha", ds, "ensemble").correct) for ds in DATASETS]
-    delta, low, high = pooled_difference(pairs)
+    pooled = pooled_difference(pairs)
     alpha = answer.loc["alpha"]
-    assert (alpha["mean_difference_pts"], alpha["ci_low_pts"], alpha["ci_high_pts"]) == (100 * delta, 100 * low, 100 * high)
-    verdicts = [paired_difference(a, b).verdict for a, b in pairs]
+    assert (alpha["mean_difference_pts"], alpha["ci_low_pts"], alpha["ci_high_pts"], alpha["bootstrap_p"]) \
+        == (100 * pooled.delta, 100 * pooled.low, 100 * pooled.high, pooled.p_value)
+    assert alpha["p_holm"] >= alpha["bootstrap_p"] and alpha["detectable_pts"] == 100 * pooled.detectable
+    # wins / ties / losses: McNemar's p Holm-adjusted across the family's datasets
+    ds = [paired_difference(a, b) for a, b in pairs]
+    verdicts = [verdict(d.delta, q) for d, q in zip(ds, holm([d.p_value for d in ds]), strict=True)]
     assert (alpha["wins"], alpha["ties"], alpha["losses"]) == tuple(verdicts.count(v) for v in ("win", "tie", "loss"))
     assert (alpha["datasets"], alpha["pretraining"], alpha["probe"]) == (2, "supervised", "linear")
     assert alpha["member_cka"] == pytest.approx(0.61) and alpha["member_single_cka"] == pytest.approx(0.7)
@@ -202,7 +214,10 @@ def test_the_rendered_report_shows_the_frames_numbers(survey):
             continue
         assert cells["difference (points)"] == f"{c['difference_pts']:+.1f}"
         assert cells["95% CI"] == f"[{c['ci_low_pts']:+.1f}, {c['ci_high_pts']:+.1f}]"
-        assert cells["significant"] == ("no" if c["verdict"] == "not significant" else "yes")
+        assert cells["significant"] == (f"no (could detect ≥ {c['detectable_pts']:.1f})" if c["verdict"] == "not significant"
+                                        else "yes")
+        assert cells["BH q"] == (f"{c['mcnemar_q']:.2g}" if c["mcnemar_q"] >= 1e-4 else "<1e-4") and c["mcnemar_q"] >= c["mcnemar_p"]
+        assert (c["verdict"] == "not significant") == (c["mcnemar_q"] >= 0.05)  # the adjusted p decides
         assert "| " + " | ".join(cells.values()) + " |" in md
     for f, cells in zip(answer_frame(rows, sims).to_dict("records"), _table(doc, "across architectures, by pretraining kind"),
                         strict=True):

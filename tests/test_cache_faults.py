@@ -136,7 +136,7 @@ def test_an_undecodable_image_fails_or_is_skipped_and_counted(tmp_path, setup, m
         pytest.skip(f"the datasets library rejected the broken file up front: {e}")
     src = FeatureSource(FeatureCache(tmp_path / "c"), ExtractOptions(device="cpu", batch_size=4, workers=0, bad_images=mode))
     if mode == "fail":
-        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded .*--bad-images skip"):
+        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded .*bad_images='skip'"):
             for s in ("train", "val"):
                 src.get(ckpt, ds, s)
     else:

@@ -53,7 +53,7 @@ def test_max_train_caps_train_plus_val_and_max_test_caps_test():
 
 
 def test_max_train_below_two_is_rejected():
-    with pytest.raises(ZooSurveyError, match=r"--max-train must be at least 2, got 1"):
+    with pytest.raises(ZooSurveyError, match=r"'max_train' must be at least 2, got 1"):
         prepare(REG.dataset("digits"), max_train=1)
 
 

@@ -318,7 +318,7 @@ def test_an_image_folder_with_odd_files_end_to_end(tmp_path, registry, hub_env, 
     ckpt = resolve(load_registry([registry]).checkpoint("test_convnext.hub"), offline=True, image_size=32)
     src = FeatureSource(FeatureCache(tmp_path / "c"), ExtractOptions(device="cpu", batch_size=8, workers=0, bad_images=mode))
     if mode == "fail":
-        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded \((UnidentifiedImageError|DecompressionBombError).*--bad-images skip"):
+        with pytest.raises(ZooSurveyFailure, match=r"cannot be decoded \((UnidentifiedImageError|DecompressionBombError).*bad_images='skip'"):
             for s in ("train", "val", "test"):
                 src.get(ckpt, ds, s)
         return
@@ -358,3 +358,124 @@ def test_malformed_registry_files_get_one_line_naming_file_entry_and_field(tmp_p
     code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path / "f.yaml"))
     assert code == 2 and "Traceback" not in err
     assert message in " ".join(err.split())
+
+
+# --------------------------------------------------------------------------- hostile input, full disks, closed pipes, signals
+
+
+def _zoo_subprocess(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from zoo_survey.cli import main; main()", *args]
+
+
+def test_a_billion_laughs_registry_file_gets_a_bounded_one_line_error_in_seconds(tmp_path):
+    """9 chained anchors: the value expands to 9**9 items; the message shows a bounded piece of it."""
+    anchors = ["&a0 [" + ", ".join(["lol"] * 9) + "]"]
+    anchors += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("family: bomb\ncheckpoints:\n  - [" + ", ".join(anchors) + "]\n")
+    proc = subprocess.run(_zoo_subprocess("registry", "validate", "-r", str(tmp_path)), capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[:2000]
+    assert "field 'checkpoints', entry 1: expected a mapping, got [['lol'" in proc.stderr
+    assert len(proc.stderr) < 1000  # bounded: the whole expansion would be gigabytes
+
+
+def test_shown_bounds_what_a_message_prints():
+    from zoo_survey.errors import shown
+
+    deep: list = ["lol"] * 9
+    for _ in range(9):
+        deep = [deep] * 9  # shared references, as YAML aliases make them: 9**10 items when expanded
+    assert len(shown(deep)) <= 200 and len(shown("x" * 10**6)) <= 200
+    assert shown("ok") == "'ok'"
+
+
+def test_a_number_key_beside_a_text_key_at_the_top_level_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "f.yaml").write_text("a: 1\n2: 3\n")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path / "f.yaml"))
+    assert code == 2 and "Traceback" not in err, err
+    assert "not a registry file" in err and "found ['2', 'a']" in " ".join(err.split())
+
+
+def test_output_to_a_full_disk_is_one_line_and_exit_1(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(_zoo_subprocess("registry", "list"), stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("error: cannot write the output (standard output): No space left on device")
+
+
+def test_a_closed_pipe_exits_quietly(tmp_path):
+    proc = subprocess.Popen(_zoo_subprocess("registry", "list", "--format", "tsv"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc.stdout.close()  # `| head -0`: the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert err == "", err  # no traceback, no "Exception ignored" from the exit's flush
+
+
+def test_a_read_only_store_folder_or_a_damaged_store_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from zoo_survey.cli.app import _os_error
+
+    with pytest.raises(SystemExit) as e:
+        _os_error(PermissionError(13, "Permission denied", str(tmp_path / "out" / "results.sqlite")))
+    assert e.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"error: {tmp_path / 'out' / 'results.sqlite'}: Permission denied; choose a folder you can write" in err
+    store = tmp_path / "bad" / "results.sqlite"
+    store.parent.mkdir()
+    store.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a header, then garbage
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(store.parent))
+    assert code in (1, 2) and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+_SIGNAL_WRAPPER = textwrap.dedent("""
+    import os, sys, time
+    import zoo_survey.features.source as source
+    mark, after = sys.argv[1], int(sys.argv[2])
+    real_forward = source.run_forward
+
+    def run_forward(*a, **k):  # the real forward; once `after` batches are out, say so and wait for the signal
+        for i, batch in enumerate(real_forward(*a, **k)):
+            if i == after:
+                open(mark, "w").close()
+                time.sleep(120)
+            yield batch
+
+    source.run_forward = run_forward
+    from zoo_survey.cli import main
+    sys.argv = ["zoo-survey", *sys.argv[3:]]
+    main()
+""")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_or_sighup_while_extracting_stops_like_ctrl_c_and_a_rerun_completes(
+        tmp_path, registry, hub_env, reference, monkeypatch, capsys, sig, code):
+    import time
+
+    ref_rows, ref_batches, _ = reference
+    cache, out, mark = tmp_path / "cache", tmp_path / "out", tmp_path / "extracting"
+    (tmp_path / "wrapper.py").write_text(_SIGNAL_WRAPPER)
+    args = ["run", "--registry", str(registry), "--cache-dir", str(cache), "--out", str(out), *RUN,
+            "--batch-size", "16", "--shard-rows", "16"]
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "wrapper.py"), str(mark), "2", *args], env=_env(hub_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mark.exists(), proc.communicate()
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stdout + stderr
+    assert "Traceback" not in stderr
+    assert f"stopped by {sig.name}: finished shards and result rows are kept; rerun the same command to resume" in stderr
+    assert list(cache.rglob("shard-*.feat.npy")), "the finished feature shards were not kept"
+    code2, text, err = zoo(monkeypatch, capsys, *args)
+    assert code2 == 0, text + err
+    written, skipped, batches = _summary(text)
+    assert batches < ref_batches  # the shards written before the signal were read, not recomputed
+    assert _rows(out / "results.sqlite") == ref_rows

@@ -105,7 +105,7 @@ def test_heavy_checkpoints_are_refused_on_a_cpu():
     assert {"vit_giant_patch14_dinov2.lvd142m", "vit_so400m_patch14_siglip_224.webli"} <= heavy_ids
     assert "vit_large_patch16_224.augreg_in21k_ft_in1k" not in heavy_ids  # 1.2 GB: a CPU may take it
     with pytest.raises(ZooSurveyError, match=r"1 checkpoint\(s\) too heavy for a CPU run: vit_giant_patch14_dinov2.lvd142m "
-                                             r"\(1,136 M params, about 4.5 GB\); run on a GPU \(--device cuda\).*--allow-heavy"):
+                                             r"\(1,136 M params, about 4.5 GB\); run on a GPU \(device='cuda'\).*allow_heavy=True"):
         check_heavy([small, giant], RunOptions(extract=OPTS))
     check_heavy([small, giant], RunOptions(extract=OPTS, allow_heavy=True))
     check_heavy([giant], RunOptions(extract=dataclasses.replace(OPTS, device="cuda")))

@@ -33,8 +33,9 @@ def test_k_above_a_class_size_uses_what_it_has_and_says_so():
 
 @pytest.mark.parametrize("bad", ["0,5", "a,b", ""])
 def test_bad_shots(bad):
-    with pytest.raises(ZooSurveyError, match=r"--shots"):
-        resolve_options(device="cpu", shots=parse_list(bad, "--shots", int))
+    with pytest.raises(ZooSurveyError, match=r"'shots'") as e:
+        resolve_options(device="cpu", shots=parse_list(bad, "shots", int))
+    assert e.value.param == "shots"
 
 
 def test_intervals_match_scipy():

@@ -149,7 +149,7 @@ def test_hub_unreachable_and_nothing_cached_is_retried_then_one_clear_line(hub, 
         resolve(s)
     msg = one_line(e)
     for part in (REPO, "config.json", "the connection failed (ConnectError", "tried 3 time(s) (retried 2",
-                 "HF_ENDPOINT", "zoo-survey prefetch", "--offline"):
+                 "HF_ENDPOINT", "zoo-survey prefetch", "offline=True"):
         assert part in msg, msg
 
 
@@ -249,7 +249,7 @@ def test_500_always_fails_after_the_configured_retries_in_one_line(hub, tmp_path
         resolve(spec(tmp_path / "reg"))
     msg = one_line(e)
     for part in ("test_resnet.loop", REPO, "config.json", "HTTP 500", "tried 3 time(s) (retried 2",
-                 "HF_ENDPOINT", "zoo-survey prefetch", "--offline"):
+                 "HF_ENDPOINT", "zoo-survey prefetch", "offline=True"):
         assert part in msg, msg
     assert hub.count() == 3  # ZOO_SURVEY_HUB_RETRIES=2: 3 requests, none of huggingface_hub's own 5 retries
     assert time.monotonic() - t0 < 5

@@ -69,14 +69,14 @@ def test_explicit_members_of_one_run_are_refused_unless_allowed():
     pair = "vit_tiny_patch16_224.augreg_in21k_ft_in1k,vit_tiny_patch16_384.augreg_in21k_ft_in1k"
     with pytest.raises(ZooSurveyError, match=r"'vit_tiny_patch16_224.augreg_in21k_ft_in1k' and "
                                              r"'vit_tiny_patch16_384.augreg_in21k_ft_in1k' both descend from "
-                                             r"'vit_tiny_patch16.augreg_in21k'.*--allow-same-lineage"):
+                                             r"'vit_tiny_patch16.augreg_in21k'.*allow_same_lineage=True"):
         plan_family(fam, members=pair)
     assert len(plan_family(fam, members=pair, allow_same_lineage=True).ensemble.members) == 2
 
 
 def test_too_few_lineages_is_said_with_the_count(tmp_path):
     fam = REG.family("dinov2")  # two teachers: S/B/L distilled from each ViT-g
-    with pytest.raises(ZooSurveyError, match=r"come from 2 pretraining run\(s\) \(lineages\).*--ensemble 2 or less"):
+    with pytest.raises(ZooSurveyError, match=r"come from 2 pretraining run\(s\) \(lineages\).*ensemble=2 or less"):
         plan_family(fam, 3)
     assert len(plan_family(fam, 3, allow_same_lineage=True).ensemble.members) == 3
 

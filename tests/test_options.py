@@ -35,14 +35,14 @@ def test_probe_options_reach_the_probe_config():
     ("kwargs", "message"),
     [
         ({"probes": ["linaer"]}, r"unknown probe 'linaer'; did you mean 'linear'"),
-        ({"probes": []}, r"--probes is empty"),
-        ({"grid": [1.0, -1.0]}, r"--grid values must be positive"),
-        ({"shots": [0, 5]}, r"--shots values must be at least 1"),
-        ({"seeds": 0}, r"--seeds must be at least 1"),
-        ({"device": "tpu"}, r"--device 'tpu': expected auto, cpu, cuda or cuda:N"),
-        ({"dtype": "bfloat16"}, r"--dtype bfloat16 needs a CUDA device"),
-        ({"feature_output": "cls"}, r"--feature-output must be one of entry, pre_logits, head, cls_patch_mean, avg, max"),
-        ({"workers": -1}, r"--workers must be 0 or more"),
+        ({"probes": []}, r"'probes' is empty"),
+        ({"grid": [1.0, -1.0]}, r"'grid' values must be positive"),
+        ({"shots": [0, 5]}, r"'shots' values must be at least 1"),
+        ({"seeds": 0}, r"'seeds' must be at least 1"),
+        ({"device": "tpu"}, r"'device' 'tpu': expected auto, cpu, cuda or cuda:N"),
+        ({"dtype": "bfloat16"}, r"dtype='bfloat16' needs a CUDA device"),
+        ({"feature_output": "cls"}, r"'feature_output' must be one of entry, pre_logits, head, cls_patch_mean, avg, max"),
+        ({"workers": -1}, r"'workers' must be 0 or more"),
     ],
 )
 def test_bad_options_are_named(kwargs, message):
@@ -52,13 +52,14 @@ def test_bad_options_are_named(kwargs, message):
 
 def test_a_cap_of_zero_is_kept_for_the_dataset_to_refuse_not_read_as_no_cap():
     opts = resolve_options(device="cpu", max_train=0, max_test=0)
-    assert (opts.max_train, opts.max_test) == (0, 0)  # prepare() then says "--max-train must be at least 2, got 0"
+    assert (opts.max_train, opts.max_test) == (0, 0)  # prepare() then says "'max_train' must be at least 2, got 0"
 
 
 def test_parse_list_names_the_flag():
-    assert parse_list("0.1, 1,", "--grid", float) == [0.1, 1.0]
-    with pytest.raises(ZooSurveyError, match=r"--shots must be comma-separated ints like 1,5,10; got 'a,b'"):
-        parse_list("a,b", "--shots", int)
+    assert parse_list("0.1, 1,", "grid", float) == [0.1, 1.0]
+    with pytest.raises(ZooSurveyError, match=r"'shots' must be comma-separated ints like 1,5,10; got 'a,b'") as e:
+        parse_list("a,b", "shots", int)
+    assert e.value.param == "shots"
 
 
 def test_the_ensemble_size_defaults_to_the_members_named():
@@ -70,11 +71,11 @@ def test_the_ensemble_size_defaults_to_the_members_named():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 3, "members": "lite01"}, r"--ensemble 3 but --members names 2 checkpoints; make them agree"),
-        ({"strategy": "budget", "members": "lite01"}, r"--members names the ensemble, but --strategy budget chooses it"),
-        ({"strategy": "explicit"}, r"strategy 'explicit' needs --members"),
-        ({"members": ","}, r"--members is empty"),
-        ({"members": "tf_efficientnet_lite0.pypi,tf_efficientnet_lite0.pypi"}, r"--members names a checkpoint twice"),
+        ({"k": 3, "members": "lite01"}, r"ensemble=3 but 'members' names 2 checkpoints; make them agree"),
+        ({"strategy": "budget", "members": "lite01"}, r"'members' names the ensemble, but strategy='budget' chooses it"),
+        ({"strategy": "explicit"}, r"strategy 'explicit' needs members="),
+        ({"members": ","}, r"'members' is empty"),
+        ({"members": "tf_efficientnet_lite0.pypi,tf_efficientnet_lite0.pypi"}, r"'members' names a checkpoint twice"),
     ],
 )
 def test_members_and_size_are_checked_in_the_plan(kwargs, message):

@@ -356,7 +356,7 @@ def test_bad_images_through_the_device_path(tmp_path, tiny, mode):
             except ZooSurveyFailure as e:
                 failed.append((str(e), src.forward_batches - before))
         [(message, batches)] = failed
-        assert re.search(r"the image at index \d+ cannot be decoded \(UnidentifiedImageError.*--bad-images skip", message)
+        assert re.search(r"the image at index \d+ cannot be decoded \(UnidentifiedImageError.*bad_images='skip'", message)
         assert batches == 0  # found in the pixel cache, before any forward pass of that split
         return
     got = [src.get(ckpt, ds, split) for split in ("train", "val")]

@@ -48,13 +48,13 @@ def test_explicit_members_and_named_ensembles():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 0}, r"--ensemble must be at least 1"),
-        ({"k": 3}, r"--ensemble 3 is larger than family 'efficientnet-lite' allows: it has 2 checkpoint\(s\) besides the baseline"),
+        ({"k": 0}, r"'ensemble' must be at least 1"),
+        ({"k": 3}, r"ensemble=3 is larger than family 'efficientnet-lite' allows: it has 2 checkpoint\(s\) besides the baseline"),
         ({"k": 2, "strategy": "same-arch"}, r"cannot supply an ensemble of 2 with strategy 'same-arch': no architecture has 2"),
         ({"k": 2, "strategy": "budget"}, r"cannot supply an ensemble of 2 with strategy 'budget': the 2 cheapest members need"),
         ({"k": 2, "strategy": "random"}, r"unknown ensemble strategy 'random'"),
         ({"k": 2, "members": "tf_efficientnet_lite0.pypi,nope.x"}, r"unknown checkpoint in family 'efficientnet-lite' 'nope.x'"),
-        ({"k": 2, "against": "lite9"}, r"unknown --against checkpoint"),
+        ({"k": 2, "against": "lite9"}, r"unknown 'against' checkpoint"),
     ],
 )
 def test_plan_errors(kwargs, message):
@@ -85,7 +85,7 @@ def test_budget_by_pretraining_compute(tmp_path):
 
 
 def test_budget_by_pretrain_names_the_entries_without_the_fields():
-    with pytest.raises(ZooSurveyError, match=r"--budget-by pretrain needs pretrain.images_seen, or pretrain.epochs and pretrain.images, .* "
+    with pytest.raises(ZooSurveyError, match=r"budget_by='pretrain' needs pretrain.images_seen, or pretrain.epochs and pretrain.images, .* "
                                              r"tf_efficientnet_lite2.pypi \(efficientnet-lite.yaml\)"):
         plan_family(REG.family("efficientnet-lite"), 1, "budget", budget_by="pretrain")
 

@@ -56,14 +56,14 @@ def test_an_images_budget_is_steps_of_the_batch():
     [
         ({"steps": 1000, "cats": (1, 3)}, r"1,000 steps does not split into whole steps for CAT3 .*multiple of 3 steps, e.g. 999 or 1,002"),
         ({"steps": 10, "cats": (4, 6)}, r"CAT4/CAT6 .*multiple of 12 steps, e.g. 12 or 24"),
-        ({"images": 1000, "batch_size": 64}, r"--images 1,000 is not a whole number of steps at --batch-size 64; use a multiple of 64"),
-        ({"images": 64 * 6, "batch_size": 64, "cats": (4,)}, r"6 steps does not split .*CAT4.* \(of 256 images at --batch-size 64\)"),
+        ({"images": 1000, "batch_size": 64}, r"images=1000 is not a whole number of steps at batch_size=64; use a multiple of 64"),
+        ({"images": 64 * 6, "batch_size": 64, "cats": (4,)}, r"6 steps does not split .*CAT4.* \(of 256 images at batch_size=64\)"),
         ({"steps": 10, "images": 640}, r"give the pretraining budget once"),
         ({}, r"give the pretraining budget once"),
-        ({"steps": 0}, r"--steps must be at least 1"),
-        ({"steps": 8, "cats": (0, 2)}, r"--cat values are ensemble sizes, at least 1"),
+        ({"steps": 0}, r"'steps' must be at least 1"),
+        ({"steps": 8, "cats": (0, 2)}, r"'cats' values are ensemble sizes, at least 1"),
         ({"steps": 8, "wide_args": {}}, r"the wide single is the single's architecture made wider"),
-        ({"steps": 8, "name": "my zoo"}, r"--name 'my zoo': use letters, digits, '-' and '_'"),
+        ({"steps": 8, "name": "my zoo"}, r"'name' 'my zoo': use letters, digits, '-' and '_'"),
     ],
 )
 def test_budget_errors(kwargs, message):

@@ -142,10 +142,12 @@ def test_bad_input_raises_before_any_work(call, message, tmp_path, monkeypatch, 
     assert forwards == [] and not (tmp_path / "zoo-survey-out").exists()
 
 
-@pytest.mark.skipif(not issubclass(ZooSurveyError, ValueError), reason="needs the errors lane")
 def test_bad_input_is_a_value_error():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown split 'training'") as err:
         zs.features("tf_efficientnet_lite0.pypi", "digits", split="training")
+    assert isinstance(err.value, ZooSurveyError) and not isinstance(err.value, RuntimeError)
+    with pytest.raises(ValueError, match="unknown parameter 'image_sise'; did you mean 'image_size'"):
+        zs.features("tf_efficientnet_lite0.pypi", "digits", image_sise=32)
 
 
 def test_load_a_missing_store_names_the_path(tmp_path):

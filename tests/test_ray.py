@@ -388,7 +388,8 @@ def test_ray_options_checks_without_importing_ray():
     with pytest.raises(ZooSurveyError, match="only apply to a run on Ray"):
         ray_options(None, cpus_per_actor=2)
     assert ray_options("10.0.0.1:6379", gpus_per_actor=0.25) == RayOptions("10.0.0.1:6379", 0.25, 1.0, "auto")
-    assert issubclass(ZooSurveyFailure, ZooSurveyError)
+    assert not issubclass(ZooSurveyFailure, ZooSurveyError)  # a failure is a RuntimeError, bad input a ValueError
+    assert issubclass(ZooSurveyFailure, RuntimeError) and issubclass(ZooSurveyError, ValueError)
 
 
 def test_without_ray_nothing_imports_ray(tmp_path, hub_env, tiny_registry):

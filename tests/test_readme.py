@@ -23,4 +23,5 @@ def test_readme_setup_command_runs_the_default_job():
     readme = (ROOT / "README.md").read_text()
     setup = _bash_blocks(readme)[0].strip()
     assert "\n" not in setup and setup.endswith("zoo-survey run && .venv/bin/zoo-survey report")
-    assert "pip install torch==2.14.1 torchvision==0.29.1" in setup
+    assert "pip install torch==2.14.1 torchvision==0.29.1 '.[offline]'" in setup
+    assert " -e " not in setup  # a researcher's install is a wheel's: the package carries its registry (tests/test_wheel.py)

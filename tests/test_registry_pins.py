@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import timm
 
+from zoo_survey.sources import HubSource, TimmSource
 from zoo_survey.zoo.checkpoints import _preprocessing, _timm_cfg, load_model, resolve
-from zoo_survey.zoo.registry import SHIPPED_REGISTRY, HubSource, TimmSource, load_registry
+from zoo_survey.zoo.registry import SHIPPED_REGISTRY, load_registry
 
 PINS = json.loads((Path(__file__).parent / "data" / "registry_pins.json").read_text())
 REG = load_registry([SHIPPED_REGISTRY])

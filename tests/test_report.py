@@ -37,7 +37,7 @@ def test_markdown_numbers_are_the_store_rows(filled, monkeypatch, capsys):
     # the interval and p-value are those of the stored predictions, paired image by image
     d = paired_difference(line.baseline.predictions == line.baseline.test_labels, line.ensemble.predictions == line.ensemble.test_labels)
     assert cells["95% CI"] == f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" and d.low <= d.delta <= d.high
-    assert cells["significant"] == ("yes" if d.low > 0 or d.high < 0 else "no")
+    assert cells["significant"] == ("yes" if d.p_value < 0.05 else f"no (could detect ≥ {100 * d.detectable:.1f})")
     assert md.index("## Across architectures") < md.index("## Single vs ensemble")  # the answer comes first
     for name in ("accuracy_vs_gmacs", "difference_heatmap", "fewshot_curves", "gain_vs_diversity"):
         assert f"(plots/{name}.png)" in md
@@ -151,7 +151,7 @@ def test_member_diversity_is_computed_stored_and_reported(filled, monkeypatch, c
     members = set(line.ensemble.members)
     among = [s.cka for s in sims if s.a in members and s.b in members]
     summary = next(ln for ln in md.splitlines() if ln.startswith("| unstated | tiny | linear | 1 |")).split(" | ")
-    assert summary[7] == f"{among[0]:.3f}"  # the members' mean CKA, in the first section (the tiny family states no kind)
+    assert summary[9] == f"{among[0]:.3f}"  # the members' mean CKA, in the first section (the tiny family states no kind)
     code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(filled.parent / "user-registry"), "--out",
                          str(filled), *TINY_RUN, "--probes", "linear,fewshot", "--shots", "1,3", "--seeds", "2")
     assert code == 0 and len(store.similarity()) == 3  # a rerun computes nothing again

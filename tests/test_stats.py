@@ -1,5 +1,7 @@
-"""Statistics: paired intervals against direct resampling and scipy, McNemar by hand, CKA against the
-reference Gram-matrix implementation, and identical sides giving exactly 0 with [0, 0]."""
+"""Statistics with a known truth: Newcombe's paired interval and McNemar's exact p decide together (never
+significant with p >= 0.05), zero discordant images give a non-degenerate interval, the family bootstrap
+resamples a dataset drawn twice independently (checked against a direct implementation), Holm and BH
+against their definitions, the detectable difference, TOST, and CKA against the reference Gram-matrix code."""
 
 from __future__ import annotations
 
@@ -13,8 +15,13 @@ from zoo_survey.errors import ZooSurveyError
 from zoo_survey.results.analysis import answer_of, comparison_lines
 from zoo_survey.results.stats import (
     _resampled_means,
+    bh,
+    detectable_difference,
+    equivalent,
+    holm,
     linear_cka,
     mcnemar_exact,
+    newcombe_interval,
     paired_difference,
     pooled_difference,
     wilson_interval,
@@ -40,17 +47,75 @@ def test_the_resampled_means_are_those_of_resampling_images_one_by_one():
     assert np.quantile(ours, [0.025, 0.975]) == pytest.approx(np.quantile(direct, [0.025, 0.975]), abs=0.005)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_interval_matches_scipys_paired_bootstrap(seed):
-    a, b = _outcomes(seed=seed)
-    ours = paired_difference(a, b)
-    ref = stats.bootstrap((b.astype(float), a.astype(float)), lambda x, y, axis=-1: np.mean(x - y, axis=axis), paired=True,
-                          vectorized=True, n_resamples=9999, method="percentile",
-                          random_state=np.random.default_rng(seed + 10))
-    assert ours.delta == pytest.approx(float(np.mean(b - a)))
-    # two independent 9,999-resample runs: endpoints agree to Monte Carlo error (interval width here ~0.07)
-    assert ours.low == pytest.approx(ref.confidence_interval.low, abs=0.006)
-    assert ours.high == pytest.approx(ref.confidence_interval.high, abs=0.006)
+def _lopsided(only_b: int, only_a: int = 0, n: int = 1000):
+    """n test images, 84% right on both sides but for ``only_b`` images only b gets right and ``only_a`` only a."""
+    a = np.zeros(n, bool)
+    a[: int(0.84 * n)] = True
+    b = a.copy()
+    b[:only_a] = False  # a right, b wrong
+    b[int(0.84 * n): int(0.84 * n) + only_b] = True  # b right, a wrong
+    return a, b
+
+
+@pytest.mark.parametrize("only_b", [4, 5])
+def test_four_or_five_to_nothing_is_not_significant_as_mcnemar_says(only_b):
+    # issue 19: 4-0 of 1,000 gave the bootstrap interval [+0.1, +0.8] and "significant" beside p = 0.125
+    a, b = _lopsided(only_b)
+    d = paired_difference(a, b)
+    assert (d.only_a, d.only_b) == (0, only_b) and d.p_value == pytest.approx(2 / 2**only_b)
+    assert not d.significant and d.verdict == "tie"
+    assert d.low < 0 < d.high if only_b == 4 else d.low < 0.0002  # 4-0: the interval holds 0 as the test says
+
+
+def test_significance_never_disagrees_with_the_p_shown():
+    # over a grid of discordant counts, "significant" is exactly p < 0.05: the same test decides
+    for only_a in range(0, 12):
+        for only_b in range(0, 12):
+            d = paired_difference(*_lopsided(only_b, only_a))
+            assert d.significant == (d.p_value < 0.05) == (d.verdict != "tie")
+
+
+@pytest.mark.parametrize("n", [50, 449, 1000])
+def test_no_discordant_image_still_gets_an_interval(n):
+    a = np.zeros(n, bool)
+    a[: int(0.9 * n)] = True
+    d = paired_difference(a, a.copy())
+    assert d.delta == 0 and d.low < 0 < d.high  # issue 19: it was [0, 0], certainty the data cannot give
+    assert d.high - d.low < 8 / n  # but no wider than what n images leave open (rule of three: ~3/n each side)
+
+
+def test_one_discordant_image_does_not_jump_from_zero_width():
+    a = np.zeros(449, bool)
+    a[:400] = True
+    b = a.copy()
+    b[400] = True
+    zero, one = paired_difference(a, a.copy()), paired_difference(a, b)
+    assert 0.5 < (one.high - one.low) / (zero.high - zero.low) < 3
+
+
+def test_newcombe_interval_by_its_definition():
+    # Newcombe (1998) method 10, written out here from the paper's formulas with scipy's Wilson intervals
+    both, only_a, only_b, n = 700, 20, 35, 1000
+    wrong = n - both - only_a - only_b
+    ci_a = stats.binomtest(both + only_a, n).proportion_ci(method="wilson")
+    ci_b = stats.binomtest(both + only_b, n).proportion_ci(method="wilson")
+    pa, pb = (both + only_a) / n, (both + only_b) / n
+    phi = (both * wrong - only_a * only_b) / np.sqrt((both + only_a) * (only_b + wrong) * (both + only_b) * (only_a + wrong))
+    dl = np.sqrt((pb - ci_b.low) ** 2 - 2 * phi * (pb - ci_b.low) * (ci_a.high - pa) + (ci_a.high - pa) ** 2)
+    du = np.sqrt((ci_b.high - pb) ** 2 - 2 * phi * (ci_b.high - pb) * (pa - ci_a.low) + (pa - ci_a.low) ** 2)
+    assert newcombe_interval(both, only_a, only_b, n) == pytest.approx((pb - pa - dl, pb - pa + du), abs=1e-9)
+
+
+def test_coverage_with_few_discordant_images():
+    # a known truth: 1,000 images, ~15 discordant, true gain +0.88 points (ci_coverage.py's setting), 400 draws
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(400):
+        single = rng.random(1000) < 0.84
+        ens = np.where(rng.random(1000) < 0.08, rng.random(1000) < 0.95, single)
+        d = paired_difference(single, ens)
+        covered += d.low <= 0.08 * (0.95 - 0.84) <= d.high
+    assert 0.92 <= covered / 400 <= 0.99
 
 
 def test_mcnemar_exact_by_hand():
@@ -66,8 +131,9 @@ def test_mcnemar_exact_by_hand():
 def test_an_ensemble_identical_to_the_single_differs_by_exactly_zero():
     a, _ = _outcomes()
     d = paired_difference(a, a.copy())
-    assert (d.delta, d.low, d.high, d.p_value, d.significant, d.verdict) == (0.0, 0.0, 0.0, 1.0, False, "tie")
-    assert pooled_difference([(a, a), (a[:100], a[:100])]) == (0.0, 0.0, 0.0)
+    assert (d.delta, d.p_value, d.significant, d.verdict) == (0.0, 1.0, False, "tie") and d.low < 0 < d.high
+    pooled = pooled_difference([(a, a), (a[:100], a[:100])])
+    assert (pooled.delta, pooled.low, pooled.high, pooled.p_value) == (0.0, 0.0, 0.0, 1.0)
 
 
 def test_identical_rows_in_a_store_give_zero_in_the_report():
@@ -82,9 +148,10 @@ def test_identical_rows_in_a_store_give_zero_in_the_report():
                          extract_seconds=0, warnings=[], provenance={}, test_key="t", predictions=preds, test_labels=labels)
 
     (line,) = comparison_lines([row("baseline", "a"), row("ensemble", "a+b")])
-    assert line.delta == 0 and (line.paired.low, line.paired.high) == (0.0, 0.0)
+    assert line.delta == 0 and line.paired.low < 0 < line.paired.high
     (fam,) = answer_of([line]).to_dict("records")
     assert (fam["mean_difference_pts"], fam["ci_low_pts"], fam["ci_high_pts"], fam["ties"]) == (0.0, 0.0, 0.0, 1)
+    assert fam["verdict"] == "not significant" and fam["detectable_pts"] > 0
 
 
 def test_a_clear_gain_is_significant_and_its_interval_excludes_zero():
@@ -97,7 +164,8 @@ def test_a_clear_gain_is_significant_and_its_interval_excludes_zero():
 
 def test_pooled_interval_over_datasets_is_wider_than_one_datasets():
     pairs = [_outcomes(seed=s) for s in range(3)]
-    mean, low, high = pooled_difference(pairs)
+    pooled = pooled_difference(pairs)
+    mean, low, high = pooled.delta, pooled.low, pooled.high
     assert mean == pytest.approx(np.mean([np.mean(b - a) for a, b in pairs]))
     one = paired_difference(*pairs[0])
     assert low <= mean <= high and (high - low) > 0.5 * (one.high - one.low)
@@ -161,3 +229,51 @@ def test_cka_properties():
     assert abs(linear_cka(X, rng.normal(size=(300, 16)))) < 0.05  # independent: near 0 (debiased)
     with pytest.raises(ZooSurveyError, match="same rows"):
         linear_cka(X, X[:10])
+
+
+def _direct_two_level(pairs, n_resamples, rng):
+    """The two-level bootstrap written plainly: draw datasets, and for every draw its own image resample."""
+    diffs = [np.asarray(b, float) - np.asarray(a, float) for a, b in pairs]
+    out = np.empty(n_resamples)
+    for r in range(n_resamples):
+        picks = rng.integers(0, len(diffs), len(diffs))
+        out[r] = np.mean([diffs[j][rng.integers(0, len(diffs[j]), len(diffs[j]))].mean() for j in picks])
+    return np.quantile(out, [0.025, 0.975])
+
+
+def test_the_family_bootstrap_resamples_each_draw_of_a_dataset_on_its_own():
+    # two tiny, noisy datasets with the same mean gain: between-dataset spread is 0, so the interval is all image
+    # noise, and reusing one image resample for a dataset drawn twice (issue 19) widens it by ~20%
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(2):
+        a = (rng.random(40) < 0.5).astype(int)
+        b = a.copy()
+        b[:12] = 1 - b[:12]
+        b[:12] = np.where(np.arange(12) < 8, 1, 0)
+        a[:12] = np.where(np.arange(12) < 8, 0, 1)
+        pairs.append((a, b))
+    pooled = pooled_difference(pairs, n_resamples=20000)
+    lo, hi = _direct_two_level(pairs, 6000, np.random.default_rng(11))
+    assert (pooled.low, pooled.high) == pytest.approx((lo, hi), abs=0.02)  # one image step is 0.0125; reuse: [-0.05, +0.25]
+
+
+def test_holm_and_bh_by_their_definitions():
+    p = [0.01, 0.04, 0.03, 0.5]
+    # Holm: sorted p times (m - rank), running maximum, capped at 1; BH: p * m / rank, running minimum from the top
+    assert holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert bh(p) == pytest.approx([0.04, 0.0533333, 0.0533333, 0.5], abs=1e-6)
+    assert holm([]) == [] and bh([]) == []
+
+
+def test_detectable_difference_and_equivalence():
+    # 75 discordant of 1,000: (1.96 + 0.84) * sqrt(0.075 / 1000) = 2.43 points; more images, a smaller one
+    assert detectable_difference(75, 1000) == pytest.approx(0.02426, abs=1e-4)
+    assert detectable_difference(75 * 4, 4000) < detectable_difference(75, 1000)
+    assert detectable_difference(0, 1000) == detectable_difference(3, 1000)  # rule of three with none
+    a = np.zeros(1000, bool)
+    a[:840] = True
+    b = a.copy()
+    b[840:845] = True  # 5-0: +0.5 points
+    d = paired_difference(a, b)
+    assert equivalent(d, 0.02) and not equivalent(d, 0.005)

@@ -15,6 +15,7 @@ This module imports no torch, timm, scikit-learn or pandas: they load on first u
 from __future__ import annotations
 
 import html
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .errors import ZooSurveyError, unknown
 from .features.cache import DEFAULT_SHARD_ROWS, FeatureCache, cache_root
-from .probes.base import DEFAULT_SEEDS, DEFAULT_SHOTS
 from .results.store import STORE_NAME, ResultRow, ResultStore, SimilarityRow
 from .survey.options import (
     DEFAULT_DATASETS,
@@ -167,105 +167,42 @@ def prepare_survey(
     out: PathLike = DEFAULT_OUT,
     cache_dir: PathLike | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
-    device: str = "auto",
-    image_size: int | None = None,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    full: bool = False,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    dtype: str = "float32",
-    compile: bool = False,
-    bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
-    offline: bool = False,
-    allow_heavy: bool = False,
-    grid: Sequence[float] | None = None,
-    shots: Sequence[int] | None = None,
-    seeds: int | None = None,
-    fewshot_val: str = "shots",
     cuda: bool | Callable[[], bool | None] | None = None,
+    **options: Any,
 ) -> SurveyJob:
     """Check every argument of :func:`survey` and plan it, running nothing: the registry is read, the families and
-    datasets looked up, the options resolved (:func:`~zoo_survey.survey.options.resolve_options`) and each family
-    planned (:func:`~zoo_survey.survey.plan.plan_family`).
+    datasets looked up, the options resolved (:func:`~zoo_survey.survey.options.resolve_options`, which takes every
+    keyword in ``options``: ``device``, ``image_size``, ``max_train``, ``full``, ``grid``, ``shots`` ...) and each
+    family planned (:func:`~zoo_survey.survey.plan.plan_family`).
 
     ``cuda``: whether the machines that extract have a GPU (``None``: this one); a callable is asked once the
     registry names are checked (the CLI connects to a Ray cluster there and answers for it).
     """
-    offline = offline_env(offline)
     reg = open_registry(registry)
     fams = reg.select_families(_names(family, [DEFAULT_FAMILY]))
     ds_specs = reg.select_datasets(_names(datasets, DEFAULT_DATASETS))
-    options = resolve_options(
-        device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
-        offline=offline, allow_heavy=allow_heavy, probes=_names(probes, DEFAULT_PROBES), grid=grid,
-        shots=DEFAULT_SHOTS if shots is None else shots, seeds=DEFAULT_SEEDS if seeds is None else seeds,
-        fewshot_val=fewshot_val, cuda=cuda() if callable(cuda) else cuda,
-    )
+    resolved = _resolve(options, probes=_names(probes, DEFAULT_PROBES), cuda=cuda() if callable(cuda) else cuda)
     named = members if members is None or isinstance(members, str) else list(members)
     plans = [plan_family(fam, ensemble, strategy, against=against, members=named, budget_by=budget_by,
                          allow_same_lineage=allow_same_lineage) for fam in fams]
-    return SurveyJob(plans, ds_specs, options, FeatureCache(cache_root(_path(cache_dir)), shard_rows=shard_rows), Path(out))
+    return SurveyJob(plans, ds_specs, resolved, FeatureCache(cache_root(_path(cache_dir)), shard_rows=shard_rows), Path(out))
 
 
-def survey(
-    family: Names = DEFAULT_FAMILY,
-    ensemble: int | None = None,
-    strategy: str | None = None,
-    datasets: Names | None = None,
-    probes: Names | None = None,
-    *,
-    members: Names | None = None,
-    against: str | None = None,
-    budget_by: str = "params",
-    allow_same_lineage: bool = False,
-    registry: PathLike | Sequence[PathLike] = (),
-    out: PathLike = DEFAULT_OUT,
-    cache_dir: PathLike | None = None,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    device: str = "auto",
-    image_size: int | None = None,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    full: bool = False,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    dtype: str = "float32",
-    compile: bool = False,
-    bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
-    offline: bool = False,
-    allow_heavy: bool = False,
-    grid: Sequence[float] | None = None,
-    shots: Sequence[int] | None = None,
-    seeds: int | None = None,
-    fewshot_val: str = "shots",
-    hooks: Hooks | None = None,
-) -> SurveyResult:
+def survey(*args: Any, hooks: Hooks | None = None, **kwargs: Any) -> SurveyResult:
     """Survey ``family``: its single largest checkpoint against an ensemble of ``ensemble`` smaller ones, on
     ``datasets``, with ``probes``; the same work and the same rows as ``zoo-survey run`` with the same arguments.
 
-    Features are cached (``cache_dir``, default ``$ZOO_SURVEY_CACHE`` or ``~/.cache/zoo-survey``) and rows stored in
-    ``<out>/results.sqlite``; a rerun computes only what is missing. Names may be lists or comma-separated
-    strings; ``family="all"`` surveys every family. ``ensemble`` defaults to the number of ``members`` when they
-    are given, else 2; ``strategy`` to ``"explicit"`` with members, else ``"smallest"``. On a CPU without ``full``,
-    the CPU limits (96 px, 2,000 train / 1,000 test images) fill the sizes left ``None``. ``hooks`` receives
-    progress (see :class:`~zoo_survey.survey.runner.Hooks`).
+    Takes the parameters of :func:`prepare_survey` (its signature is this function's) and ``hooks``, which receive
+    progress (see :class:`~zoo_survey.survey.runner.Hooks`). Features are cached (``cache_dir``, default
+    ``$ZOO_SURVEY_CACHE`` or ``~/.cache/zoo-survey``) and rows stored in ``<out>/results.sqlite``; a rerun computes
+    only what is missing. Names may be lists or comma-separated strings; ``family="all"`` surveys every family.
+    ``ensemble`` defaults to the number of ``members`` when they are given, else 2; ``strategy`` to ``"explicit"``
+    with members, else ``"smallest"``. On a CPU without ``full``, the CPU limits (96 px, 2,000 train / 1,000 test
+    images) fill the sizes left ``None``.
 
-    Bad input raises :class:`~zoo_survey.errors.ZooSurveyError` before any work, naming what is wrong.
+    Bad input raises :class:`~zoo_survey.errors.ZooSurveyError` (a ``ValueError``) before any work, naming what is wrong.
     """
-    job = prepare_survey(
-        family, ensemble, strategy, datasets, probes, members=members, against=against, budget_by=budget_by,
-        allow_same_lineage=allow_same_lineage, registry=registry, out=out, cache_dir=cache_dir, shard_rows=shard_rows,
-        device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
-        offline=offline, allow_heavy=allow_heavy, grid=grid, shots=shots, seeds=seeds, fewshot_val=fewshot_val,
-    )
-    return job.run(hooks)
+    return prepare_survey(*args, **kwargs).run(hooks)
 
 
 def features(
@@ -276,43 +213,55 @@ def features(
     registry: PathLike | Sequence[PathLike] = (),
     cache_dir: PathLike | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
-    device: str = "auto",
-    image_size: int | None = None,
-    max_train: int | None = None,
-    max_test: int | None = None,
-    full: bool = False,
-    batch_size: int | None = None,
-    workers: int | None = None,
-    dtype: str = "float32",
-    compile: bool = False,
-    bad_images: str = "fail",
-    layer: str = "entry",
-    preprocess: str = "tensor",
-    offline: bool = False,
-    allow_heavy: bool = False,
     hooks: Hooks | None = None,
+    **options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``checkpoint``'s features on ``split`` (train, val or test, as a survey splits ``dataset``) and their labels:
     ``X`` float32 (n, feature_dim), ``y`` int64 (n,).
 
     The first call extracts the checkpoint's features on every split of the dataset into the feature cache, as
-    ``zoo-survey extract`` does; later calls, and a survey with the same settings, read them from there. The
-    settings mean what they mean for :func:`survey` (so on a CPU without ``full``, the CPU limits apply).
+    ``zoo-survey extract`` does; later calls, and a survey with the same settings, read them from there.
+    ``options`` are :func:`~zoo_survey.survey.options.resolve_options`' extraction settings (``device``,
+    ``image_size``, ``max_train``, ``max_test``, ``full``, ``dtype``, ``feature_output`` ...), meaning what they mean
+    for :func:`survey` (so on a CPU without ``full``, the CPU limits apply).
     """
     if split not in SPLITS:
         raise unknown("split", split, SPLITS)
-    offline = offline_env(offline)
     reg = open_registry(registry)
     spec, ds_spec = reg.checkpoint(checkpoint), reg.dataset(dataset)
-    options = resolve_options(
-        device=device, image_size=image_size, max_train=max_train, max_test=max_test, full=full, batch_size=batch_size,
-        workers=workers, dtype=dtype, compile=compile, bad_images=bad_images, layer=layer, preprocess=preprocess,
-        offline=offline, allow_heavy=allow_heavy,
-    )
     cache = FeatureCache(cache_root(_path(cache_dir)), shard_rows=shard_rows)
-    ws = extract_all([spec], [ds_spec], cache, options, hooks).ws
+    ws = extract_all([spec], [ds_spec], cache, _resolve(options), hooks).ws
     f = ws.source.get(ws.checkpoint(spec), ws.dataset(ds_spec), split)
     return f.features, f.labels
+
+
+def _resolve(options: Mapping[str, Any], **fixed: Any) -> RunOptions:
+    """:func:`resolve_options` over a caller's keywords; an unknown keyword is bad input naming the valid ones."""
+    valid = set(inspect.signature(resolve_options).parameters) - set(fixed)
+    wrong = sorted(set(options) - valid)
+    if wrong:
+        raise unknown("parameter", wrong[0], valid)
+    given = {**options, "offline": offline_env(options.get("offline", False))}
+    given = {k: v for k, v in given.items() if v is not None or k not in ("shots", "seeds")}  # None: the default
+    return resolve_options(**given, **fixed)
+
+
+def _with_options(func: Callable[..., Any], *, drop: Sequence[str] = (), extra: Sequence[inspect.Parameter] = ()) -> None:
+    """Show ``func``'s own parameters plus :func:`resolve_options`' keywords in ``inspect.signature``/``help``/``?``:
+    one list of options, in resolve_options, and every entry point shows all of it."""
+    own = [p for p in inspect.signature(func).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in own} | set(drop)
+    more = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(resolve_options).parameters.values()
+            if p.name not in taken]
+    func.__signature__ = inspect.signature(func).replace(parameters=[*own, *more, *extra])  # type: ignore[attr-defined]
+
+
+_with_options(prepare_survey, drop=("probes", "cuda"))
+_with_options(features, drop=("probes", "grid", "shots", "seeds", "fewshot_val", "cuda"))
+survey.__signature__ = inspect.signature(prepare_survey).replace(  # type: ignore[attr-defined]
+    parameters=[p for p in inspect.signature(prepare_survey).parameters.values() if p.name != "cuda"]
+    + [inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Hooks | None")],
+    return_annotation="SurveyResult")
 
 
 def load(out: PathLike = DEFAULT_OUT) -> SurveyResult:

@@ -47,7 +47,7 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
     except OSError as e:
         raise WriteError(
             f"cannot write {target}: {e.strerror or e} (errno {e.errno}); free space or permissions there, "
-            "or pass --cache-dir / --out on another disk; nothing half-written was kept"
+            "or pass a 'cache_dir' / 'out' on another disk; nothing half-written was kept", param=("cache_dir", "out")
         ) from e
     finally:
         if tmp is not None and os.path.exists(tmp):

@@ -46,7 +46,7 @@ def ensure_root(root: Path, hint: str) -> None:
         if not tag.exists():
             atomic_write(tag, lambda f: f.write(_TAG.encode()))
     except OSError as e:
-        raise WriteError(f"cannot create the feature cache at {root}: {e.strerror or e}; {hint}") from e
+        raise WriteError(f"cannot create the feature cache at {root}: {e.strerror or e}; {hint}", param="cache_dir") from e
 
 
 def lock_path(root: Path, digest: str) -> Path:

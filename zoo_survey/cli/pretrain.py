@@ -122,7 +122,7 @@ def pretrain_command(
     spec = reg.dataset(dataset)
     recipe = Recipe(opt=opt, lr=lr, weight_decay=weight_decay, warmup=warmup, min_lr=min_lr, smoothing=smoothing,
                     augment=augment, image_size=image_size)
-    plan = plan_zoo(arch, cats=parse_list(cat, "--cat", int), steps=steps, images=images, batch_size=batch_size, seed=seed,
+    plan = plan_zoo(arch, cats=parse_list(cat, "cat", int), steps=steps, images=images, batch_size=batch_size, seed=seed,
                     name=name, model_args=_json_object(model_args, "--model-args"),
                     wide_args=_json_object(wide_args, "--wide-args"), wide_arch=wide_arch)
     dev = resolve_device(device)

@@ -22,22 +22,26 @@ def report(
     format: Annotated[str, typer.Option(
         "--format", help="md (with plots/), html (one self-contained file), csv or json: written to <out>/report.<format>; "
         "table or tsv: every table of the report printed to stdout, nothing written.")] = "md",
+    equivalence_margin: Annotated[float | None, typer.Option(
+        "--equivalence-margin", min=0.0, help="Points: a difference that is not significant and whose 90% interval lies "
+        "within ±this is reported as equivalent (TOST). Off by default.")] = None,
 ) -> None:
     """Write the single-vs-ensemble report from the results store (it reads nothing else).
 
-    Example: zoo-survey report --out zoo-survey-out --format html
+    Example: zoo-survey report --out zoo-survey-out --format html --equivalence-margin 1
     """
+    margin = None if equivalence_margin is None else equivalence_margin / 100
     if format not in FORMATS:
         raise unknown("report format", format, FORMATS)
     store = ResultStore(out / STORE_NAME, create=False)
     rows, similarity = store.rows(), store.similarity()
     if format not in FILE_FORMATS:
-        doc = build_report(rows, similarity=similarity)
+        doc = build_report(rows, similarity=similarity, margin=margin)
         if format == "tsv":
             console.file.write(to_tsv(doc))
         else:
             emit([t for s in doc.sections for t in s.tables], console, "table")
         return
-    paths = write_report(rows, out, format, similarity)
+    paths = write_report(rows, out, format, similarity, margin)
     print_summary(rows)
     console.print("Written: " + ", ".join(str(p) for p in paths), soft_wrap=True)

@@ -40,6 +40,15 @@ from .options import (
 from .output import emit, human
 
 
+def _probes_help() -> str:
+    """The --probes help: every probe, plug-ins' included; a broken plug-in is reported when a run looks probes up
+    (inside the CLI's error boundary), not while the CLI is built."""
+    try:
+        return "Comma-separated probes: " + "; ".join(f"{p.name} ({p.summary})" for p in PROBES) + "."
+    except ZooSurveyError:
+        return "Comma-separated probes (a plug-in failed to load; a run says which)."
+
+
 def _options(flags: dict[str, Any], cluster: RayCluster | None = None, **probe_args: Any) -> RunOptions:
     """The shared flags (and a run's probe flags) through the one library function that resolves them.
 
@@ -153,8 +162,7 @@ def run(
         "and 384 px); by default every member has its own lineage.")] = False,
     against: Annotated[Optional[str], typer.Option(help="The single baseline [default: the family's largest checkpoint].")] = None,
     out: OutOpt = DEFAULT_OUT,
-    probes: Annotated[str, typer.Option(help="Comma-separated probes: " + "; ".join(
-        f"{p.name} ({p.summary})" for p in PROBES) + ".")] = ",".join(DEFAULT_PROBES),
+    probes: Annotated[str, typer.Option(help=_probes_help())] = ",".join(DEFAULT_PROBES),
     grid: Annotated[Optional[str], typer.Option(
         help="Regularization grid C1,C2,... [default: 45 values, 1e-6..1e5].", show_default=False)] = None,
     shots: Annotated[str, typer.Option(help="Few-shot k values (examples per class), for --probes fewshot.")] = "1,5,10,25",
@@ -189,9 +197,9 @@ def run(
         allow_same_lineage=allow_same_lineage, registry=f["registry"] or (), out=out, cache_dir=f["cache_dir"],
         shard_rows=f["shard_rows"], device=f["device"], image_size=f["image_size"], max_train=f["max_train"],
         max_test=f["max_test"], full=f["full"], batch_size=f["batch_size"], workers=f["workers"], dtype=f["dtype"],
-        compile=f["compile"], bad_images=f["bad_images"], layer=f["features"], preprocess=f["preprocess"],
-        offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "--grid", float) if grid is not None else None,
-        shots=parse_list(shots, "--shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
+        compile=f["compile"], bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], pixel_route=f["preprocess"],
+        offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "grid", float) if grid is not None else None,
+        shots=parse_list(shots, "shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
     )
     for plan in job.plans:
         console.print(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,9 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..digests import arrays_digest, file_sha256, string_digest
-from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure
+from ..sources.datasets import HFSource
 from ..zoo.hub import hub_call
-from ..zoo.registry import BuiltinSource, DatasetSpec, HFSource, ImageFolderSource, ParquetSource
+from ..zoo.registry import DatasetSpec
 
 SPLIT_SEED = 0  # fixed: every model and every run sees the same split
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -189,7 +191,8 @@ def _fashion_mnist(folder: Path | None) -> Raw:
         raise ZooSurveyError(
             f"dataset 'fashion-mnist': {', '.join(missing)} not found in {folder}; install them with "
             "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or on a machine with internet add an "
-            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out with --datasets"
+            "hf entry (path: zalando-datasets/fashion_mnist) to a user registry, or leave it out of 'datasets'",
+            param="datasets",
         )
     splits: dict[str, tuple[Images, np.ndarray]] = {}
     for split, (img_name, lab_name) in _FASHION_FILES.items():
@@ -201,27 +204,15 @@ def _fashion_mnist(folder: Path | None) -> Raw:
     return splits, fp, FASHION_CLASSES, f"data:{fp}"
 
 
-def _hf(spec: DatasetSpec, offline: bool = False) -> Raw:
+def read_with_datasets(spec: DatasetSpec, open_: Callable[[Any], tuple[Any, str, str | None]]) -> Raw:
+    """A source read with the ``datasets`` library: ``open_(datasets)`` gives ``(DatasetDict, ident, revision)``
+    (``ident`` names the data in the fingerprint; ``revision`` is a hub commit, or None for local files); the
+    entry's splits and columns are checked and read here."""
     import datasets as hfds
 
-    src = spec.source
     try:
-        revision = None
-        if isinstance(src, HFSource):
-            local, revision = hub_snapshot(spec, offline)
-            dd = hfds.load_dataset(str(local), src.name)
-            ident = f"{src.path}:{src.name}@{revision}"
-        elif isinstance(src, ImageFolderSource):
-            if not src.path.is_dir():
-                raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {src.path} is not a folder")
-            dd = hfds.load_dataset("imagefolder", data_dir=str(src.path))
-            ident = f"imagefolder:{src.path}"
-        elif isinstance(src, ParquetSource):
-            dd = hfds.load_dataset("parquet", data_files=src.data_files)
-            ident = f"parquet:{sorted(src.data_files.items())}"
-        else:  # pragma: no cover - builtin sources are read by _load_raw
-            raise TypeError(f"dataset {spec.id!r}: {src.type!r} is not read with the datasets library")
-    except ZooSurveyError:
+        dd, ident, revision = open_(hfds)
+    except ZooSurveyException:
         raise
     except FileNotFoundError as e:
         raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: {e}") from e
@@ -260,8 +251,7 @@ def _labels(spec: DatasetSpec, split: str, values: Any) -> np.ndarray:
     values = list(values)
     missing = sum(v is None for v in values)
     if missing:
-        layout = " (an image folder needs a subfolder per class: <path>/<split>/<class>/<image>)" if isinstance(
-            spec.source, ImageFolderSource) else ""
+        layout = spec.source.label_hint
         raise ZooSurveyError(
             f"{spec.defined_in}: dataset {spec.id!r}: split {split!r} has {missing:,} of {len(values):,} images without a "
             f"label in column {spec.label_column!r}{layout}; a classification dataset needs a label on every image"
@@ -291,14 +281,7 @@ def hub_snapshot(spec: DatasetSpec, offline: bool = False) -> tuple[Path, str]:
 
 
 def _load_raw(spec: DatasetSpec, offline: bool = False) -> Raw:
-    src = spec.source
-    if isinstance(src, BuiltinSource):
-        if src.name == "digits":
-            return _digits()
-        if src.name == "lfw-subset":
-            return _lfw_subset()
-        return _fashion_mnist(src.path)
-    return _hf(spec, offline)
+    return spec.source.load(spec, offline)  # the entry's source type reads it (zoo_survey/sources/)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -346,9 +329,9 @@ def prepare(
     >>> {k: len(v) for k, v in ds.splits.items()}                        # doctest: +SKIP
     {'train': 160, 'val': 40, 'test': 450}
     """
-    for name, v in (("--max-train", max_train), ("--max-test", max_test)):
+    for name, v in (("max_train", max_train), ("max_test", max_test)):
         if v is not None and v < 2:
-            raise ZooSurveyError(f"{name} must be at least 2, got {v}")
+            raise ZooSurveyError(f"'{name}' must be at least 2, got {v}", param=name)
     raw, fingerprint, class_names, revision = _load_raw(spec, offline)
     _check_sizes(spec, raw, revision)
     notes: list[str] = []

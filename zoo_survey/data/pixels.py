@@ -344,7 +344,7 @@ class PixelCache:
         hit = self.get(key)
         if hit is not None:
             return hit
-        shards.ensure_root(self.root, "pass --cache-dir or set ZOO_SURVEY_CACHE")
+        shards.ensure_root(self.root, "pass another 'cache_dir' or set ZOO_SURVEY_CACHE")
         with shards.entry_lock(self.root, key.digest):
             hit = self.get(key)
             if hit is not None:

@@ -107,7 +107,7 @@ class FeatureCache:
         self.repaired: list[str] = []  # damaged entries found by get(), for the run's report
 
     def _ensure_root(self) -> None:
-        shards.ensure_root(self.root, f"pass --cache-dir or set {CACHE_ENV}")
+        shards.ensure_root(self.root, f"pass another 'cache_dir' or set {CACHE_ENV}")
 
     def check_writable(self) -> None:
         """Fail before any work when the cache root cannot take a file (read-only disk, permissions)."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..data.pixels import BAD, Pixels, decode_bytes
-from ..errors import ZooSurveyError
+from ..errors import ZooSurveyError, shown
 from ..zoo.checkpoints import forward_feature_output
 from ..zoo.registry import FEATURE_OUTPUTS
 from .preprocess import DeviceTransform, decode_jpegs
@@ -67,18 +67,19 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         if self.feature_output not in FEATURE_OUTPUT_CHOICES:
-            raise ZooSurveyError(f"--feature-output must be one of {', '.join(FEATURE_OUTPUT_CHOICES)}, "
-                                 f"got {self.feature_output!r}")
+            raise ZooSurveyError(f"'feature_output' must be one of {', '.join(FEATURE_OUTPUT_CHOICES)}, "
+                                 f"got {shown(self.feature_output)}", param="feature_output")
         if self.pixel_route not in PIXEL_ROUTES:
-            raise ZooSurveyError(f"--preprocess must be one of {', '.join(PIXEL_ROUTES)}, got {self.pixel_route!r}")
+            raise ZooSurveyError(f"'pixel_route' must be one of {', '.join(PIXEL_ROUTES)}, got {shown(self.pixel_route)}",
+                                 param="pixel_route")
         if self.jpeg not in JPEG:
             raise ZooSurveyError(f"jpeg must be one of {', '.join(JPEG)}, got {self.jpeg!r}")
         if self.bad_images not in ("fail", "skip"):
-            raise ZooSurveyError(f"--bad-images must be 'fail' or 'skip', got {self.bad_images!r}")
+            raise ZooSurveyError(f"'bad_images' must be 'fail' or 'skip', got {shown(self.bad_images)}", param="bad_images")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ZooSurveyError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ZooSurveyError(f"'dtype' must be float32, bfloat16 or float16, got {shown(self.dtype)}", param="dtype")
         if self.dtype != "float32" and not self.device.startswith("cuda"):
-            raise ZooSurveyError(f"--dtype {self.dtype} needs a CUDA device; on CPU use float32")
+            raise ZooSurveyError(f"dtype={self.dtype!r} needs a CUDA device; on CPU use float32", param="dtype")
 
 
 def resolve_device(name: str, cuda: bool | None = None) -> str:
@@ -94,9 +95,9 @@ def resolve_device(name: str, cuda: bool | None = None) -> str:
     if name == "auto":
         return "cuda" if cuda else "cpu"
     if name.startswith("cuda") and not cuda:
-        raise ZooSurveyError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu or auto")
+        raise ZooSurveyError(f"device={name!r}: no CUDA GPU is visible to torch; use device='cpu' or 'auto'", param="device")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ZooSurveyError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+        raise ZooSurveyError(f"'device' {shown(name)}: expected auto, cpu, cuda or cuda:N", param="device")
     return name
 
 

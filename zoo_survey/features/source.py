@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..data.datasets import PreparedDataset, Split
 from ..data.pixels import BAD, STATE, DecodeSettings, PixelCache, Pixels, jpeg_header
-from ..errors import ZooSurveyFailure
+from ..errors import ZooSurveyFailure, shown
 from ..zoo.checkpoints import ResolvedCheckpoint, forward_feature_output, load_model
 from ..zoo.flops import GmacsMemo, count_gmacs
 from .cache import FeatureCache, FeatureKey, Features
@@ -149,7 +149,7 @@ class FeatureSource:
     def _bad_image(self, ds: PreparedDataset, split: str, s: Split, row: int, message: str) -> ZooSurveyFailure:
         return ZooSurveyFailure(
             f"dataset {ds.spec.id!r} split {split!r}: the image at index {int(s.indices[row])} cannot be decoded "
-            f"({message}); fix or remove it, or pass --bad-images skip to leave such images out"
+            f"({message}); fix or remove it, or pass bad_images='skip' to leave such images out", param="bad_images"
         )
 
     def _check(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str, s, batch) -> None:
@@ -163,7 +163,7 @@ class FeatureSource:
         if not np.isfinite(batch.features[batch.ok]).all():
             raise ZooSurveyFailure(
                 f"checkpoint {ckpt.spec.id!r} produced NaN or inf features on {ds.spec.id}/{split}; "
-                "its weights or --dtype may be unsuitable (try --dtype float32)"
+                "its weights or 'dtype' may be unsuitable (try dtype='float32')", param="dtype"
             )
 
     def get(self, ckpt: ResolvedCheckpoint, ds: PreparedDataset, split: str) -> Features:
@@ -200,7 +200,8 @@ class FeatureSource:
             except (RuntimeError, AssertionError, ValueError) as e:
                 raise ZooSurveyFailure(
                     f"checkpoint {ckpt.spec.id!r}: the forward pass failed at {ckpt.preprocessing.input_size} px "
-                    f"on {self.options.device}: {str(e).splitlines()[0]}; try another --image-size or --batch-size"
+                    f"on {self.options.device}: {shown(str(e).splitlines()[0])}; try another 'image_size' or 'batch_size'",
+                    param=("image_size", "batch_size"),
                 ) from e
             yield item
 

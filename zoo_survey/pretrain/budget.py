@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ZooSurveyError
+from ..errors import ZooSurveyError, shown
 from ..zoo.registry import split_model_name_tag
 
 WIDE = "wide"
@@ -79,20 +79,21 @@ def budget_steps(steps: int | None, images: int | None, batch_size: int) -> int:
     200
     """
     if batch_size < 1:
-        raise ZooSurveyError(f"--batch-size must be at least 1, got {batch_size}")
+        raise ZooSurveyError(f"'batch_size' must be at least 1, got {batch_size}", param="batch_size")
     if (steps is None) == (images is None):
-        raise ZooSurveyError("give the pretraining budget once: --steps N (optimizer steps) or --images N (images seen)")
+        raise ZooSurveyError("give the pretraining budget once: 'steps' (optimizer steps) or 'images' (images seen)",
+                             param=("steps", "images"))
     if steps is not None:
         if steps < 1:
-            raise ZooSurveyError(f"--steps must be at least 1, got {steps}")
+            raise ZooSurveyError(f"'steps' must be at least 1, got {steps}", param="steps")
         return steps
     assert images is not None
     if images < batch_size or images % batch_size:
         lo, hi = images // batch_size * batch_size, (images // batch_size + 1) * batch_size
         lo, hi = (lo, hi) if lo else (batch_size, 2 * batch_size)
         raise ZooSurveyError(
-            f"--images {images:,} is not a whole number of steps at --batch-size {batch_size}; use a multiple of "
-            f"{batch_size}, e.g. {lo:,} or {hi:,}"
+            f"images={images} is not a whole number of steps at batch_size={batch_size}; use a multiple of "
+            f"{batch_size}, e.g. {lo:,} or {hi:,}", param=("images", "batch_size")
         )
     return images // batch_size
 
@@ -104,7 +105,7 @@ def parse_cats(cats: Sequence[int]) -> tuple[int, ...]:
     """``--cat 2,4``: the ensemble sizes, each once, ascending; 1 (the single, the family's baseline) is always in."""
     bad = [k for k in cats if k < 1]
     if bad:
-        raise ZooSurveyError(f"--cat values are ensemble sizes, at least 1; got {list(cats)}")
+        raise ZooSurveyError(f"'cats' values are ensemble sizes, at least 1; got {shown(list(cats))}", param="cats")
     return tuple(sorted({1, *cats}))
 
 
@@ -128,8 +129,8 @@ def plan_zoo(
     single: the arch's ``model_args`` updated with ``wide_args``, trained for the whole budget.
     """
     if not re.fullmatch(NAME_PATTERN, name):
-        raise ZooSurveyError(f"--name {name!r}: use letters, digits, '-' and '_', starting with a letter or digit "
-                             f"(it becomes part of every checkpoint id, e.g. {arch}.{name}-cat1)")
+        raise ZooSurveyError(f"'name' {shown(name)}: use letters, digits, '-' and '_', starting with a letter or digit "
+                             f"(it becomes part of every checkpoint id, e.g. {arch}.{name}-cat1)", param="name")
     total = budget_steps(steps, images, batch_size)
     ks = parse_cats(cats)
     undivided = [k for k in ks if total % k]
@@ -139,9 +140,9 @@ def plan_zoo(
         lo, hi = (lo, hi) if lo else (step, 2 * step)
         raise ZooSurveyError(
             f"a budget of {total:,} steps does not split into whole steps for CAT{'/CAT'.join(map(str, undivided))} "
-            f"(--cat {','.join(map(str, ks))}); use a multiple of {step} steps"
-            + (f" (of {step * batch_size:,} images at --batch-size {batch_size})" if images is not None else "")
-            + f", e.g. {lo:,} or {hi:,}"
+            f"(cats={','.join(map(str, ks))}); use a multiple of {step} steps"
+            + (f" (of {step * batch_size:,} images at batch_size={batch_size})" if images is not None else "")
+            + f", e.g. {lo:,} or {hi:,}", param=("cats", "batch_size")
         )
     base_args = dict(model_args or {})
     family = f"{name}-{arch}"
@@ -158,8 +159,8 @@ def plan_zoo(
         w_arch = wide_arch or arch
         if w_arch == arch and not wide_args:
             raise ZooSurveyError(
-                "the wide single is the single's architecture made wider: give --wide-args with the width "
-                "(e.g. '{\"channels\": [128, 256, 512, 1024]}') or a wider --wide-arch"
+                "the wide single is the single's architecture made wider: give 'wide_args' with the width "
+                "(e.g. '{\"channels\": [128, 256, 512, 1024]}') or a wider 'wide_arch'", param=("wide_args", "wide_arch")
             )
         wide_id = f"{w_arch}.{name}-{WIDE}"
         members.append(Member(wide_id, w_arch, {**base_args, **(wide_args or {})}, WIDE, seed + len(members), total,

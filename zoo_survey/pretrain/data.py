@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import PreparedDataset, Split, stratified_take
-from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..errors import ZooSurveyError, ZooSurveyFailure, shown
 from ..zoo.checkpoints import Preprocessing
 
 AUGMENTS = ("crop-flip", "crop", "none")
@@ -42,8 +42,8 @@ def decode(split: Split, preprocessing: Preprocessing, rows: np.ndarray | None =
     if nbytes > MAX_RESIDENT_BYTES:
         raise ZooSurveyError(
             f"split {split.name!r} at {size} px is {nbytes / 2**30:.1f} GiB of pixels, more than the trainer holds in "
-            f"memory ({MAX_RESIDENT_BYTES / 2**30:.0f} GiB); subsample it with --max-train, or train at scale with a "
-            "streaming loader (docs/timecat.md)"
+            f"memory ({MAX_RESIDENT_BYTES / 2**30:.0f} GiB); subsample it with 'max_train', or train at scale with a "
+            "streaming loader (docs/timecat.md)", param="max_train"
         )
     transform = preprocessing.transform(normalize=False)
     out = np.empty((len(rows), 3, size, size), dtype=np.uint8)
@@ -96,7 +96,7 @@ def load_training_data(ds: PreparedDataset, image_size: int, interpolation: str 
     (24000, 3, 32, 32)
     """
     if image_size < 8:
-        raise ZooSurveyError(f"--image-size must be at least 8 pixels to train at, got {image_size}")
+        raise ZooSurveyError(f"'image_size' must be at least 8 pixels to train at, got {image_size}", param="image_size")
     pre = Preprocessing(image_size, interpolation, 1.0, "center", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     train, test = ds.splits["train"], ds.splits["test"]
     rows = np.arange(len(test))
@@ -113,7 +113,7 @@ class Batches:
         import torch
 
         if augment not in AUGMENTS:
-            raise ZooSurveyError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+            raise ZooSurveyError(f"'augment' must be one of {', '.join(AUGMENTS)}, got {shown(augment)}", param="augment")
         self.images = torch.from_numpy(data.train).to(device)
         self.labels = torch.from_numpy(data.train_labels).to(device)
         self.n, self.batch_size, self.seed, self.augment, self.device = len(data.train), batch_size, seed, augment, device

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..digests import file_sha256
-from ..errors import ZooSurveyError, ZooSurveyFailure, unknown
+from ..errors import ZooSurveyError, ZooSurveyFailure, shown, unknown
 from ..files import atomic_write
 from ..zoo.flops import count_gmacs
 from .budget import Member
@@ -53,17 +53,17 @@ class Recipe:
         if self.opt not in names:
             raise unknown("optimizer (timm.optim)", self.opt, names)
         if not self.lr > 0:
-            raise ZooSurveyError(f"--lr must be positive, got {self.lr}")
+            raise ZooSurveyError(f"'lr' must be positive, got {self.lr}", param="lr")
         if self.weight_decay < 0:
-            raise ZooSurveyError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+            raise ZooSurveyError(f"'weight_decay' must be 0 or more, got {self.weight_decay}", param="weight_decay")
         if not 0 <= self.warmup < 1:
-            raise ZooSurveyError(f"--warmup is a fraction of each member's steps, in [0, 1); got {self.warmup}")
+            raise ZooSurveyError(f"'warmup' is a fraction of each member's steps, in [0, 1); got {self.warmup}", param="warmup")
         if not 0 <= self.min_lr <= 1:
-            raise ZooSurveyError(f"--min-lr is a fraction of --lr, in [0, 1]; got {self.min_lr}")
+            raise ZooSurveyError(f"'min_lr' is a fraction of 'lr', in [0, 1]; got {self.min_lr}", param=("min_lr", "lr"))
         if not 0 <= self.smoothing < 1:
-            raise ZooSurveyError(f"--smoothing must be in [0, 1), got {self.smoothing}")
+            raise ZooSurveyError(f"'smoothing' must be in [0, 1), got {self.smoothing}", param="smoothing")
         if self.augment not in AUGMENTS:
-            raise ZooSurveyError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+            raise ZooSurveyError(f"'augment' must be one of {', '.join(AUGMENTS)}, got {shown(self.augment)}", param="augment")
 
     def describe(self, batch_size: int) -> str:
         """One line for the registry's ``pretrain.recipe``."""
@@ -108,7 +108,7 @@ def model_facts(arch: str, model_args: Mapping[str, Any], num_classes: int, imag
     except Exception as e:  # noqa: BLE001 - a model that cannot take this resolution fails in many ways
         raise ZooSurveyError(
             f"{arch!r} with model_args {dict(model_args)} cannot run at {image_size} px: {type(e).__name__}: {e}; "
-            "choose another --image-size or model_args (e.g. img_size, patch_size)"
+            "choose another 'image_size' or 'model_args' (e.g. img_size, patch_size)", param=("image_size", "model_args")
         ) from e
     cfg = resolve_data_config({}, model=model)
     mean, std = (tuple(float(v) for v in cfg[k]) for k in ("mean", "std"))
@@ -162,7 +162,7 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 def _refuse(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> ZooSurveyError:
     return ZooSurveyError(
         f"{path} was trained with other settings ({', '.join(_differences(old, new))} differ); train into another "
-        "--out, or delete it to retrain"
+        "'out', or delete it to retrain", param="out"
     )
 
 
@@ -200,7 +200,7 @@ def train_member(member: Member, recipe: Recipe, data: TrainingData, facts: Mode
 
     hooks = hooks or TrainHooks()
     if checkpoint_every < 1:
-        raise ZooSurveyError(f"--checkpoint-every must be at least 1 step, got {checkpoint_every}")
+        raise ZooSurveyError(f"'checkpoint_every' must be at least 1 step, got {checkpoint_every}", param="checkpoint_every")
     files = MemberFiles.of(folder, member)
     config = member_config(member, recipe, data, facts)
     done = finished(files, config)
@@ -268,8 +268,8 @@ def train_member(member: Member, recipe: Recipe, data: TrainingData, facts: Mode
             mean_loss = float(loss_sum) / (step + 1 - tick_step)
             if not mean_loss == mean_loss or mean_loss in (float("inf"), float("-inf")):
                 raise ZooSurveyFailure(
-                    f"{member.id}: the loss is {mean_loss} at step {step + 1}; lower --lr (now {recipe.lr:g}) and delete "
-                    f"{files.state} if it exists"
+                    f"{member.id}: the loss is {mean_loss} at step {step + 1}; lower 'lr' (now {recipe.lr:g}) and delete "
+                    f"{files.state} if it exists", param="lr"
                 )
             hooks.step(member, step + 1, mean_loss, member.batch_size * (step + 1 - tick_step) / max(now - tick, 1e-9))
             last_losses.append(mean_loss)

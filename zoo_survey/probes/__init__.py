@@ -1,6 +1,7 @@
 """Probes: estimators over feature matrices. They never touch images or models.
 
-:data:`PROBES` is the registry the survey and the report read; see :mod:`.base` for the protocol.
+:data:`PROBES` is the registry the survey and the report read; see :mod:`.base` for the protocol. Installed
+packages add probes through the ``zoo_survey.probes`` entry-point group (:mod:`zoo_survey.plugins`).
 """
 
 from .base import (
@@ -20,7 +21,8 @@ from .logme import LogMEProbe
 from .neighbors import KNNProbe, NCMProbe
 from .registry import ProbeRegistry
 
-PROBES = ProbeRegistry([LinearProbe, KNNProbe, NCMProbe, FewShotProbe, LogMEProbe])
+# The built-in probes, then the plug-ins' (entry-point group "zoo_survey.probes", read on the first lookup).
+PROBES = ProbeRegistry([LinearProbe, KNNProbe, NCMProbe, FewShotProbe, LogMEProbe], group="zoo_survey.probes")
 
 __all__ = [
     "DEFAULT_GRID", "PROBES", "ClassifierProbe", "FewShotProbe", "KNNProbe", "LinearProbe", "LogMEProbe", "NCMProbe", "Probe",

@@ -16,12 +16,31 @@ from .base import PRESENTATIONS, Probe
 
 
 class ProbeRegistry:
-    """An explicit, ordered map of probe name to probe class; a duplicate name is an error."""
+    """An explicit, ordered map of probe name to probe class; a duplicate name is an error.
 
-    def __init__(self, probes: Iterable[type[Probe]] = ()):
+    With ``group``, the probes installed packages declare under that entry-point group (see
+    :mod:`zoo_survey.plugins`) join on the first lookup, after the built-in ones.
+    """
+
+    def __init__(self, probes: Iterable[type[Probe]] = (), *, group: str | None = None):
         self._probes: dict[str, type[Probe]] = {}
         for p in probes:
             self.register(p)
+        self._group = group
+
+    def _plugins(self) -> dict[str, type[Probe]]:
+        """The map, with the entry-point group's probes loaded on the first call."""
+        if self._group is not None:
+            from ..plugins import describe, load_group
+
+            found = list(load_group(self._group, Probe))  # all or none: a failure raises at every lookup
+            self._group = None
+            for ep, cls in found:
+                try:
+                    self.register(cls)
+                except ZooSurveyError as e:
+                    raise ZooSurveyError(f"plug-in {describe(ep)}: {e}") from None
+        return self._probes
 
     def register(self, probe: type[Probe]) -> type[Probe]:
         """Add a probe class (usable as a class decorator); checks its declarations."""
@@ -53,16 +72,17 @@ class ProbeRegistry:
             self.unregister(probe.name)
 
     def get(self, name: str) -> type[Probe]:
-        if name not in self._probes:
-            raise unknown("probe", name, self._probes)
-        return self._probes[name]
+        probes = self._plugins()
+        if name not in probes:
+            raise unknown("probe", name, probes)
+        return probes[name]
 
     def find(self, name: str) -> type[Probe] | None:
         """The probe class, or None for a name no longer registered (rows of an old plug-in in a store)."""
-        return self._probes.get(name)
+        return self._plugins().get(name)
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self._probes)
+        return tuple(self._plugins())
 
     def __iter__(self) -> Iterator[type[Probe]]:
-        return iter(tuple(self._probes.values()))
+        return iter(tuple(self._plugins().values()))

@@ -4,7 +4,10 @@ Each ``*_frame`` function returns one table of the report as numbers (accuracies
 differences and their 95% intervals in percentage points, p-values and CKA as plain floats,
 missing values as NaN or None), never as formatted text; :mod:`zoo_survey.results.report`
 renders these frames to Markdown, HTML, TSV, CSV and JSON. A verdict is one of
-:data:`VERDICTS`, decided by the 95% interval (significant only when it excludes 0).
+:data:`VERDICTS`, decided by the test whose p is shown, after its multiple-comparison adjustment:
+McNemar's exact p with Benjamini–Hochberg q-values across every paired difference of the report
+(per dataset), Holm across a family's datasets (wins / ties / losses), and Holm across the
+families for each family's two-level bootstrap p (docs/statistics.md).
 
 - :func:`answer_frame`: the answer per family, across datasets;
 - :func:`comparison_frame`: single against ensemble per (family, dataset, probe);
@@ -23,6 +26,7 @@ The comparisons carry the costly paired intervals, so each frame built from them
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,13 +35,25 @@ from typing import TYPE_CHECKING, Any
 
 from ..probes import PROBES
 from ..probes.base import Presentation, Probe
-from .stats import PairedDifference, kendall_tau, paired_difference, paired_interval, pooled_difference, t_interval
+from .stats import (
+    ALPHA,
+    PairedDifference,
+    bh,
+    equivalent,
+    holm,
+    kendall_tau,
+    paired_difference,
+    paired_interval,
+    pooled_difference,
+    t_interval,
+)
+from .stats import verdict as test_verdict
 from .store import ResultRow, SimilarityRow
 
 if TYPE_CHECKING:  # pandas loads with the first frame, so `zoo-survey --help` stays quick
     import pandas as pd
 
-VERDICTS = ("ensemble better", "not significant", "single better")
+VERDICTS = ("ensemble better", "not significant", "equivalent", "single better")
 
 
 FLOAT_SUFFIXES = ("_pct", "_pts", "_p", "cka", "diversity", "_m", "gmacs", "seconds", "emacs", "score", "tau")
@@ -78,11 +94,22 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
-def verdict_of(d: PairedDifference | None) -> str | None:
-    """One of :data:`VERDICTS` by the 95% interval; None without paired predictions."""
+def verdict_of(d: PairedDifference | None, p: float | None = None, margin: float | None = None) -> str | None:
+    """One of :data:`VERDICTS` by ``p`` (default: ``d``'s own McNemar p; pass the adjusted one), and ``equivalent``
+    when not significant and the TOST at ``margin`` (a fraction; None: off) passes; None without paired predictions."""
     if d is None:
         return None
-    return "ensemble better" if d.low > 0 else "single better" if d.high < 0 else "not significant"
+    v = test_verdict(d.delta, d.p_value if p is None else p)
+    if v == "tie":
+        return "equivalent" if margin is not None and equivalent(d, margin) else "not significant"
+    return "ensemble better" if v == "win" else "single better"
+
+
+def _adjusted(values: Sequence[float | None], adjust: Any) -> list[float | None]:
+    """``adjust`` (:func:`stats.holm` / :func:`stats.bh`) over the values present; None stays None."""
+    present = [v for v in values if v is not None]
+    done = iter(adjust(present))
+    return [None if v is None else next(done) for v in values]
 
 
 # --------------------------------------------------------------------------- rows and comparisons
@@ -200,24 +227,30 @@ def cka_of(line: ComparisonLine, similarity: Sequence[SimilarityRow]) -> tuple[f
 COMPARISON_COLUMNS = (
     "family", "dataset", "probe", "single", "ensemble", "ensemble_members", "averaged",
     "single_top1_pct", "ensemble_top1_pct", "averaged_top1_pct", "best_member_top1_pct",
-    "difference_pts", "ci_low_pts", "ci_high_pts", "mcnemar_p", "verdict",
-    "averaged_difference_pts", "averaged_ci_low_pts", "averaged_ci_high_pts", "averaged_mcnemar_p", "averaged_verdict",
+    "difference_pts", "ci_low_pts", "ci_high_pts", "mcnemar_p", "mcnemar_q", "detectable_pts", "verdict",
+    "averaged_difference_pts", "averaged_ci_low_pts", "averaged_ci_high_pts", "averaged_mcnemar_p", "averaged_mcnemar_q",
+    "averaged_verdict",
     "single_params_m", "ensemble_params_m", "single_gmacs", "ensemble_gmacs", "single_feature_dim", "ensemble_feature_dim",
 )
 
 
-def comparison_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
+def comparison_frame(rows: Sequence[ResultRow], margin: float | None = None) -> pd.DataFrame:
     """Single against ensemble, one row per (family, dataset, probe) of the paired probes (see :func:`comparison_of`)."""
-    return comparison_of(comparison_lines(rows))
+    return comparison_of(comparison_lines(rows), margin)
 
 
-def comparison_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
+def comparison_of(lines: Sequence[ComparisonLine], margin: float | None = None) -> pd.DataFrame:
     """Per line: each side's id and top-1 (percent), ensemble (concatenated) minus single in points with its paired
-    95% interval, McNemar p and verdict, the same for averaged outputs, the best member, and each side's costs.
-    ``difference_pts`` is of the rows' top-1; the interval and p-value pair their predictions image by image
-    (NaN without them). A missing side is None (its numbers NaN)."""
+    95% interval (Newcombe), McNemar p, its Benjamini–Hochberg q across every paired difference of ``lines``
+    (concatenated and averaged), the smallest difference the test images could detect (80% power) and the verdict
+    (by q; ``equivalent`` within ``margin``, a fraction, by TOST), the same for averaged outputs, the best member,
+    and each side's costs. ``difference_pts`` is of the rows' top-1; the interval and p-value pair their predictions
+    image by image (NaN without them). A missing side is None (its numbers NaN)."""
+    ps = [_get(d, "p_value") for ln in lines for d in (ln.paired, ln.averaged_paired)]
+    qs = iter(_adjusted(ps, bh))
     out = []
     for ln in lines:
+        q, qa = next(qs), next(qs)
         b, e, avg, d, da = ln.baseline, ln.ensemble, ln.averaged, ln.paired, ln.averaged_paired
         out.append({
             "family": ln.family, "dataset": ln.dataset, "probe": ln.probe,
@@ -227,10 +260,11 @@ def comparison_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
             "averaged_top1_pct": _pts(avg.top1 if avg else None),
             "best_member_top1_pct": _pts(max((m.top1 for m in ln.members if m.top1 is not None), default=None)),
             "difference_pts": _pts(ln.delta), "ci_low_pts": _pts(_get(d, "low")), "ci_high_pts": _pts(_get(d, "high")),
-            "mcnemar_p": _num(_get(d, "p_value")), "verdict": verdict_of(d),
+            "mcnemar_p": _num(_get(d, "p_value")), "mcnemar_q": _num(q), "detectable_pts": _pts(_get(d, "detectable")),
+            "verdict": verdict_of(d, q, margin),
             "averaged_difference_pts": _pts(_get(da, "delta")), "averaged_ci_low_pts": _pts(_get(da, "low")),
             "averaged_ci_high_pts": _pts(_get(da, "high")), "averaged_mcnemar_p": _num(_get(da, "p_value")),
-            "averaged_verdict": verdict_of(da),
+            "averaged_mcnemar_q": _num(qa), "averaged_verdict": verdict_of(da, qa, margin),
             "single_params_m": b.params_m if b else None, "ensemble_params_m": e.params_m if e else None,
             "single_gmacs": b.gflops if b else None, "ensemble_gmacs": e.gflops if e else None,
             "single_feature_dim": b.feature_dim if b else None, "ensemble_feature_dim": e.feature_dim if e else None,
@@ -240,7 +274,8 @@ def comparison_of(lines: Sequence[ComparisonLine]) -> pd.DataFrame:
 
 
 ANSWER_COLUMNS = ("pretraining", "family", "probe", "datasets", "mean_difference_pts", "ci_low_pts", "ci_high_pts",
-                  "verdict", "wins", "ties", "losses", "member_cka", "member_single_cka")
+                  "bootstrap_p", "p_holm", "detectable_pts", "verdict", "wins", "ties", "losses", "member_cka",
+                  "member_single_cka")
 
 
 def answer_frame(rows: Sequence[ResultRow], similarity: Sequence[SimilarityRow] = ()) -> pd.DataFrame:
@@ -251,8 +286,10 @@ def answer_frame(rows: Sequence[ResultRow], similarity: Sequence[SimilarityRow] 
 def answer_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow] = ()) -> pd.DataFrame:
     """Per family, on the primary paired probe: the ensemble's mean gain over the single across its datasets (points),
     with the 95% interval of :func:`stats.pooled_difference` (NaN when a dataset lacks paired predictions) and its
-    verdict; the datasets won, tied and lost by their own intervals; and the mean linear CKA between the members and
-    between each member and the single (means over datasets; NaN without similarity rows)."""
+    the bootstrap's two-sided p, that p Holm-adjusted across the families (which decides the verdict) and the
+    smallest mean difference it could detect (80% power); the datasets won, tied and lost by McNemar's p Holm-adjusted
+    across the family's datasets; and the mean linear CKA between the members and between each member and the single
+    (means over datasets; NaN without similarity rows)."""
     primary = primary_probe(lines)
     groups: dict[str, list[ComparisonLine]] = {}
     for ln in lines:
@@ -261,23 +298,29 @@ def answer_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRo
     out = []
     for fam, lns in groups.items():
         pairs = [ln.paired for ln in lns]
-        low = high = None
+        low = high = p_boot = detect = None
         delta = float(sum(ln.delta for ln in lns if ln.delta is not None) / len(lns))
         if all(p is not None for p in pairs):
             outcomes = [(ln.baseline.correct, ln.ensemble.correct) for ln in lns if ln.baseline and ln.ensemble]
-            delta, low, high = pooled_difference([(a, b) for a, b in outcomes if a is not None and b is not None])
-        verdicts = [p.verdict for p in pairs if p is not None]
+            pooled = pooled_difference([(a, b) for a, b in outcomes if a is not None and b is not None])
+            delta, low, high, p_boot, detect = pooled.delta, pooled.low, pooled.high, pooled.p_value, pooled.detectable
+        present = [p for p in pairs if p is not None]
+        verdicts = [test_verdict(p.delta, q) for p, q in zip(present, holm([p.p_value for p in present]), strict=True)]
         ckas = [cka_of(ln, similarity) for ln in lns]
         kind = next((r.provenance.get("family_kind") for ln in lns for r in (ln.baseline, ln.ensemble) if r), None)
         member, single = _mean([m for m, _ in ckas if m is not None]), _mean([b for _, b in ckas if b is not None])
         out.append({
             "pretraining": kind or "unstated", "family": fam, "probe": primary or "", "datasets": len(lns),
             "mean_difference_pts": _pts(delta), "ci_low_pts": _pts(low), "ci_high_pts": _pts(high),
-            "verdict": None if low is None or high is None else
-            "ensemble better" if low > 0 else "single better" if high < 0 else "not significant",
+            "bootstrap_p": _num(p_boot), "detectable_pts": _pts(detect),
             "wins": verdicts.count("win"), "ties": verdicts.count("tie"), "losses": verdicts.count("loss"),
             "member_cka": _num(member), "member_single_cka": _num(single),
         })
+    boot_ps = [None if math.isnan(float(f["bootstrap_p"])) else float(f["bootstrap_p"]) for f in out]
+    for f, q in zip(out, _adjusted(boot_ps, holm), strict=True):
+        f["p_holm"] = _num(q)
+        f["verdict"] = None if q is None else "not significant" if not q < ALPHA else (
+            "ensemble better" if float(f["mean_difference_pts"]) > 0 else "single better")
     out.sort(key=lambda f: (f["pretraining"], f["family"]))  # grouped by pretraining kind
     return _frame(out, ANSWER_COLUMNS, ints=("datasets", "wins", "ties", "losses"), categories={"verdict": VERDICTS})
 

@@ -91,9 +91,16 @@ def _p_value(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
-def _significant(verdict: str | None) -> str:
-    """``yes`` when the 95% interval excludes 0 (the only way a difference counts as significant)."""
-    return "n/a" if verdict is None else ("no" if verdict == "not significant" else "yes")
+def _significant(verdict: str | None, detectable: float | None = None, margin: float | None = None) -> str:
+    """``yes`` when the verdict's (adjusted) p is below 0.05; otherwise what the test could have seen: ``no (could
+    detect ≥ 1.2)`` in points, or ``equivalent (±1.0)`` when the TOST at the margin (points) passed."""
+    if verdict is None:
+        return "n/a"
+    if verdict == "equivalent":
+        return f"equivalent (±{margin:g})" if margin is not None else "equivalent"
+    if verdict == "not significant":
+        return "no" if detectable is None else f"no (could detect ≥ {detectable:.1f})"
+    return "yes"
 
 
 def _fixed(x: float | None, digits: int) -> str:
@@ -109,13 +116,14 @@ def _cka(x: float | None) -> str:
 
 HEADLINE_HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
-    "95% CI", "McNemar p", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
+    "95% CI", "McNemar p", "BH q", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
     "single params (M)", "ensemble params (M)", "single GMACs", "ensemble GMACs", "ensemble feature dim",
 )
 
 
-def comparison_table(frame: pd.DataFrame) -> Table:
-    """:func:`analysis.comparison_frame` as the single-vs-ensemble table."""
+def comparison_table(frame: pd.DataFrame, margin: float | None = None) -> Table:
+    """:func:`analysis.comparison_frame` as the single-vs-ensemble table (``margin``: the equivalence margin, a fraction)."""
+    shown = None if margin is None else 100 * margin
     out = []
     for c in _records(frame):
         avg = c["averaged_difference_pts"]
@@ -123,7 +131,8 @@ def comparison_table(frame: pd.DataFrame) -> Table:
             c["family"], c["dataset"], c["probe"], c["single"] or "missing", _pct(c["single_top1_pct"]),
             " + ".join(c["ensemble_members"]) if c["ensemble_members"] is not None else "missing",
             _pct(c["ensemble_top1_pct"]), _delta(c["difference_pts"]), _interval(c["ci_low_pts"], c["ci_high_pts"]),
-            _p_value(c["mcnemar_p"]), _significant(c["verdict"]), _pct(c["averaged_top1_pct"]),
+            _p_value(c["mcnemar_p"]), _p_value(c["mcnemar_q"]), _significant(c["verdict"], c["detectable_pts"], shown),
+            _pct(c["averaged_top1_pct"]),
             "n/a" if avg is None else f"{avg:+.1f} {_interval(c['averaged_ci_low_pts'], c['averaged_ci_high_pts'])}",
             _pct(c["best_member_top1_pct"]), _fixed(c["single_params_m"], 1), _fixed(c["ensemble_params_m"], 1),
             _fixed(c["single_gmacs"], 2), _fixed(c["ensemble_gmacs"], 2),
@@ -137,8 +146,8 @@ def headline_table(lines: Sequence[ComparisonLine]) -> Table:
     return comparison_table(comparison_of(lines))
 
 
-SUMMARY_HEADER = ("pretraining", "family", "probe", "datasets", "mean difference (points)", "95% CI", "wins / ties / losses",
-                  "mean CKA between members", "mean CKA members–single")
+SUMMARY_HEADER = ("pretraining", "family", "probe", "datasets", "mean difference (points)", "95% CI", "p (Holm)",
+                  "significant", "wins / ties / losses", "mean CKA between members", "mean CKA members–single")
 
 
 def summary_table(frame: pd.DataFrame) -> Table:
@@ -146,7 +155,8 @@ def summary_table(frame: pd.DataFrame) -> Table:
     rows = []
     for f in _records(frame):
         rows.append([f["pretraining"], f["family"], f["probe"], str(f["datasets"]), f"{f['mean_difference_pts']:+.1f}",
-                     _interval(f["ci_low_pts"], f["ci_high_pts"]), f"{f['wins']} / {f['ties']} / {f['losses']}",
+                     _interval(f["ci_low_pts"], f["ci_high_pts"]), _p_value(f["p_holm"]),
+                     _significant(f["verdict"], f["detectable_pts"]), f"{f['wins']} / {f['ties']} / {f['losses']}",
                      _cka(f["member_cka"]), _cka(f["member_single_cka"])])
     return Table(SUMMARY_HEADER, rows, title="across architectures, by pretraining kind")
 
@@ -380,26 +390,32 @@ def _sentence(text: str) -> str:
 SUMMARY_TEXT = (
     "The answer per family: the ensemble's mean gain over the single across datasets ({probe} probe), with a 95% "
     "interval from a two-level bootstrap (datasets drawn with replacement, then each drawn dataset's test images, "
-    "paired); the datasets the ensemble wins, ties and loses by each dataset's own 95% interval; and how alike the "
-    "members are (mean linear CKA, debiased, on test features; 1 = the same representation up to rotation and scale)."
+    "paired, an independent resample for each draw) and its p, Holm-adjusted across the families, which decides "
+    "'significant' (when not, the smallest mean gain it could detect at 80% power, in points); the datasets the "
+    "ensemble wins, ties and loses by McNemar's p Holm-adjusted across the family's datasets; and how alike the "
+    "members are (mean linear CKA, debiased, on test features; 1 = the same representation up to rotation and scale). "
+    "See docs/statistics.md."
 )
 HEADLINE_TEXT = (
-    "Each difference is paired over the same test images: its 95% interval is a paired bootstrap (percentile, 9,999 "
-    "resamples, seeded) and its p-value McNemar's exact test on the images one side gets right and the other wrong. "
-    "A difference is significant only when its interval excludes 0."
+    "Each difference is paired over the same test images: its 95% interval is Newcombe's (1998, method 10) for paired "
+    "proportions and its p-value McNemar's exact test on the images one side gets right and the other wrong. BH q is "
+    "that p adjusted by Benjamini–Hochberg across every difference in this table (concatenated and averaged); a "
+    "difference is significant when q < 0.05. When it is not, the table says the smallest difference these test "
+    "images could detect (80% power, points). See docs/statistics.md."
 )
 
 
 def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similarity: Sequence[SimilarityRow] = (),
-                 lines: Sequence[ComparisonLine] | None = None) -> Document:
+                 lines: Sequence[ComparisonLine] | None = None, margin: float | None = None) -> Document:
     """The whole report as one document (every format renders this); ``lines``: :func:`comparison_lines` of
-    ``rows`` when the caller has them (their paired intervals are the costly part)."""
+    ``rows`` when the caller has them (their paired intervals are the costly part); ``margin``: the equivalence
+    margin (a fraction; None: no equivalence test)."""
     if not rows:
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
     lines = comparison_lines(rows) if lines is None else lines
     sections = [Section("Across architectures", (SUMMARY_TEXT.format(probe=primary_probe(lines) or "paired"),),
                         (summary_table(answer_of(lines, similarity)),))]
-    sections.append(Section("Single vs ensemble", (HEADLINE_TEXT,), (comparison_table(comparison_of(lines)),)))
+    sections.append(Section("Single vs ensemble", (HEADLINE_TEXT,), (comparison_table(comparison_of(lines, margin), margin),)))
     budgets = budget_table(budget_of(lines))
     if budgets.rows:
         sections.append(Section("Budgets", ("Extraction seconds are measured, summed over the members' cache entries "
@@ -435,7 +451,7 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
 
 
 def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
-                 similarity: Sequence[SimilarityRow] = ()) -> list[Path]:
+                 similarity: Sequence[SimilarityRow] = (), margin: float | None = None) -> list[Path]:
     """Write ``report.<fmt>`` into ``out_dir`` atomically (plus ``plots/`` for md and html); return the paths."""
     if fmt not in FILE_FORMATS:
         raise unknown("report format", fmt, FORMATS)
@@ -450,7 +466,7 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
         if fmt in ("md", "html"):
             plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
                                 diversity_points(diversity_of(lines, similarity)))
-        doc = build_report(rows, plots, similarity, lines)
+        doc = build_report(rows, plots, similarity, lines, margin)
         if fmt == "md":
             text = to_markdown(doc, base=out_dir)
         elif fmt == "html":

@@ -149,7 +149,7 @@ class ResultStore:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise ZooSurveyError(
-                f"no results store at {self.path}; run `zoo-survey run` first (or pass the --out folder it wrote)"
+                f"no results store at {self.path}; run a survey first (`zoo-survey run` or zoo_survey.survey()), or pass the 'out' folder it wrote", param="out"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Two runs creating one store at once: sqlite may refuse the switch to WAL ("database is locked").
@@ -163,7 +163,8 @@ class ResultStore:
             with lock:
                 self._init()
         except sqlite3.DatabaseError as e:
-            raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another --out") from e
+            raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another 'out'",
+                                param="out") from e
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, shown, unknown
 from ..features.extract import ExtractOptions, default_batch_size, default_workers, resolve_device
 from ..probes import PROBES
 from ..probes.base import DEFAULT_SEEDS, DEFAULT_SHOTS, ProbeConfig
@@ -83,25 +83,26 @@ def resolve_options(
     dev = resolve_device(device, cuda)
     probe_names = tuple(dict.fromkeys(probes))
     if not probe_names:
-        raise ZooSurveyError(f"--probes is empty; name at least one of {', '.join(PROBES.names())}")
+        raise ZooSurveyError(f"'probes' is empty; name at least one of {', '.join(PROBES.names())}", param="probes")
     for p in probe_names:
         PROBES.get(p)  # an unknown name raises, with close matches
     if grid is not None:
         grid = tuple(float(g) for g in grid)
         if not grid or any(not g > 0 for g in grid):
-            raise ZooSurveyError(f"--grid values must be positive (they are inverse regularization strengths C); got {list(grid)}")
+            raise ZooSurveyError(f"'grid' values must be positive (they are inverse regularization strengths C); got {shown(list(grid))}",
+                                 param="grid")
     shots = tuple(sorted(set(int(s) for s in shots)))
     if not shots or shots[0] < 1:
-        raise ZooSurveyError(f"--shots values must be at least 1 (examples per class); got {list(shots)}")
+        raise ZooSurveyError(f"'shots' values must be at least 1 (examples per class); got {shown(list(shots))}", param="shots")
     if seeds < 1:
-        raise ZooSurveyError(f"--seeds must be at least 1, got {seeds}")
+        raise ZooSurveyError(f"'seeds' must be at least 1, got {seeds}", param="seeds")
     if fewshot_val not in SELECTIONS:
-        raise unknown("--fewshot-val value", fewshot_val, SELECTIONS)
-    for name, value in (("--image-size", image_size), ("--batch-size", batch_size)):
+        raise unknown("'fewshot_val' value", fewshot_val, SELECTIONS, param="fewshot_val")
+    for name, value in (("image_size", image_size), ("batch_size", batch_size)):
         if value is not None and value < 1:
-            raise ZooSurveyError(f"{name} must be at least 1, got {value}")
+            raise ZooSurveyError(f"'{name}' must be at least 1, got {value}", param=name)
     if workers is not None and workers < 0:
-        raise ZooSurveyError(f"--workers must be 0 or more, got {workers}")
+        raise ZooSurveyError(f"'workers' must be 0 or more, got {workers}", param="workers")
     given = {"image_size": image_size, "max_train": max_train, "max_test": max_test}
     limits = {k: v for k, v in CPU_LIMITS.items() if given[k] is None} if dev == "cpu" and not full else {}
     extract = ExtractOptions(
@@ -131,13 +132,14 @@ def resolve_options(
 
 
 def parse_list(text: str, what: str, kind: type = str) -> list:
-    """A comma-separated flag value (``--grid 0.1,1``) as a list of ``kind``; a bad item names the flag."""
+    """A comma-separated value (``grid="0.1,1"``) as a list of ``kind``; a bad item names parameter ``what``."""
     items = [v.strip() for v in text.split(",") if v.strip()]
     try:
         return [kind(v) for v in items]
     except ValueError as e:
         example = {int: "1,5,10", float: "0.01,0.1,1,10"}.get(kind, "a,b")
-        raise ZooSurveyError(f"{what} must be comma-separated {kind.__name__}s like {example}; got {text!r}") from e
+        raise ZooSurveyError(f"'{what}' must be comma-separated {kind.__name__}s like {example}; got {shown(text)}",
+                             param=what) from e
 
 
 def offline_env(flag: bool) -> bool:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, shown, unknown
 from ..zoo.registry import CheckpointSpec, FamilySpec, within_budget
 
 DEFAULT_K = 2
@@ -108,28 +108,30 @@ def plan_family(
         raise unknown("ensemble strategy", strategy, STRATEGIES)
     budget_by = BUDGET_BY_ALIASES.get(budget_by, budget_by)
     if budget_by not in BUDGET_BY:
-        raise unknown("--budget-by value", budget_by, BUDGET_BY)
+        raise unknown("'budget_by' value", budget_by, BUDGET_BY, param="budget_by")
     if members is not None and strategy not in (None, "explicit"):
         raise ZooSurveyError(
-            f"--members names the ensemble, but --strategy {strategy} chooses it; drop one of them "
-            "(with --members the strategy is 'explicit')"
+            f"'members' names the ensemble, but strategy={strategy!r} chooses it; drop one of them "
+            "(with 'members' the strategy is 'explicit')", param=("members", "strategy")
         )
     if members is None and strategy == "explicit":
-        raise ZooSurveyError("strategy 'explicit' needs --members a,b,c or the name of an ensemble in the family YAML")
+        raise ZooSurveyError("strategy 'explicit' needs members='a,b,c' or the name of an ensemble in the family YAML",
+                             param="members")
     strategy = strategy or ("explicit" if members is not None else "smallest")
     named = _member_ids(family, members) if members is not None else None
     if named is not None and not named:
-        raise ZooSurveyError("--members is empty; name checkpoints a,b,c or an ensemble of the family YAML")
+        raise ZooSurveyError("'members' is empty; name checkpoints a,b,c or an ensemble of the family YAML", param="members")
     if k is None:
         k = len(named) if named is not None else DEFAULT_K
     if k < 1:
-        raise ZooSurveyError(f"--ensemble must be at least 1 (the number of ensemble members), got {k}")
+        raise ZooSurveyError(f"'ensemble' must be at least 1 (the number of ensemble members), got {k}", param="ensemble")
     if named is not None and len(named) != k:
-        raise ZooSurveyError(f"--ensemble {k} but --members names {len(named)} checkpoints; make them agree")
+        raise ZooSurveyError(f"ensemble={k} but 'members' names {len(named)} checkpoints; make them agree",
+                             param=("ensemble", "members"))
     ids = [c.id for c in family.checkpoints]
     base_id = against or family.baseline or max(family.checkpoints, key=lambda c: (c.params_m, c.gmacs)).id
     if base_id not in ids:
-        raise unknown(f"--against checkpoint in family {family.name!r}:", base_id, ids)
+        raise unknown(f"'against' checkpoint in family {family.name!r}:", base_id, ids, param="against")
     baseline = family.get(base_id)
     pool = [c for c in family.checkpoints if c.id != base_id]
     fail = f"family {family.name!r} cannot supply an ensemble of {k} with strategy {strategy!r}"
@@ -140,8 +142,9 @@ def plan_family(
         chosen = _explicit(family, named, baseline)
         if not distinct(chosen):
             raise ZooSurveyError(
-                f"--members: {_shared(chosen)}: fine-tunes of one pretraining run are not independent members; "
-                "choose members of other lineages (zoo-survey registry list shows them), or pass --allow-same-lineage"
+                f"'members': {_shared(chosen)}: fine-tunes of one pretraining run are not independent members; "
+                "choose members of other lineages (zoo-survey registry list shows them), or pass allow_same_lineage=True",
+                param=("members", "allow_same_lineage"),
             )
     elif not pool:
         raise ZooSurveyError(
@@ -150,13 +153,14 @@ def plan_family(
         )
     elif len(pool) < k:
         raise ZooSurveyError(
-            f"--ensemble {k} is larger than family {family.name!r} allows: it has {len(pool)} checkpoint(s) "
-            f"besides the baseline {base_id!r}; use --ensemble {len(pool)} or less"
+            f"ensemble={k} is larger than family {family.name!r} allows: it has {len(pool)} checkpoint(s) "
+            f"besides the baseline {base_id!r}; use ensemble={len(pool)} or less", param="ensemble"
         )
     elif not allow_same_lineage and lineages < k:
         raise ZooSurveyError(
             f"{fail}: its {len(pool)} checkpoints besides the baseline come from {lineages} pretraining run(s) "
-            f"(lineages), and members must be independent; use --ensemble {lineages} or less, or pass --allow-same-lineage"
+            f"(lineages), and members must be independent; use ensemble={lineages} or less, or pass allow_same_lineage=True",
+            param=("ensemble", "allow_same_lineage"),
         )
     elif strategy == "smallest":
         chosen = _first_distinct(sorted(pool, key=lambda c: (c.params_m, c.gmacs, c.id)), k, allow_same_lineage)
@@ -169,8 +173,8 @@ def plan_family(
             most = max(by_arch.items(), key=lambda kv: len(kv[1]))
             raise ZooSurveyError(
                 f"{fail}: no architecture has {k} checkpoints {'' if allow_same_lineage else 'of distinct lineages '}"
-                f"besides the baseline (the most is {len(most[1])}, {most[0]!r}); lower --ensemble or add recipes of one "
-                "architecture to the registry"
+                f"besides the baseline (the most is {len(most[1])}, {most[0]!r}); lower 'ensemble' or add recipes of one "
+                "architecture to the registry", param="ensemble"
             )
         arch = max(ok, key=lambda a: (max(c.params_m for c in ok[a]), a))
         chosen = sorted(ok[arch], key=lambda c: c.id)[:k]
@@ -186,7 +190,7 @@ def plan_family(
             cheapest = sum(map(cost, _first_distinct(sorted(pool, key=cost), k, allow_same_lineage)))
             raise ZooSurveyError(
                 f"{fail}: the {k} cheapest members need {cheapest:.3g} {budget_by} but the baseline "
-                f"{base_id!r} has {limit:.3g}; lower --ensemble or choose a larger --against"
+                f"{base_id!r} has {limit:.3g}; lower 'ensemble' or choose a larger 'against'", param=("ensemble", "against")
             )
         chosen = sorted(best, key=lambda c: (c.params_m, c.id))
     name = "+".join(c.id for c in chosen)
@@ -209,9 +213,9 @@ def budget_cost(by: str, entries: Sequence[CheckpointSpec], family: str) -> Call
     if missing:
         names = ", ".join(f"{c.id} ({c.defined_in.name})" for c in missing[:8]) + (", ..." if len(missing) > 8 else "")
         raise ZooSurveyError(
-            f"--budget-by pretrain needs pretrain.images_seen, or pretrain.epochs and pretrain.images, for every "
+            f"budget_by='pretrain' needs pretrain.images_seen, or pretrain.epochs and pretrain.images, for every "
             f"checkpoint it weighs; family {family!r} lacks them for {len(missing)}: {names}; add them to the registry "
-            "YAML or budget by params or gmacs"
+            "YAML or budget by params or gmacs", param="budget_by"
         )
     return lambda c: c.pretrain_emacs or 0.0
 
@@ -248,8 +252,9 @@ def _member_ids(family: FamilySpec, members: Sequence[str] | str) -> list[str]:
 
 def _explicit(family: FamilySpec, members: list[str], baseline: CheckpointSpec) -> list[CheckpointSpec]:
     if len(set(members)) != len(members):
-        raise ZooSurveyError(f"--members names a checkpoint twice: {list(members)}")
+        raise ZooSurveyError(f"'members' names a checkpoint twice: {shown(list(members))}", param="members")
     chosen = [family.get(m) for m in members]
     if baseline.id in members:
-        raise ZooSurveyError(f"--members includes the baseline {baseline.id!r}; choose another --against")
+        raise ZooSurveyError(f"'members' includes the baseline {baseline.id!r}; choose another 'against'",
+                             param=("members", "against"))
     return chosen

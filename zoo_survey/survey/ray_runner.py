@@ -51,7 +51,7 @@ from typing import Any
 
 from ..data.datasets import PreparedDataset
 from ..digests import string_digest
-from ..errors import ZooSurveyError, ZooSurveyFailure
+from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure, shown
 from ..features.cache import FeatureCache
 from ..files import atomic_write
 from ..results.store import ResultRow
@@ -89,30 +89,33 @@ def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_p
     RayOptions(address='local', gpus_per_actor=0.5, cpus_per_actor=1.0, cache='auto', retries=3)
     """
     if address is None:
-        given = [f for f, v in (("--ray-gpus-per-actor", gpus_per_actor), ("--ray-cpus-per-actor", cpus_per_actor),
-                                ("--ray-cache", cache)) if v is not None]
+        given = [f for f, v in (("ray_gpus_per_actor", gpus_per_actor), ("ray_cpus_per_actor", cpus_per_actor),
+                                ("ray_cache", cache)) if v is not None]
         if given:
-            raise ZooSurveyError(f"{', '.join(given)} only apply to a run on Ray; add --ray local, auto or ADDRESS")
+            raise ZooSurveyError(f"{', '.join(repr(g) for g in given)} only apply to a run on Ray; give 'ray' (local, auto "
+                                 "or ADDRESS)", param=(*given, "ray"))
         return None
     if not (address in ("local", "auto") or ":" in address):
-        raise ZooSurveyError(f"--ray {address!r}: expected local (start Ray here), auto (the cluster this machine "
-                             "belongs to) or a cluster address such as 10.0.0.1:6379")
+        raise ZooSurveyError(f"'ray' {shown(address)}: expected local (start Ray here), auto (the cluster this machine "
+                             "belongs to) or a cluster address such as 10.0.0.1:6379", param="ray")
     if gpus_per_actor is not None and not (0 < gpus_per_actor <= 1 or float(gpus_per_actor).is_integer()):
-        raise ZooSurveyError(f"--ray-gpus-per-actor must be a fraction in (0, 1] or a whole number, got {gpus_per_actor}")
+        raise ZooSurveyError(f"'ray_gpus_per_actor' must be a fraction in (0, 1] or a whole number, got {gpus_per_actor}",
+                             param="ray_gpus_per_actor")
     if cpus_per_actor is not None and not cpus_per_actor > 0:
-        raise ZooSurveyError(f"--ray-cpus-per-actor must be positive, got {cpus_per_actor}")
+        raise ZooSurveyError(f"'ray_cpus_per_actor' must be positive, got {cpus_per_actor}", param="ray_cpus_per_actor")
     if cache is not None and cache not in CACHE_MODES:
-        raise ZooSurveyError(f"--ray-cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+        raise ZooSurveyError(f"'ray_cache' must be one of {', '.join(CACHE_MODES)}, got {shown(cache)}", param="ray_cache")
     check_device(device)
     if importlib.util.find_spec("ray") is None:
-        raise ZooSurveyError("--ray needs Ray, an optional extra: pip install 'zoo-survey[ray]'")
+        raise ZooSurveyError("'ray' needs Ray, an optional extra: pip install 'zoo-survey[ray]'", param="ray")
     return RayOptions(address, gpus_per_actor, cpus_per_actor or 1.0, cache or "auto")
 
 
 def check_device(device: str) -> None:
     """A run on Ray takes no GPU index: Ray gives each actor its GPUs."""
     if device.startswith("cuda:"):
-        raise ZooSurveyError(f"--device {device} with --ray: Ray gives each actor its GPUs; use --device cuda or auto")
+        raise ZooSurveyError(f"device={device!r} with 'ray': Ray gives each actor its GPUs; use device='cuda' or 'auto'",
+                             param=("device", "ray"))
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -189,8 +192,8 @@ def connect(address: str) -> Iterator[RayCluster]:
                 ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ZooSurveyError(
-                f"--ray {address}: cannot connect to a Ray cluster ({_first_line(e)}); start one with "
-                "`ray start --head` (see docs/scale.md) or pass --ray local"
+                f"ray={address!r}: cannot connect to a Ray cluster ({_first_line(e)}); start one with "
+                "`ray start --head` (see docs/scale.md) or pass ray='local'", param="ray"
             ) from e
     try:
         yield RayCluster(address, tuple(alive_nodes()), ray.get_runtime_context().get_node_id())
@@ -288,11 +291,12 @@ class RetryableUnitError(ZooSurveyFailure):
 _RETRYABLE = (ConnectionError, TimeoutError, OSError)
 
 
-def unit_error(name: str, node: str, host: str, e: BaseException) -> ZooSurveyError:
+def unit_error(name: str, node: str, host: str, e: BaseException) -> ZooSurveyException:
     """The error a failed unit raises on its worker: one line that names the unit and the node."""
     where = f"{name} on node {node_label(node, host)}"
-    if isinstance(e, ZooSurveyError):  # its message already says what to do; keep bad input apart from failures
-        err: ZooSurveyError = (ZooSurveyFailure if e.exit_code == ZooSurveyFailure.exit_code else ZooSurveyError)(f"{where}: {e}")
+    if isinstance(e, ZooSurveyException):  # its message already says what to do; keep bad input apart from failures
+        err: ZooSurveyException = (ZooSurveyFailure if e.exit_code == ZooSurveyFailure.exit_code else ZooSurveyError)(
+            f"{where}: {e}", param=e.params)
     elif isinstance(e, _RETRYABLE):
         err = RetryableUnitError(f"{where}: {type(e).__name__}: {_first_line(e)}")
     else:
@@ -560,12 +564,12 @@ class RayRunner:
         fits = [min(int(n.cpus // cpus + 1e-9), int(n.gpus // gpus + 1e-9) if gpus else 1 << 30) for n in nodes]
         return sum(fits)
 
-    def _fail(self, e: Exception, unit_name: str, node: str | None) -> ZooSurveyError:
+    def _fail(self, e: Exception, unit_name: str, node: str | None) -> ZooSurveyException:
         """The one-line error for a unit that failed for good (its own error, or Ray's after the retries)."""
         import ray
 
         cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) else e
-        if isinstance(cause, ZooSurveyError):
+        if isinstance(cause, ZooSurveyException):
             self._tally(getattr(cause, "node", node) or "?").failed += 1
             return cause
         where = f" on node {node_label(node, self._hosts.get(node, '?'))}" if node else ""
@@ -604,7 +608,7 @@ class RayRunner:
         if self._slots(cpus, self.gpus) < 1:
             raise ZooSurveyError(
                 f"no node of the Ray cluster has {cpus:g} CPU(s) and {self.gpus:g} GPU(s) for an extraction actor; "
-                "lower --ray-cpus-per-actor / --ray-gpus-per-actor, or add nodes"
+                "lower 'ray_cpus_per_actor' / 'ray_gpus_per_actor', or add nodes", param=("ray_cpus_per_actor", "ray_gpus_per_actor")
             )
         worker = _remote()["extract"].options(num_cpus=cpus, num_gpus=self.gpus, max_restarts=self.options.retries,
                                              max_task_retries=self.options.retries, scheduling_strategy="SPREAD")

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.datasets import PreparedDataset, hub_snapshot, prepare
-from ..errors import ZooSurveyError, gather
+from ..data.datasets import PreparedDataset, prepare
+from ..errors import ZooSurveyError, ZooSurveyException, gather
 from ..features.cache import FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
-from ..zoo.registry import CheckpointSpec, DatasetSpec, HFSource
+from ..zoo.registry import CheckpointSpec, DatasetSpec
 from . import driver
 from .options import RunOptions
 from .plan import Plan
@@ -92,8 +92,9 @@ def check_heavy(checkpoints: Sequence[CheckpointSpec], options: RunOptions) -> N
     if heavy and options.extract.device == "cpu" and not options.allow_heavy:
         named = ", ".join(f"{c.id} ({c.params_m:,.0f} M params, about {c.download_gb:.1f} GB)" for c in heavy)
         raise ZooSurveyError(
-            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (--device cuda), leave them out "
-            "(--against / --members, --checkpoints, or a smaller --ensemble), or pass --allow-heavy"
+            f"{len(heavy)} checkpoint(s) too heavy for a CPU run: {named}; run on a GPU (device='cuda'), leave them out "
+            "('against' / 'members', 'checkpoints', or a smaller 'ensemble'), or pass allow_heavy=True",
+            param=("device", "against", "members", "checkpoints", "ensemble", "allow_heavy"),
         )
 
 
@@ -107,11 +108,11 @@ def prepare_inputs(
     """
     prepared: dict[str, PreparedDataset] = {}
     resolved: dict[str, ResolvedCheckpoint] = {}
-    problems: list[ZooSurveyError] = []
+    problems: list[ZooSurveyException] = []
     for spec in datasets:
         try:
             prepared[spec.id] = ds = prepare(spec, max_train=options.max_train, max_test=options.max_test, offline=options.offline)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
             continue
         if report is not None:
@@ -119,7 +120,7 @@ def prepare_inputs(
     for c in checkpoints:
         try:
             resolved[c.id] = resolve(c, offline=options.offline, image_size=options.image_size)
-        except ZooSurveyError as e:
+        except ZooSurveyException as e:
             problems.append(e)
     if problems:
         raise gather(problems)
@@ -152,12 +153,7 @@ def prefetch(checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSp
         files = [r.weights] + [p for p in [r.weights.parent / "config.json"] if p.is_file() and p != r.weights]
         out.append(Fetched("checkpoint", c.id, c.source.type, r.revision, r.weights, sum(f.stat().st_size for f in files)))
     for d in datasets:
-        ds, folder = prepared[d.id], None
-        local = getattr(d.source, "path", None)  # builtin and imagefolder sources may name a folder
-        if isinstance(d.source, HFSource):
-            folder, _ = hub_snapshot(d, offline=True)
-        elif isinstance(local, Path) and local.is_dir():
-            folder = local
+        ds, folder = prepared[d.id], d.source.local_folder(d)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
         out.append(Fetched("dataset", d.id, d.source.type, ds.revision, folder, size))
     return out

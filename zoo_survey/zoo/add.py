@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ZooSurveyError, did_you_mean
+from ..errors import ZooSurveyError, did_you_mean, shown
 from ..files import atomic_write
-from .budgets import TIMM_HUB_OWNER, count, is_pretrained_tag, pretrained_cfg
+from ..sources.checkpoints import TIMM_HUB_OWNER
+from .budgets import count, is_pretrained_tag, pretrained_cfg
 from .registry import REGISTRY_ENV, load_files, registry_files, registry_folders, split_model_name_tag
 
 # Dataset tokens of timm's tags, as the registry names them.
@@ -113,7 +114,8 @@ def resolve_tags(tags: Sequence[str], pattern: str | None = None) -> list[str]:
                                  "see timm.list_pretrained() (wildcards: * and ?)")
         out += matched
     if not out:
-        raise ZooSurveyError("name at least one timm pretrained tag (e.g. convnextv2_atto.fcmae_ft_in1k) or a --pattern")
+        raise ZooSurveyError("name at least one timm pretrained tag (e.g. convnextv2_atto.fcmae_ft_in1k) or a 'pattern'",
+                             param="pattern")
     return list(dict.fromkeys(out))
 
 
@@ -176,8 +178,9 @@ def add_tags(tags: Sequence[str], family: str, path: Path, registry: Sequence[Pa
         raise ZooSurveyError(f"{path}: expected a family file (a mapping with 'family:'), found {type(doc).__name__}")
     if doc is not None and doc.get("family") != family:
         found = doc.get("family")
-        raise ZooSurveyError(f"{path} holds family {found!r}, not {family!r}; give --family {found} or another --to file"
-                             if found else f"{path} is not a family file (no 'family:'); choose another --to file")
+        raise ZooSurveyError(f"{path} holds family {shown(found)}, not {family!r}; give family={str(found)!r} or another "
+                             "'path'" if found else f"{path} is not a family file (no 'family:'); choose another 'path'",
+                             param=("family", "path"))
     others = [f for f in registry_files(registry_folders(registry)) if f != path.resolve()]
     defined = {c.id: c for fam in load_files(others).families.values() for c in fam.checkpoints if c.family == fam.name}
     have = {str(e.get("id")) for e in (doc or {}).get("checkpoints") or [] if hasattr(e, "get")}
@@ -282,7 +285,7 @@ def check_and_write(path: Path, text: str, registry: Sequence[Path]) -> None:
         try:
             load_files([*others, probe.resolve()])
         except ZooSurveyError as e:
-            raise ZooSurveyError(str(e).replace(str(probe.resolve()), str(path))) from None
+            raise ZooSurveyError(str(e).replace(str(probe.resolve()), str(path)), param=e.params) from None
     finally:
         probe.unlink(missing_ok=True)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
@@ -293,5 +296,6 @@ def default_path(family: str, env: dict[str, str] | None = None) -> Path:
     env = dict(os.environ) if env is None else env
     folders = [p for p in env.get(REGISTRY_ENV, "").split(os.pathsep) if p]
     if not folders:
-        raise ZooSurveyError(f"give --to FILE (the family YAML to write), or set {REGISTRY_ENV} to your registry folder")
+        raise ZooSurveyError(f"give a 'path' (the family YAML to write), or set {REGISTRY_ENV} to your registry folder",
+                             param="path")
     return Path(folders[0]) / f"{family}.yaml"

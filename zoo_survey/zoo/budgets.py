@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from ..errors import ZooSurveyError, did_you_mean
 from .checkpoints import create_model, feature_output_from
 from .flops import count_gmacs
-from .registry import CheckpointSpec, HubSource, TimmSource
-
-TIMM_HUB_OWNER = "timm/"
+from .registry import CheckpointSpec
 
 
 @dataclass(frozen=True)
@@ -48,12 +46,7 @@ def round_sig(x: float, digits: int = 3) -> float:
 def timm_tag(spec: CheckpointSpec) -> str | None:
     """The timm pretrained tag whose weights an entry names (a ``timm`` source, or an ``hf-hub`` repo of the
     ``timm`` organisation), or None."""
-    src = spec.source
-    if isinstance(src, TimmSource):
-        return src.tag or spec.id
-    if isinstance(src, HubSource) and src.repo.startswith(TIMM_HUB_OWNER):
-        return src.repo[len(TIMM_HUB_OWNER):]
-    return None
+    return spec.source.timm_tag(spec)
 
 
 @functools.lru_cache(maxsize=None)

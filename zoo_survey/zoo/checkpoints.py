@@ -20,8 +20,9 @@ from typing import Any
 
 from ..digests import file_sha256
 from ..errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
+from ..sources.checkpoints import KeyMap, PackageSource
 from .hub import download_file, hub_call, not_cached_hint
-from .registry import CheckpointSpec, FileSource, HubSource, KeyMap, PackageSource, TimmSource
+from .registry import CheckpointSpec
 
 _HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -86,44 +87,14 @@ def resolve(spec: CheckpointSpec, *, offline: bool = False, image_size: int | No
 
     ``image_size`` overrides the input resolution for every checkpoint (a CPU-budget knob).
     """
-    src = spec.source
-    model_args: dict[str, Any] = {}
-    if isinstance(src, HubSource):
-        weights, revision, config = _from_hub(spec, src.repo, src.filename, spec.revision, offline)
-        cfg = dict(config.get("pretrained_cfg") or {})
-        num_classes = config.get("num_classes", cfg.get("num_classes"))
-        model_args = dict(config.get("model_args") or {})
-        arch = config.get("architecture", spec.arch)
-        if arch != spec.arch:
-            raise ZooSurveyError(
-                f"{spec.defined_in}: checkpoint {spec.id!r}: field 'arch' is {spec.arch!r} but the hub repo "
-                f"{src.repo!r} holds a {arch!r}; fix the entry's arch"
-            )
-    elif isinstance(src, TimmSource):
-        tag = src.tag or spec.id
-        cfg = _timm_cfg(spec, tag)
-        if not cfg.get("hf_hub_id"):
-            raise ZooSurveyError(
-                f"{spec.defined_in}: checkpoint {spec.id!r}: timm tag {tag!r} has no hub weights; "
-                "use a 'file' source with a downloaded copy"
-            )
-        weights, revision, _ = _from_hub(spec, cfg["hf_hub_id"], cfg.get("hf_hub_filename"), spec.revision, offline)
-        num_classes = cfg.get("num_classes")
-    elif isinstance(src, (FileSource, PackageSource)):
-        weights = _package_file(spec, src) if isinstance(src, PackageSource) else _local_file(spec, src.path)
-        revision = "sha256:" + file_sha256(weights)
-        cfg = _timm_cfg(spec, spec.arch)
-        num_classes = None
-        model_args = dict(spec.model_args)
-    else:  # pragma: no cover - the registry's union is closed
-        raise AssertionError(src)
+    got = spec.source.fetch(spec, offline)  # the entry's source type finds the weights (zoo_survey/sources/)
     return ResolvedCheckpoint(
         spec=spec,
-        weights=weights,
-        revision=revision,
-        preprocessing=_preprocessing(cfg, spec, image_size),
-        num_classes=num_classes,
-        model_args=model_args,
+        weights=got.path,
+        revision=got.revision,
+        preprocessing=_preprocessing(got.pretrained_cfg, spec, image_size),
+        num_classes=got.num_classes,
+        model_args=got.model_args,
     )
 
 

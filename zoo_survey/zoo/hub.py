@@ -173,7 +173,7 @@ def hub_call(
                 raise ZooSurveyFailure(
                     f"{where}: {what}: the hub at {constants.ENDPOINT} failed: {problem}; tried {tries}; check the network and HF_ENDPOINT, "
                     "or run `zoo-survey prefetch` on a machine with internet, copy its HF cache (HF_HUB_CACHE) "
-                    "here and rerun with --offline"
+                    "here and rerun offline (offline=True)", param="offline"
                 ) from e
             delay = backoff * 2**attempt
             log.warning("%s: %s: %s; retrying in %.3g s (retry %d of %d)", where, what, problem, delay, attempt + 1, retries)

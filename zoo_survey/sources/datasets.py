@@ -1,0 +1,102 @@
+"""The built-in dataset source types: ``builtin``, ``hf``, ``imagefolder`` and ``parquet`` (one class each)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ..errors import ZooSurveyError
+from .base import DatasetSource
+
+if TYPE_CHECKING:
+    from ..data.datasets import Raw
+    from ..zoo.registry import DatasetSpec
+
+
+class BuiltinSource(DatasetSource):
+    """Datasets that need no network: scikit-learn's digits, scikit-image's LFW subset, Debian's Fashion-MNIST."""
+
+    type: Literal["builtin"]
+    name: Literal["digits", "lfw-subset", "fashion-mnist"]
+    path: Path | None = None  # fashion-mnist: folder of the idx .gz files
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    confined: ClassVar[bool] = False  # builtin paths (e.g. /usr/share/datasets) are exempt
+
+    def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
+        from ..data import datasets as d
+
+        if self.name == "digits":
+            return d._digits()
+        if self.name == "lfw-subset":
+            return d._lfw_subset()
+        return d._fashion_mnist(self.path)
+
+
+class HFSource(DatasetSource):
+    """A Hugging Face ``datasets`` dataset on the hub (``path``) with an optional config and pinned revision."""
+
+    type: Literal["hf"]
+    path: str
+    name: str | None = None
+    revision: str | None = None
+
+    def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
+        from ..data.datasets import hub_snapshot, read_with_datasets
+
+        def open_(hfds: Any) -> tuple[Any, str, str | None]:
+            local, revision = hub_snapshot(spec, offline)
+            return hfds.load_dataset(str(local), self.name), f"{self.path}:{self.name}@{revision}", revision
+
+        return read_with_datasets(spec, open_)
+
+    def local_folder(self, spec: DatasetSpec) -> Path | None:
+        from ..data.datasets import hub_snapshot
+
+        return hub_snapshot(spec, offline=True)[0]
+
+
+class ImageFolderSource(DatasetSource):
+    """A local folder ``<path>/<split>/<class>/<image>`` read with ``datasets``' imagefolder builder."""
+
+    type: Literal["imagefolder"]
+    path: Path
+    path_fields: ClassVar[tuple[str, ...]] = ("path",)
+    label_hint: ClassVar[str] = " (an image folder needs a subfolder per class: <path>/<split>/<class>/<image>)"
+
+    def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
+        from ..data.datasets import read_with_datasets
+
+        def open_(hfds: Any) -> tuple[Any, str, str | None]:
+            if not self.path.is_dir():
+                raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {self.path} is not a folder")
+            return hfds.load_dataset("imagefolder", data_dir=str(self.path)), f"imagefolder:{self.path}", None
+
+        return read_with_datasets(spec, open_)
+
+
+class ParquetSource(DatasetSource):
+    """Local parquet files per split, e.g. ``{train: data/train-*.parquet, test: data/test.parquet}``."""
+
+    type: Literal["parquet"]
+    data_files: dict[str, str]
+
+    @classmethod
+    def localize(cls, raw: dict[str, Any], yaml_file: Path) -> tuple[dict[str, Any], list[tuple[str, Path]]]:
+        confine = []
+        if isinstance(raw.get("data_files"), dict):
+            for split, pattern in raw["data_files"].items():
+                if isinstance(pattern, str) and "://" not in pattern:  # datasets reads it from the working folder
+                    fixed = re.split(r"[*?\[]", os.path.expanduser(pattern))[0]  # a glob: check the part before it
+                    confine.append((f"source.data_files.{split}", Path(fixed or ".")))
+        return raw, confine
+
+    def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
+        from ..data.datasets import read_with_datasets
+
+        def open_(hfds: Any) -> tuple[Any, str, str | None]:
+            return (hfds.load_dataset("parquet", data_files=self.data_files),
+                    f"parquet:{sorted(self.data_files.items())}", None)
+
+        return read_with_datasets(spec, open_)
