@@ -1,16 +1,18 @@
-"""Run the units of work on a Ray cluster: extraction on long-lived actors, probes as tasks, the driver writing the store.
+"""Run the units of work on a Ray cluster: extraction on an actor per checkpoint, probes as tasks; only execution.
 
 The units are the ones :class:`~zoo_survey.survey.runner.LocalRunner` runs (:mod:`.units`,
 pure ``run(workspace)``); only where they execute changes.
 
-- **Extraction.** Units are grouped by checkpoint. Each actor (``--ray-gpus-per-actor``,
-  fractions share a GPU; ``--ray-cpus-per-actor``) takes a whole group, so it loads the
-  model once and runs every dataset split through it, then takes the next group. An actor
-  with nothing left is released at once, so a restarted one finds room.
+- **Extraction.** Units are grouped by checkpoint, one actor per group (``--ray-gpus-per-actor``,
+  fractions share a GPU; ``--ray-cpus-per-actor``): it loads the model once and runs every
+  dataset split through it. Ray places the actors as nodes have room (the costliest
+  checkpoints asked for first); an actor is killed once its group is done, so the next one,
+  or one Ray restarts elsewhere, finds room.
 - **Probes** run as tasks, one per row. They get each dataset's splits (indices and labels,
   not images) and resolved checkpoints from the driver, and read features only.
-- **The store.** Rows come back to the driver, which alone writes the SQLite file, a group
-  (a comparison on a dataset) claimed at a time as the local runner does.
+- **The store.** Like every runner this one only executes: rows come back to the driver
+  (:mod:`.driver`), which alone claims, skips, writes the SQLite file and counts. Probe
+  units are taken from it while fewer than a window of groups is in flight.
 - **The cache.** Each cache key belongs to one unit and every write is temp-then-rename, so
   Ray's at-least-once retries write the same files and no lock has to work across nodes.
   At the start every node writes a sentinel into the cache folder and lists what the
