@@ -1,16 +1,18 @@
-"""Run the units of work on a Ray cluster: extraction on long-lived actors, probes as tasks, the driver writing the store.
+"""Run the units of work on a Ray cluster: extraction on an actor per checkpoint, probes as tasks; only execution.
 
 The units are the ones :class:`~zoo_survey.survey.runner.LocalRunner` runs (:mod:`.units`,
 pure ``run(workspace)``); only where they execute changes.
 
-- **Extraction.** Units are grouped by checkpoint. Each actor (``--ray-gpus-per-actor``,
-  fractions share a GPU; ``--ray-cpus-per-actor``) takes a whole group, so it loads the
-  model once and runs every dataset split through it, then takes the next group. An actor
-  with nothing left is released at once, so a restarted one finds room.
+- **Extraction.** Units are grouped by checkpoint, one actor per group (``--ray-gpus-per-actor``,
+  fractions share a GPU; ``--ray-cpus-per-actor``): it loads the model once and runs every
+  dataset split through it. Ray places the actors as nodes have room (the costliest
+  checkpoints asked for first); an actor is killed once its group is done, so the next one,
+  or one Ray restarts elsewhere, finds room.
 - **Probes** run as tasks, one per row. They get each dataset's splits (indices and labels,
   not images) and resolved checkpoints from the driver, and read features only.
-- **The store.** Rows come back to the driver, which alone writes the SQLite file, a group
-  (a comparison on a dataset) claimed at a time as the local runner does.
+- **The store.** Like every runner this one only executes: rows come back to the driver
+  (:mod:`.driver`), which alone claims, skips, writes the SQLite file and counts. Probe
+  units are taken from it while fewer than a window of groups is in flight.
 - **The cache.** Each cache key belongs to one unit and every write is temp-then-rename, so
   Ray's at-least-once retries write the same files and no lock has to work across nodes.
   At the start every node writes a sentinel into the cache folder and lists what the
@@ -43,9 +45,8 @@ import socket
 import tempfile
 import time
 import uuid
-from collections import deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,11 @@ from ..digests import string_digest
 from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure, shown
 from ..features.cache import FeatureCache
 from ..files import atomic_write
-from ..results.store import ResultRow, ResultStore
+from ..results.store import ResultRow
 from ..zoo.checkpoints import ResolvedCheckpoint
 from .options import RunOptions
 from .plan import Comparison
-from .runner import Hooks, NodeTally, RunnerFactory, RunReport
+from .runner import Hooks, NodeTally, RunnerFactory
 from .units import ExtractDone, ExtractUnit, ProbeUnit, Workspace
 
 CACHE_MODES = ("auto", "shared", "driver")
@@ -341,6 +342,10 @@ class _Board:
                 running[node] = running.get(node, 0) + 1
         return running, self.retried
 
+    def node_of(self, uid: str) -> str | None:
+        """Where the unit last started (for the error when Ray gives up on it)."""
+        return self.on.get(uid)
+
 
 def scratch_folder(root: Path | str) -> Path:
     """Where an actor extracts when the cache is not shared: a folder of its node, the same for every run on
@@ -350,7 +355,6 @@ def scratch_folder(root: Path | str) -> Path:
 
 @dataclass(frozen=True)
 class _Extracted:
-    uid: str
     done: ExtractDone
     node: str
     host: str
@@ -381,7 +385,7 @@ class _ExtractWorker:
                 shutil.rmtree(cache.path(key), ignore_errors=True)  # it lives on in the driver's cache
         except Exception as e:
             raise unit_error(unit.name, self.node, self.host, e) from e
-        return _Extracted(uid, done, self.node, self.host, files, tuple(cache.repaired[before:]))
+        return _Extracted(done, self.node, self.host, files, tuple(cache.repaired[before:]))
 
 
 class _NoImages:
@@ -489,7 +493,8 @@ class RayRunner:
         self.root = self.cache.root.absolute()
         on_gpu = ws.options.extract.device.startswith("cuda")
         self.gpus = options.gpus_per_actor if options.gpus_per_actor is not None else (1.0 if on_gpu else 0.0)
-        self.tallies: dict[str, NodeTally] = {}
+        self.where: dict[str, NodeTally] = {}  # what ran on which node, as results arrive
+        self.notes: list[str] = []
         self._hosts = {n.id: n.host for n in cluster.nodes}
         self._shared: bool | None = None
         self._board_actor: Any = None
@@ -501,13 +506,13 @@ class RayRunner:
 
     # ---- shared state
 
-    def shared(self, report: RunReport) -> bool:
+    def shared(self) -> bool:
         """Whether workers write and read the cache themselves (decided once per run, see the module docstring)."""
         if self._shared is None:
             if self.options.cache == "auto":
                 self._shared, why = cache_is_shared(self.root, alive_nodes())
                 if not self._shared:
-                    report.notes.append(f"the feature cache {self.root} is not shared by every node ({why}): finished "
+                    self.notes.append(f"the feature cache {self.root} is not shared by every node ({why}): finished "
                                         "entries travel back through Ray's object store and this machine writes them")
             else:
                 self._shared = self.options.cache == "shared"
@@ -524,11 +529,11 @@ class RayRunner:
         return self._board_actor
 
     def _tally(self, node: str, host: str | None = None) -> NodeTally:
-        if node not in self.tallies:
+        if node not in self.where:
             if host is None and node not in self._hosts:
                 self._hosts.update({n.id: n.host for n in alive_nodes()})
-            self.tallies[node] = NodeTally(host or self._hosts.get(node, "?"))
-        return self.tallies[node]
+            self.where[node] = NodeTally(host or self._hosts.get(node, "?"))
+        return self.where[node]
 
     def _show(self, in_flight: Collection[str]) -> None:
         """Refresh running and retried per node from the board, and hand the tallies to the display."""
@@ -538,13 +543,22 @@ class RayRunner:
             running, retried = ray.get(self._board().snapshot.remote(list(in_flight)), timeout=5)
         except Exception:  # the display only: a slow or restarting board skips a refresh
             return
-        for t in self.tallies.values():
+        for t in self.where.values():
             t.running = t.retried = 0
         for node, n in running.items():
             self._tally(node).running = n
         for node, n in retried.items():
             self._tally(node).retried = n
-        self.hooks.nodes(self.tallies)
+        self.hooks.nodes(self.where)
+
+    def _started_on(self, uid: str) -> str | None:
+        """The node where the unit last started, as the board knows it (None if it cannot say in time)."""
+        import ray
+
+        try:
+            return ray.get(self._board().node_of.remote(uid), timeout=5)
+        except Exception:  # the error message only: a lost board leaves the node out
+            return None
 
     def _slots(self, cpus: float, gpus: float) -> int:
         """How many workers of this size the cluster's nodes hold at once."""
@@ -574,25 +588,26 @@ class RayRunner:
         return self.ws.source.key(self.ws.checkpoint(unit.checkpoint), self.ws.dataset(unit.dataset, unit.fingerprint),
                                   unit.split)
 
-    def extract(self, units: Sequence[ExtractUnit], report: RunReport) -> None:
+    def extract(self, units: Sequence[ExtractUnit]) -> Iterator[tuple[ExtractUnit, ExtractDone]]:
+        """Each checkpoint's units on an actor of its own (one model load), costliest first; Ray places each actor
+        when a node has room (a finished one is killed at once), restarts it, and retries its calls."""
         import ray
 
-        report.where = self.tallies
-        tick = self.hooks.stage("extract units", len(units))
-        todo = [u for u in units if self.cache.get(self._key(u)) is None]  # a cached entry schedules nothing
-        finished = len(units) - len(todo)
-        tick(finished)
+        todo = []
+        for u in units:
+            key = self._key(u)
+            if self.cache.get(key) is None:
+                todo.append(u)
+            else:  # a cached entry schedules nothing
+                yield u, ExtractDone(key.digest, 0, ())
         if not todo:
             return
-        ship = not self.shared(report)
+        ship = not self.shared()
         groups: dict[str, list[ExtractUnit]] = {}
         for u in todo:
             groups.setdefault(u.checkpoint.id, []).append(u)
-        # The costliest checkpoints first, so the last actor to finish has a small one.
-        queue = deque(sorted(groups.values(), key=lambda g: -(g[0].checkpoint.gmacs or 1.0) * len(g)))
         cpus = self.options.cpus_per_actor
-        slots = self._slots(cpus, self.gpus)
-        if slots < 1:
+        if self._slots(cpus, self.gpus) < 1:
             raise ZooSurveyError(
                 f"no node of the Ray cluster has {cpus:g} CPU(s) and {self.gpus:g} GPU(s) for an extraction actor; "
                 "lower 'ray_cpus_per_actor' / 'ray_gpus_per_actor', or add nodes", param=("ray_cpus_per_actor", "ray_gpus_per_actor")
@@ -600,32 +615,23 @@ class RayRunner:
         worker = _remote()["extract"].options(num_cpus=cpus, num_gpus=self.gpus, max_restarts=self.options.retries,
                                              max_task_retries=self.options.retries, scheduling_strategy="SPREAD")
         board = self._board()
-        actors: list[Any] = [worker.remote(str(self.root), self.cache.shard_rows, self.ws.options, ship)
-                             for _ in range(min(slots, len(queue)))]
+        actors: dict[int, Any] = {}  # group -> its actor, until the group is done
+        left: dict[int, int] = {}
         pending: dict[Any, tuple[int, ExtractUnit, str]] = {}
-        again: list[tuple[float, int, ExtractUnit, str]] = []  # (when, actor, unit, uid): asked again once restarted
+        again: list[tuple[float, int, ExtractUnit, str]] = []  # (when, group, unit, uid): asked again once restarted
         asked: dict[str, int] = {}
-        left = [0] * len(actors)
-        last_node: dict[int, str] = {}  # where each actor last finished a unit, for an error after it died
-        uids = iter(range(1 << 62))
 
-        def submit(i: int, u: ExtractUnit, uid: str) -> None:
+        def submit(g: int, u: ExtractUnit, uid: str) -> None:
             asked[uid] = asked.get(uid, 0) + 1
-            pending[actors[i].run.options(retry_exceptions=[RetryableUnitError]).remote(u, uid, board)] = (i, u, uid)
+            pending[actors[g].run.options(retry_exceptions=[RetryableUnitError]).remote(u, uid, board)] = (g, u, uid)
 
-        def feed(i: int) -> None:
-            if not queue:
-                ray.kill(actors[i])  # free its resources now: an actor Ray restarts elsewhere may need them
-                actors[i] = None
-                return
-            group = queue.popleft()
-            left[i] = len(group)
-            for u in group:
-                submit(i, u, f"x{next(uids)}")
-
+        # The costliest checkpoints first, so the last actor to finish has a small one.
+        ordered = sorted(groups.values(), key=lambda g: -(g[0].checkpoint.gmacs or 1.0) * len(g))
         try:
-            for i in range(len(actors)):
-                feed(i)
+            for g, group in enumerate(ordered):
+                actors[g], left[g] = worker.remote(str(self.root), self.cache.shard_rows, self.ws.options, ship), len(group)
+                for i, u in enumerate(group):
+                    submit(g, u, f"x{g}.{i}")
             while pending or again:
                 now = time.monotonic()
                 for item in [a for a in again if a[0] <= now]:
@@ -633,35 +639,31 @@ class RayRunner:
                     submit(*item[1:])
                 ready = _ready(pending)
                 for ref in ready:
-                    i, unit, uid = pending.pop(ref)
+                    g, unit, uid = pending.pop(ref)
                     try:
                         got: _Extracted = ray.get(ref)
                     except ray.exceptions.ActorUnavailableError as e:
                         # Its worker or node died and Ray restarts the actor (max_restarts); until Ray has noticed, each
                         # call fails at once. A unit is idempotent: ask again shortly, for as long as the actor lives.
                         if asked[uid] > _UNAVAILABLE_TRIES:
-                            raise self._fail(e, unit.name, last_node.get(i)) from None
-                        again.append((now + 1.0, i, unit, uid))
+                            raise self._fail(e, unit.name, self._started_on(uid)) from None
+                        again.append((now + 1.0, g, unit, uid))
                         continue
                     except Exception as e:
-                        raise self._fail(e, unit.name, last_node.get(i)) from None
-                    self._extracted(unit, got, report)
-                    last_node[i] = got.node
-                    finished += 1
-                    tick(finished)
-                    left[i] -= 1
-                    if left[i] == 0:
-                        feed(i)
+                        raise self._fail(e, unit.name, self._started_on(uid)) from None
+                    left[g] -= 1
+                    if left[g] == 0:
+                        ray.kill(actors.pop(g))  # free its resources now: the next group's actor (or a restarted one) needs them
+                    yield unit, self._extracted(unit, got)
                 if not ready and not pending:
                     time.sleep(_POLL_S)
                 self._show({uid for _, _, uid in pending.values()} | {a[3] for a in again})
         finally:
-            for a in actors:
-                if a is not None:
-                    ray.kill(a)
+            for a in actors.values():
+                ray.kill(a)
             self._show(())
 
-    def _extracted(self, unit: ExtractUnit, got: _Extracted, report: RunReport) -> None:
+    def _extracted(self, unit: ExtractUnit, got: _Extracted) -> ExtractDone:
         key = self._key(unit)
         if got.done.digest != key.digest:
             raise ZooSurveyFailure(
@@ -671,99 +673,60 @@ class RayRunner:
             )
         if got.files:
             self.cache.import_entry(key, got.files)
-        report.forward_batches += got.done.forward_batches
-        report.notes += list(got.done.notes) + [f"{node_label(got.node, got.host)}: {n}" for n in got.repaired]
         self._tally(got.node, got.host).extract += 1
+        repaired = tuple(f"{node_label(got.node, got.host)}: {n}" for n in got.repaired)
+        return dataclasses.replace(got.done, notes=got.done.notes + repaired)
 
     # ---- probes
 
-    def probe(self, units: Sequence[ProbeUnit], store: ResultStore, report: RunReport) -> None:
+    def probe(self, units: Iterable[ProbeUnit]) -> Iterator[tuple[ProbeUnit, ResultRow]]:
+        """Each unit as a task; units are taken while fewer than a window of groups is in flight (claims held,
+        features shipped), and each group's features go to the object store once when the cache is not shared."""
         import ray
 
-        report.where = self.tallies
-        tick = self.hooks.stage("probe units", len(units))
-        finished = 0
-        ship = not self.shared(report)
-        used = {u.dataset.id for u in units}
+        ship = not self.shared()
         decoders = {}  # what the tasks' keys need from the images, looked at here (memoised: extract() did)
-        for ds in (self.ws.prepared[name] for name in used):
+        for ds in self.ws.prepared.values():
             decoders.update({(ds.fingerprint, s, ds.splits[s].indices_digest()): self.ws.source.decoder(ds, s) for s in ds.splits})
         ctx = ray.put(_ProbeContext(uuid.uuid4().hex, str(self.root), self.cache.shard_rows,
-                                    {k: _without_images(v) for k, v in self.ws.prepared.items() if k in used},
+                                    {k: _without_images(v) for k, v in self.ws.prepared.items()},
                                     dict(self.ws.resolved), decoders))
         on_gpu = self.ws.options.extract.device.startswith("cuda")
         task = _remote()["probe"].options(num_cpus=1, num_gpus=self.gpus if on_gpu else 0, max_retries=self.options.retries,
                                           retry_exceptions=[RetryableUnitError])
         board = self._board()
-        groups: dict[str, list[ProbeUnit]] = {}
-        for u in units:
-            groups.setdefault(u.group, []).append(u)
-        queue, busy = deque(groups.values()), deque[list[ProbeUnit]]()
-        window = max(2, 2 * self._slots(1, self.gpus if on_gpu else 0))  # groups in flight: claims held, features shipped
+        window = max(2, 2 * self._slots(1, self.gpus if on_gpu else 0))  # groups in flight
         pending: dict[Any, tuple[ProbeUnit, str]] = {}
-        open_groups: dict[str, list[Any]] = {}  # group -> [units left, its claim]
+        shipped: dict[str, Any] = {}  # group -> its features in the object store, while the group is in flight
+        todo, waiting = iter(units), None
         uids = iter(range(1 << 62))
-
-        def start(group: list[ProbeUnit], wait: bool) -> None:
-            nonlocal finished
-            todo = [u for u in group if not store.has(u.row_key)]
-            report.skipped += len(group) - len(todo)
-            finished += len(group) - len(todo)
-            if not todo:
-                return
-            claim = ExitStack()
-            if not claim.enter_context(store.claim(todo[0].group, wait=wait)):
-                claim.close()
-                busy.append(todo)  # another run holds it: come back at the end, when it is usually stored
-                return
-            meanwhile = {u.row_key for u in todo if store.has(u.row_key)}  # the other run wrote them while we waited
-            report.skipped += len(meanwhile)
-            finished += len(meanwhile)
-            todo = [u for u in todo if u.row_key not in meanwhile]
-            if not todo:
-                claim.close()
-                return
-            data = None
-            if ship:
-                u0 = todo[0]
-                data = ray.put(self.ws.comparison_features(u0.comparison, u0.dataset, u0.fingerprint))
-            open_groups[todo[0].group] = [len(todo), claim]
-            for u in todo:
-                uid = f"p{next(uids)}"
-                pending[task.remote(u, uid, ctx, data, board)] = (u, uid)
-
         try:
-            while queue or pending or busy:
-                while queue and len(open_groups) < window:
-                    start(queue.popleft(), wait=False)
+            while True:
+                flying = {u.group for u, _ in pending.values()}
+                while True:
+                    waiting = waiting or next(todo, None)
+                    if waiting is None or (waiting.group not in flying and len(flying) >= window):
+                        break
+                    u, waiting = waiting, None
+                    if ship and u.group not in shipped:
+                        shipped[u.group] = ray.put(self.ws.comparison_features(u.comparison, u.dataset, u.fingerprint))
+                    uid = f"p{next(uids)}"
+                    pending[task.remote(u, uid, ctx, shipped.get(u.group), board)] = (u, uid)
+                    flying.add(u.group)
                 if not pending:
-                    if busy and not queue:
-                        start(busy.popleft(), wait=True)  # wait for the other run, then do what it left
-                    tick(finished)
-                    continue
+                    return
                 for ref in _ready(pending):
                     unit, uid = pending.pop(ref)
                     try:
                         _, row, node, host = ray.get(ref)
                     except Exception as e:
-                        raise self._fail(e, unit.name, None) from None
-                    if store.put(row):
-                        report.written += 1
-                    else:
-                        report.skipped += 1  # written meanwhile by a run that took no lock (e.g. on NFS)
+                        raise self._fail(e, unit.name, self._started_on(uid)) from None
                     self._tally(node, host).probe += 1
-                    finished += 1
-                    slot = open_groups[unit.group]
-                    slot[0] -= 1
-                    if slot[0] == 0:
-                        slot[1].close()
-                        del open_groups[unit.group]
-                tick(finished)
+                    yield unit, row
+                flying = {u.group for u, _ in pending.values()}
+                shipped = {g: data for g, data in shipped.items() if g in flying}
                 self._show({uid for _, uid in pending.values()})
         finally:
             for ref in pending:
                 ray.cancel(ref)
-            for _, claim in open_groups.values():
-                claim.close()
             self._show(())
-

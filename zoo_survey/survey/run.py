@@ -1,9 +1,10 @@
 """Survey: check every input, then extract through the cache, probe, and write rows to the store.
 
 ``run_survey`` is what ``zoo-survey run`` calls; tests call it too. It builds the units
-of work (:mod:`.units`) and hands them to a runner (:mod:`.runner`): extraction units
-first, checkpoints outermost so each model loads once, then probe units, which read only
-cached features. The driver alone writes the results store.
+of work (:mod:`.units`) and hands them to a runner (:mod:`.runner`), which only executes them:
+extraction units first, checkpoints outermost so each model loads once, then probe units,
+which read only cached features. The driver (:mod:`.driver`) alone claims, skips, writes the
+results store, counts and shows progress, the same for every runner.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..features.cache import FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
+from . import driver
 from .options import RunOptions
 from .plan import Plan
 from .runner import Hooks, LocalRunner, Runner, RunnerFactory, RunReport
@@ -48,7 +50,7 @@ def run_survey(
     store = ResultStore(store_path)
     report.store = store.path
     units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
-    runner.probe(units, store, report)
+    driver.probe(runner, units, store, hooks or Hooks(), report)
     for sim in similarity_units(plans, runner.ws.prepared, runner.ws.resolved, options):
         if not all(store.has_similarity(key) for _, _, key in sim.pairs):  # cheap: test features, on the driver
             store.put_similarity(sim.run(runner.ws))
@@ -79,7 +81,7 @@ def extract_all(
     prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
     runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
-    runner.extract(extract_units(checkpoints, prepared), report)
+    driver.extract(runner, extract_units(checkpoints, prepared), hooks, report)
     report.notes += cache.repaired
     return runner
 

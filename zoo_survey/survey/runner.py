@@ -1,22 +1,21 @@
-"""Runners decide where units of work execute. :class:`LocalRunner` runs them in this process;
-:class:`~zoo_survey.survey.ray_runner.RayRunner` runs the same units on a Ray cluster.
+"""Runners decide where units of work execute; they only execute. :class:`LocalRunner` runs them in this
+process; :class:`~zoo_survey.survey.ray_runner.RayRunner` runs the same units on a Ray cluster.
 
-A runner takes extraction units (it fills the cache) and probe units (it returns rows
-for the driver to store). The driver is the only writer of the results store.
-Two runs sharing a store each claim a probe group (a comparison on a dataset) before
-fitting its rows; a group another run holds is left for the end, when it is usually
-stored. The claim only saves work: rows are inserted with INSERT OR IGNORE either way.
+A runner maps units to results, yielded as each finishes (in any order): extraction units
+to :class:`~zoo_survey.survey.units.ExtractDone` (it fills the cache), probe units to
+rows. Everything else is the driver's (:mod:`.driver`), the same for every runner:
+claiming probe groups, skipping stored rows, writing the store, counting, progress.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..results.store import ResultRow, ResultStore
-from .units import ExtractUnit, ProbeUnit, Workspace
+from ..results.store import ResultRow
+from .units import ExtractDone, ExtractUnit, ProbeUnit, Workspace
 
 
 @dataclass
@@ -56,13 +55,22 @@ class RunReport:
 
 
 class Runner(Protocol):
-    """Where units run. ``ws`` is the driver's workspace: what it prepared and resolved, and its cache."""
+    """Where units run. ``ws`` is the driver's workspace: what it prepared and resolved, and its cache.
+
+    ``extract`` and ``probe`` yield ``(unit, result)`` as units finish. ``probe`` may take
+    its units lazily: it asks for the next one only when it has room, and the driver
+    claims a group as its first unit is asked for. ``where`` is what ran on which node (a
+    cluster runner fills it as results arrive); ``notes`` are the runner's own notes for
+    the user.
+    """
 
     ws: Workspace
+    where: dict[str, NodeTally]
+    notes: list[str]
 
-    def extract(self, units: Sequence[ExtractUnit], report: RunReport) -> None: ...
+    def extract(self, units: Sequence[ExtractUnit]) -> Iterator[tuple[ExtractUnit, ExtractDone]]: ...
 
-    def probe(self, units: Sequence[ProbeUnit], store: ResultStore, report: RunReport) -> None: ...
+    def probe(self, units: Iterable[ProbeUnit]) -> Iterator[tuple[ProbeUnit, ResultRow]]: ...
 
 
 # How a run gets its runner: given the driver's workspace and the progress hooks. LocalRunner is one.
@@ -74,40 +82,13 @@ class LocalRunner:
 
     def __init__(self, workspace: Workspace, hooks: Hooks | None = None):
         self.ws = workspace
-        self.hooks = hooks or Hooks()
+        self.where: dict[str, NodeTally] = {}
+        self.notes: list[str] = []
 
-    def extract(self, units: Sequence[ExtractUnit], report: RunReport) -> None:
+    def extract(self, units: Sequence[ExtractUnit]) -> Iterator[tuple[ExtractUnit, ExtractDone]]:
         for unit in units:
-            done = unit.run(self.ws)
-            report.forward_batches += done.forward_batches
-            report.notes += done.notes
+            yield unit, unit.run(self.ws)
 
-    def probe(self, units: Sequence[ProbeUnit], store: ResultStore, report: RunReport) -> None:
-        groups: dict[str, list[ProbeUnit]] = {}
-        for u in units:
-            groups.setdefault(u.group, []).append(u)
-        busy: list[list[ProbeUnit]] = []
-        for todo in groups.values():
-            todo_now = [u for u in todo if not store.has(u.row_key)]
-            report.skipped += len(todo) - len(todo_now)
-            if todo_now and not self._claim_and_run(todo_now, store, report, wait=False):
-                busy.append(todo_now)
-        for todo in busy:  # held by another run when we first came: wait for it, then do what it left
-            self._claim_and_run(todo, store, report, wait=True)
-
-    def _claim_and_run(self, units: list[ProbeUnit], store: ResultStore, report: RunReport, wait: bool) -> bool:
-        with store.claim(units[0].group, wait=wait) as mine:
-            if not mine:
-                return False
-            for u in units:
-                if store.has(u.row_key):  # the other run wrote it while we waited
-                    report.skipped += 1
-                    continue
-                tick = self.hooks.stage(u.name, 1)
-                row = u.run(self.ws)
-                tick(1)
-                if store.put(row):
-                    report.written += 1
-                else:
-                    report.skipped += 1  # written meanwhile by a run that took no lock (e.g. on NFS)
-        return True
+    def probe(self, units: Iterable[ProbeUnit]) -> Iterator[tuple[ProbeUnit, ResultRow]]:
+        for unit in units:  # the next unit is asked for once the driver has stored this one's row
+            yield unit, unit.run(self.ws)
