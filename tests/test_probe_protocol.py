@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from test_cli import TINY_RUN, zoo
 
 from zoo_survey.errors import ZooSurveyError
-from zoo_survey.probes import PROBES, ClassifierProbe, Probe, ProbeRegistry
+from zoo_survey.probes import PROBES, ClassifierProbe, Probe, ProbeInfo, ProbeRegistry
 from zoo_survey.probes.base import MemberFeatures, ProbeConfig, ProbeOutcome, Setting, check_fit, score_outcome
 
 
@@ -116,8 +118,21 @@ def test_an_unknown_probe_suggests_close_names():
 
 
 def test_every_shipped_probe_declares_what_the_survey_and_report_need():
-    for p in PROBES:
+    for info in PROBES:
+        p = PROBES.get(info.name)
+        assert ProbeInfo.of(p) == info  # the class carries exactly the declarations the registry holds
         assert p.name and p.summary and p.presentation in ("paired", "over-seeds", "ranking")
         assert p.settings(ProbeConfig()), p.name
         if p.presentation == "ranking":
             assert p.rank_against in PROBES.names()
+
+
+def test_the_declarations_load_without_scikit_learn():
+    # the CLI's option checks and the report read PROBES; only a fit imports the estimator classes
+    code = ("import sys; from zoo_survey.probes import PROBES; "
+            "infos = [(p.name, p.presentation, p.summary) for p in PROBES]; PROBES.info('logme').rank_against; "
+            "assert 'sklearn' not in sys.modules, 'sklearn'; "
+            "assert PROBES.get('linear').__name__ == 'LinearProbe' and 'sklearn' in sys.modules; print(len(infos))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "5"

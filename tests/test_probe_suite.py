@@ -22,8 +22,8 @@ def _make(cls: type[Probe]) -> Probe:
     return est
 
 
-ESTIMATORS = [_make(cls) for cls in PROBES]
-CLASSIFIERS = [cls for cls in PROBES if is_classifier(cls())]
+ESTIMATORS = [_make(PROBES.get(p.name)) for p in PROBES]
+CLASSIFIERS = [PROBES.get(p.name) for p in PROBES if is_classifier(PROBES.get(p.name)())]
 
 # scikit-learn checks a shipped probe cannot pass, and why. Plug-ins get no exemption: they run every check.
 SHIPPED_EXPECTED_FAILURES = {

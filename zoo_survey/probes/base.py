@@ -33,8 +33,7 @@ and ``predict_proba``, and is registered with ``PROBES.register(MyProbe)``. A sc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.sparse import issparse
@@ -45,89 +44,21 @@ from sklearn.utils.validation import column_or_1d
 
 from ..errors import ZooSurveyError
 from .combine import weight_blocks
-
-Combine = Literal["single", "concat", "average"]
-Yields = Literal["accuracy", "score"]
-Presentation = Literal["paired", "over-seeds", "ranking"]
-PRESENTATIONS: dict[str, str] = {
-    "paired": "one row per model and dataset, scored on the same test images: the single-vs-ensemble table",
-    "over-seeds": "rows per setting and seed: means with t intervals over seeds, paired differences, curves",
-    "ranking": "a score per model: the models ranked, with Kendall's tau against another probe's top-1",
-}
-
-DEFAULT_SHOTS = (1, 5, 10, 25)
-DEFAULT_SEEDS = 5
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One row of a probe on a comparison and dataset: ``label`` ("" for full data, "5-shot") and ``seed``."""
-
-    label: str = ""
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    """The run's probe options: the regularization grid, few-shot k values and seeds, the device."""
-
-    grid: tuple[float, ...] | None = None
-    shots: tuple[int, ...] = DEFAULT_SHOTS
-    seeds: int = DEFAULT_SEEDS
-    device: str = "cpu"
-    fewshot_val: str = "shots"  # few-shot: choose C within the shots, or "full" (on the validation split)
-
-
-@dataclass(frozen=True)
-class MemberFeatures:
-    """A comparison's features on one dataset: per split, one matrix per member; labels per split.
-
-    ``combine`` says how the members become one model: ``single`` (one member),
-    ``concat`` (blocks side by side, each weighted equally) or ``average`` (one probe
-    per member, class probabilities averaged).
-    """
-
-    blocks: Mapping[str, Sequence[np.ndarray]]
-    labels: Mapping[str, np.ndarray]
-    combine: Combine
-
-    def train_rows(self, idx: np.ndarray) -> MemberFeatures:
-        """The same data with only the train rows ``idx`` (few-shot sampling; val and test unchanged)."""
-        blocks = {**self.blocks, "train": [b[idx] for b in self.blocks["train"]]}
-        return replace(self, blocks=blocks, labels={**self.labels, "train": self.labels["train"][idx]})
-
-    @property
-    def width(self) -> int:
-        return sum(b.shape[1] for b in self.blocks["train"])
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Test metrics and the hyper-parameters one fitted estimator chose."""
-
-    top1: float | None
-    mean_per_class: float | None
-    top5: float | None
-    hparams: dict[str, Any]
-    warnings: tuple[str, ...] = field(default=())
-
-
-@dataclass(frozen=True)
-class ProbeOutcome:
-    """What a probe run gives a result row: metrics or a score, choices, warnings, sizes, and the
-    predicted class of every test image (an accuracy probe; the report pairs models image by image)."""
-
-    top1: float | None
-    mean_per_class: float | None
-    top5: float | None
-    score: float | None
-    hparams: dict[str, Any]
-    warnings: tuple[str, ...]
-    feature_dim: int
-    n_train: int
-    n_val: int
-    n_test: int
-    predictions: np.ndarray | None = field(default=None, compare=False, repr=False)
+from .protocol import (  # noqa: F401 - the light declarations, re-exported where probes have always found them
+    DECLARED,
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    PRESENTATIONS,
+    Combine,
+    MemberFeatures,
+    Presentation,
+    ProbeConfig,
+    ProbeInfo,
+    ProbeOutcome,
+    ProbeResult,
+    Setting,
+    Yields,
+)
 
 
 class ProbeInputError(ZooSurveyError, ValueError):
@@ -221,6 +152,14 @@ class Probe(BaseEstimator):
 
     n_features_in_: int
     warnings_: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, declared: str | None = None, **kwargs: Any) -> None:
+        """``class LinearProbe(ClassifierProbe, declared="linear")``: the class takes its declarations (name, summary,
+        presentation, ...) from :data:`protocol.DECLARED`, which the report and the CLI read without importing it."""
+        super().__init_subclass__(**kwargs)
+        if declared is not None:
+            for k, v in DECLARED[declared].declarations().items():
+                setattr(cls, k, v)
 
     # -- the protocol (class level: what the survey and the report ask)
 

@@ -20,19 +20,19 @@ How C is chosen (``--fewshot-val``):
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from .base import MemberFeatures, Presentation, ProbeConfig, ProbeInputError, ProbeOutcome, Setting, check_fit, with_validation
+from .base import MemberFeatures, ProbeConfig, ProbeInputError, ProbeOutcome, Setting, check_fit, with_validation
 from .linear import LinearProbe
+from .protocol import SELECTIONS
 
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
 # 1-shot has no example to hold out. Strong regularization: as C -> 0 the L2 logistic probe tends to the
 # class-centroid classifier (its weights -> C X^T (Y - 1/K)), the natural rule for one example per class.
 ONE_SHOT_C = 1e-3
 MAX_FOLDS = 5
-SELECTIONS = ("shots", "full")
 
 
 def sample_shots(labels: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -77,7 +77,7 @@ def shots_of(setting: Setting) -> int:
     return int(setting.label.split("-")[0])
 
 
-class FewShotProbe(LinearProbe):
+class FewShotProbe(LinearProbe, declared="fewshot"):
     """The linear probe on k examples per class; C chosen within the shots (``select="shots"``) or on the
     validation split (``select="full"``); never refitted on validation data.
 
@@ -88,11 +88,6 @@ class FewShotProbe(LinearProbe):
     '5-fold CV within the shots'
     """
 
-    name: ClassVar[str] = "fewshot"
-    summary: ClassVar[str] = "the linear probe on k examples per class, over several seeds"
-    presentation: ClassVar[Presentation] = "over-seeds"
-    title: ClassVar[str] = "Few-shot"
-    setting_axis: ClassVar[str] = "examples per class (k)"
 
     def __init__(
         self,

@@ -18,7 +18,7 @@ are a combination of the training rows.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .base import ClassifierProbe, ProbeConfig, ProbeInputError, with_validation
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
 
 
-class LinearProbe(ClassifierProbe):
+class LinearProbe(ClassifierProbe, declared="linear"):
     """Logistic-regression probe with a validation sweep of ``C`` and a refit on train+val.
 
     ``fit(X, y, X_val=..., y_val=...)`` chooses C on the validation split; without one it carves
@@ -37,8 +37,6 @@ class LinearProbe(ClassifierProbe):
     >>> probe.best_C_, probe.score(X_test, y_test)                              # doctest: +SKIP
     """
 
-    name: ClassVar[str] = "linear"
-    summary: ClassVar[str] = "L2 logistic regression, C swept on val, refit on train+val (Kornblith et al. 2019)"
 
     @classmethod
     def build(cls, config: ProbeConfig, standardize: bool) -> LinearProbe:

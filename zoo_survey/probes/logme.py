@@ -8,19 +8,15 @@ should transfer better; use it to rank checkpoints before paying for probes.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 
 from .base import (
     MemberFeatures,
-    Presentation,
     Probe,
     ProbeConfig,
     ProbeInputError,
     ProbeOutcome,
     Setting,
-    Yields,
     check_fit,
     score_outcome,
     validate_features,
@@ -72,7 +68,7 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
     return float(np.mean(evidences))
 
 
-class LogMEProbe(Probe):
+class LogMEProbe(Probe, declared="logme"):
     """LogME as a probe: a score of train+val features, no test; the report ranks models by it.
 
     An estimator, not a classifier: it has no parameters and no ``predict``. ``fit(X, y, X_val=..., y_val=...)``
@@ -83,13 +79,6 @@ class LogMEProbe(Probe):
     concatenated ensembles get a LogME row.
     """
 
-    name: ClassVar[str] = "logme"
-    summary: ClassVar[str] = "LogME transferability score (no training), ranked against the linear probe"
-    yields: ClassVar[Yields] = "score"
-    presentation: ClassVar[Presentation] = "ranking"
-    title: ClassVar[str] = "Transferability (LogME)"
-    rank_against: ClassVar[str | None] = "linear"
-    combines: ClassVar[tuple[str, ...]] = ("single", "concat")
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> LogMEProbe:
         X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)

@@ -7,7 +7,7 @@ uses train+val as the final memory; ``score(X_test, y_test)`` evaluates once.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ def _normalize(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(norms, 1e-12)
 
 
-class KNNProbe(ClassifierProbe):
+class KNNProbe(ClassifierProbe, declared="knn"):
     """Cosine-similarity kNN with temperature-weighted votes (Wu et al. 2018, as in DINO's eval).
 
     Each of the ``k`` nearest training samples votes ``exp(sim / T)`` for its class. ``k``
@@ -35,8 +35,6 @@ class KNNProbe(ClassifierProbe):
     20
     """
 
-    name: ClassVar[str] = "knn"
-    summary: ClassVar[str] = "weighted cosine kNN (DINO's eval), k chosen on val"
 
     @classmethod
     def build(cls, config: ProbeConfig, standardize: bool) -> KNNProbe:
@@ -95,14 +93,12 @@ class KNNProbe(ClassifierProbe):
         return {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}
 
 
-class NCMProbe(ClassifierProbe):
+class NCMProbe(ClassifierProbe, declared="ncm"):
     """Nearest class mean on L2-normalized features; class means of train+val (``X_val`` is optional), cosine similarity.
 
     >>> NCMProbe().fit(X_tr, y_tr, X_val=X_val, y_val=y_val).score(X_te, y_te)   # doctest: +SKIP
     """
 
-    name: ClassVar[str] = "ncm"
-    summary: ClassVar[str] = "nearest class mean, cosine"
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> NCMProbe:
         X, y, X_val, y_val, classes = check_fit(X, y, X_val, y_val)

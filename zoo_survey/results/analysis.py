@@ -34,7 +34,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ..probes import PROBES
-from ..probes.base import Presentation, Probe
+from ..probes.protocol import Presentation, ProbeInfo
 from .stats import (
     ALPHA,
     PairedDifference,
@@ -472,11 +472,11 @@ RANKING_COLUMNS = ("family", "dataset", "probe", "model", "score", "rank_against
                    "kendall_tau", "models_compared")
 
 
-def ranking_frame(rows: Sequence[ResultRow], probe: str | type[Probe]) -> pd.DataFrame:
+def ranking_frame(rows: Sequence[ResultRow], probe: str | ProbeInfo) -> pd.DataFrame:
     """One row per (family, dataset, model) scored by the ``ranking`` probe ``probe``, best score first within each
     (family, dataset): the score, the model's top-1 on ``rank_against`` (percent, NaN without one), and per
     (family, dataset), Kendall's tau between the two over the ``models_compared`` models that have both (NaN below two)."""
-    p = PROBES.get(probe) if isinstance(probe, str) else probe
+    p = PROBES.info(probe) if isinstance(probe, str) else probe
     scores: dict[tuple[str, str], dict[str, float]] = {}
     acc: dict[tuple[str, str], dict[str, float]] = {}
     for r in latest_rows(rows):

@@ -26,7 +26,7 @@ from ..document import Document, Section, Table, table_to_csv, to_html, to_json,
 from ..errors import ZooSurveyError, unknown
 from ..files import atomic_write
 from ..probes import PROBES
-from ..probes.base import Probe
+from ..probes.protocol import ProbeInfo
 from ..zoo.registry import within_budget
 from .analysis import (
     ComparisonLine,
@@ -257,9 +257,10 @@ def seeds_table(frame: pd.DataFrame) -> Table:
 # --------------------------------------------------------------------------- ranking: scores against a probe's top-1
 
 
-def ranking_table(rows: Sequence[ResultRow], probe: type[Probe]) -> Table:
+def ranking_table(rows: Sequence[ResultRow], probe: ProbeInfo | str) -> Table:
     """Per (family, dataset): each model's score, best first, and Kendall's tau against ``rank_against``'s top-1
     (:func:`analysis.ranking_frame`)."""
+    probe = PROBES.info(probe) if isinstance(probe, str) else probe
     out = []
     for (fam, ds), group in ranking_frame(rows, probe).groupby(["family", "dataset"], sort=False):
         recs = _records(group)

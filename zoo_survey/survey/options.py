@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from ..errors import ZooSurveyError, shown, unknown
 from ..features.extract import ExtractOptions, default_batch_size, default_workers, resolve_device
 from ..probes import PROBES
-from ..probes.base import DEFAULT_SEEDS, DEFAULT_SHOTS, ProbeConfig
-from ..probes.fewshot import SELECTIONS
+from ..probes.protocol import DEFAULT_SEEDS, DEFAULT_SHOTS, SELECTIONS, ProbeConfig
 
 # A CPU run without --full: a resolution and sample caps that finish the default survey in minutes.
 CPU_LIMITS: Mapping[str, int] = {"image_size": 96, "max_train": 2000, "max_test": 1000}
@@ -85,7 +84,7 @@ def resolve_options(
     if not probe_names:
         raise ZooSurveyError(f"'probes' is empty; name at least one of {', '.join(PROBES.names())}", param="probes")
     for p in probe_names:
-        PROBES.get(p)  # an unknown name raises, with close matches
+        PROBES.info(p)  # an unknown name raises, with close matches (no estimator is imported)
     if grid is not None:
         grid = tuple(float(g) for g in grid)
         if not grid or any(not g > 0 for g in grid):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,13 +30,16 @@ from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
-from ..probes.base import MemberFeatures, Probe, Setting
+from ..probes.protocol import MemberFeatures, Setting
 from ..results.stats import linear_cka
 from ..results.store import ResultRow, SimilarityRow, row_key
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
 from .options import RunOptions
 from .plan import Comparison, Plan
+
+if TYPE_CHECKING:
+    from ..probes.base import Probe
 
 SPLITS = ("train", "val", "test")
 
