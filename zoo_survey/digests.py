@@ -35,7 +35,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=65536)  # keys are small; a large cache has many shards
 def _sha256_memo(path: str, size: int, mtime_ns: int) -> str:
     return sha256_of(Path(path))
 

@@ -245,12 +245,20 @@ def temp_files(root: Path) -> list[tuple[Path, str, int]]:
     return [(tmp, "temporary file of an interrupted write", tmp.stat().st_size) for tmp in root.rglob("*.incomplete")]
 
 
-def delete(plan: Iterable[tuple[Path, str, int]]) -> int:
-    """Delete what a plan lists; returns bytes freed."""
+def delete(plan: Iterable[tuple[Path, str, int]], root: Path | None = None) -> int:
+    """Delete what a plan lists; returns bytes freed. With the cache ``root``, an entry folder is deleted while
+    holding its lock (taken without waiting): one a run started writing since the plan was made is left alone."""
     freed = 0
     for path, _, size in plan:
         if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+            if root is None:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    with FileLock(str(lock_path(root, path.name)), timeout=0):
+                        shutil.rmtree(path, ignore_errors=True)
+                except Timeout:
+                    continue  # a run took it after the plan: it is being written, not abandoned
         else:
             path.unlink(missing_ok=True)
         freed += size

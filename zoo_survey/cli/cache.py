@@ -75,4 +75,4 @@ def cache_gc(
     if not yes:
         say(f"{len(plan)} item(s), {total}. Nothing deleted: rerun with --yes to delete them.", fmt)
         return
-    say(f"Deleted {len(plan)} item(s), freed {human(gc_execute(plan))}.", fmt)
+    say(f"Deleted {len(plan)} item(s), freed {human(gc_execute(plan, cache.root))}.", fmt)

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import shards
-from ..digests import canonical_digest
+from ..digests import canonical_digest, file_sha256
 from ..errors import ZooSurveyFailure
 from ..files import atomic_write
 from ..shards import EntryInfo
@@ -119,9 +119,11 @@ class FeatureCache:
         return self.root / key.relpath
 
     def get(self, key: FeatureKey) -> Features | None:
-        """The entry if it is complete and intact, else None (a corrupt shard is removed, to be recomputed)."""
+        """The entry if it is complete and intact, else None (a corrupt shard is removed, to be recomputed). Each
+        shard's sha256 is checked once per (path, size, mtime) in a process (the many probe units reading one entry
+        hash it once); ``scan(verify=True)`` (``cache verify``) re-reads every byte."""
         folder = self.path(key)
-        manifest, problem, bad = shards.read_manifest(folder, FILES, FEATURE_FORMAT)
+        manifest, problem, bad = shards.read_manifest(folder, FILES, FEATURE_FORMAT, hasher=file_sha256)
         if manifest is None:
             if problem:
                 self.repaired.append(f"{folder.relative_to(self.root)}: {problem}; recomputing")

@@ -7,9 +7,12 @@ accumulates (ResNet-50 at 224 px = 4.1). torch's FlopCounterMode counts 2 per MA
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from ..digests import canonical_digest
 from ..files import WriteError, atomic_write
@@ -58,21 +61,29 @@ class GmacsMemo:
         self.path = Path(path)
 
     def _read(self) -> dict[str, float]:
+        """The remembered values; a damaged file, or an entry that is not a positive finite number, counts as
+        not remembered (it is counted again and rewritten), never as an error."""
         try:
             data = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError):
             return {}
-        return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: float(v) for k, v in data.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0}
 
     def get(self, key: Mapping[str, Any], count: Callable[[], float]) -> float:
-        """The remembered value for ``key``, else ``count()``, remembered (a failed write only loses the memo)."""
+        """The remembered value for ``key``, else ``count()``, remembered (a failed write only loses the memo).
+        The read-change-write runs under a file lock, so two processes counting different models keep both."""
         digest = canonical_digest(dict(key))[:20]
         known = self._read()
         if digest in known:
             return known[digest]
         value = float(count())
         try:
-            atomic_write(self.path, lambda f: f.write(json.dumps({**self._read(), digest: value}, indent=1).encode()))
-        except WriteError:
+            with FileLock(str(self.path) + ".lock", timeout=60):
+                merged = {**self._read(), digest: value}
+                atomic_write(self.path, lambda f: f.write(json.dumps(merged, indent=1).encode()))
+        except (WriteError, OSError, Timeout):
             pass  # a read-only cache still extracts; the next run counts again
         return value
