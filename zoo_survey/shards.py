@@ -78,6 +78,25 @@ def shard_intact(folder: Path, shard: Mapping[str, Any], kinds: Iterable[str], h
     return True
 
 
+def shape_problem(record: Any, kinds: Iterable[str], shards_key: str | None = "shards") -> str:
+    """What is wrong with the shape of a manifest (``shards_key="shards"``) or of one shard sidecar (``None``) read
+    back from disk, or "" when it has every field an entry's readers index, with the right types. A file that parses
+    but is damaged (a list, a flipped key, a size that is text) is then treated as missing, never as a crash."""
+    if not isinstance(record, dict):
+        return f"it holds a {type(record).__name__}, not an object"
+    sides = record.get(shards_key) if shards_key else [record]
+    if not isinstance(sides, list) or not all(isinstance(sh, dict) for sh in sides):
+        return f"its {shards_key!r} is not a list of shard records"
+    for sh in sides:
+        for k in kinds:
+            if not (isinstance(sh.get(k), str) and "/" not in sh[k] and isinstance(sh.get(k + "_bytes"), int)
+                    and isinstance(sh.get(k + "_sha256"), str)):
+                return f"a shard record lacks a valid {k!r}, {k + '_bytes'!r} or {k + '_sha256'!r}"
+        if not isinstance(sh.get("rows", 0), int):
+            return "a shard record's 'rows' is not a whole number"
+    return ""
+
+
 def read_manifest(
     folder: Path, kinds: Iterable[str], fmt: int, hasher: Callable[[Path], str] = sha256_of
 ) -> tuple[dict[str, Any] | None, str, list[int]]:
@@ -90,6 +109,9 @@ def read_manifest(
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None, "its manifest is not valid JSON", []
     kinds = tuple(kinds)
+    problem = shape_problem(manifest, kinds)
+    if problem:
+        return None, f"its manifest is damaged ({problem})", []
     bad = [i for i, shard in enumerate(manifest.get("shards", [])) if not shard_intact(folder, shard, kinds, hasher)]
     if bad:
         return None, f"shard(s) {bad} are missing or fail their checksum", bad
@@ -138,8 +160,10 @@ class ShardWriter:
         """A shard counts when its sidecar exists and its files have the recorded sizes."""
         try:
             side = self.sidecar(shard)
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return False
+        if shape_problem(side, self.files, None):
+            return False  # a damaged sidecar: the shard is written again
         return all(
             (self.folder / side[k]).is_file() and (self.folder / side[k]).stat().st_size == side[k + "_bytes"]
             for k in self.files
@@ -216,6 +240,9 @@ def leaf_state(leaf: Path, kinds: Iterable[str], verify: bool) -> LeafState:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return LeafState("corrupt", None, "manifest is not valid JSON", size)
     kinds = tuple(kinds)
+    problem = shape_problem(manifest, kinds)
+    if problem:
+        return LeafState("corrupt", None, f"manifest is damaged ({problem})", size)
     bad = [sh[kinds[0]] for sh in manifest.get("shards", []) if not shard_intact(leaf, sh, kinds)] if verify else []
     if bad:
         return LeafState("corrupt", manifest, f"checksum or size mismatch: {', '.join(bad)}", size)
