@@ -479,3 +479,21 @@ def test_sigterm_or_sighup_while_extracting_stops_like_ctrl_c_and_a_rerun_comple
     written, skipped, batches = _summary(text)
     assert batches < ref_batches  # the shards written before the signal were read, not recomputed
     assert _rows(out / "results.sqlite") == ref_rows
+
+
+@pytest.mark.parametrize("pattern", ["{reg}/*/../../secret/x.parquet", "{reg}/data/*.parquet"])
+def test_a_parquet_pattern_cannot_reach_outside_its_folder(tmp_path, monkeypatch, capsys, pattern):
+    # issue 21: only the part before the first wildcard was checked, so `*/..` climbed out, and a matched symlink
+    # pointed out
+    monkeypatch.delenv("ZOO_SURVEY_ALLOWED_PATHS", raising=False)
+    reg = tmp_path / "reg"
+    (reg / "data").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "x.parquet").write_bytes(b"PAR1")
+    (reg / "data" / "link.parquet").symlink_to(tmp_path / "secret" / "x.parquet")
+    (reg / "ds.yaml").write_text("datasets:\n  - {id: leak, source: {type: parquet, data_files: {train: '"
+                                 + pattern.format(reg=reg) + "'}}, num_classes: 2}\n")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(reg))
+    line = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err
+    assert "field 'source.data_files.train':" in line and "outside the folder of this file" in line

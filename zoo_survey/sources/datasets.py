@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from pathlib import Path
@@ -76,6 +77,15 @@ class ImageFolderSource(DatasetSource):
         return read_with_datasets(spec, open_)
 
 
+def _pattern_paths(pattern: str) -> list[Path]:
+    """The paths a glob ``pattern`` can reach, for the confinement check: the pattern with each wildcard part taken
+    as a plain folder name (so ``dir/*/../../outside/x.parquet`` is checked as the ``outside`` it climbs to, however
+    the folders below are named), and every file it matches now."""
+    parts = Path(pattern).parts
+    lexical = Path(*(("_" if re.search(r"[*?\[]", part) else part) for part in parts)) if parts else Path(".")
+    return [lexical] + [Path(m) for m in sorted(glob.glob(pattern, recursive=True))]
+
+
 class ParquetSource(DatasetSource):
     """Local parquet files per split, e.g. ``{train: data/train-*.parquet, test: data/test.parquet}``."""
 
@@ -88,8 +98,7 @@ class ParquetSource(DatasetSource):
         if isinstance(raw.get("data_files"), dict):
             for split, pattern in raw["data_files"].items():
                 if isinstance(pattern, str) and "://" not in pattern:  # datasets reads it from the working folder
-                    fixed = re.split(r"[*?\[]", os.path.expanduser(pattern))[0]  # a glob: check the part before it
-                    confine.append((f"source.data_files.{split}", Path(fixed or ".")))
+                    confine += [(f"source.data_files.{split}", p) for p in _pattern_paths(os.path.expanduser(pattern))]
         return raw, confine
 
     def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
