@@ -88,3 +88,33 @@ def test_cache_commands_on_a_damaged_manifest(tmp_path, monkeypatch, capsys):
         got, out, err = zoo(monkeypatch, capsys, "cache", cmd, "--cache-dir", str(tmp_path))
         assert got == code and "Traceback" not in out + err, (cmd, out, err)
     assert "corrupt" in zoo(monkeypatch, capsys, "cache", "ls", "--cache-dir", str(tmp_path))[1]
+
+
+def _store_with_rows(path):
+    from zoo_survey.results.store import ResultRow, ResultStore
+
+    store = ResultStore(path)
+    for i in range(200):
+        store.put(ResultRow(row_key=f"k{i}", family="f", comparison="c", role="baseline", members=["c"], combine="single",
+                            dataset="d", probe="linear", top1=0.5, mean_per_class=None, top5=None, hparams={}, params_m=1,
+                            gflops=1, feature_dim=8, n_train=10, n_val=5, n_test=200, extract_seconds=0,
+                            warnings=["w" * 200], provenance={"p": "v" * 500}, test_key="t",
+                            predictions=np.arange(200), test_labels=np.arange(200)))
+    return store
+
+
+def test_a_store_damaged_past_its_header_is_one_line_in_python_and_on_the_cli(tmp_path, monkeypatch, capsys):
+    from zoo_survey.errors import ZooSurveyFailure
+    from zoo_survey.results.store import ResultStore
+
+    path = tmp_path / "results.sqlite"
+    assert len(_store_with_rows(path).rows()) == 200
+    data = bytearray(path.read_bytes())
+    for off in range(8192, len(data) - 4096, 4096):  # the header and schema page stay; the rows' pages do not
+        data[off:off + 200] = b"\xde\xad" * 100
+    path.write_bytes(bytes(data))
+    with pytest.raises(ZooSurveyFailure, match=r"results store is damaged \(database disk image is malformed\).*\.recover"):
+        ResultStore(path, create=False).rows()
+    code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(tmp_path))
+    line = " ".join(err.split())
+    assert code == 1 and "Traceback" not in err and "the results store is damaged" in line and "--out" in line

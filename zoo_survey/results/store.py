@@ -26,7 +26,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from ..digests import canonical_digest
-from ..errors import ZooSurveyError
+from ..errors import ZooSurveyError, ZooSurveyFailure
 
 SCHEMA_VERSION = 3
 STORE_NAME = "results.sqlite"
@@ -138,6 +138,10 @@ def decode_ints(blob: bytes) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype="<i4").astype(np.int64)
 
 
+class StoreDamaged(ZooSurveyFailure):
+    """The results store's file is damaged past its header (SQLite: "database disk image is malformed")."""
+
+
 class ResultStore:
     """The SQLite results file of one output folder.
 
@@ -162,18 +166,31 @@ class ResultStore:
         try:
             with lock:
                 self._init()
+        except StoreDamaged as e:
+            if "not a database" not in str(e.__cause__):
+                raise  # a store, damaged: one line saying how to go on
+            raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e.__cause__}); move it away or pick "
+                                 "another 'out'", param="out") from e
         except sqlite3.DatabaseError as e:
             raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another 'out'",
                                 param="out") from e
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=60)
         try:
-            with con:  # one transaction: committed on success, rolled back on error
-                yield con
-        finally:
-            con.close()
+            con = sqlite3.connect(self.path, timeout=60)
+            try:
+                with con:  # one transaction: committed on success, rolled back on error
+                    yield con
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "malformed" not in str(e):
+                raise  # locked, read-only, disk full: the CLI's boundary names it; not damage
+            raise StoreDamaged(
+                f"{self.path}: the results store is damaged ({e}); move it away and rerun with another 'out' (the "
+                f"feature cache keeps the features, so only the probes run again), or try `sqlite3 {self.path} "
+                "\".recover\"` to save its rows", param="out") from e
 
     def _init(self) -> None:
         with self._connect() as con:
