@@ -11,6 +11,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The fuzzers (tests/test_fuzz.py): bounded in CI; `pytest --hypothesis-profile long tests/test_fuzz.py` runs more by hand.
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 # huggingface_hub reads these at import time; the tests never reach a network.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -118,3 +118,18 @@ def test_a_store_damaged_past_its_header_is_one_line_in_python_and_on_the_cli(tm
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(tmp_path))
     line = " ".join(err.split())
     assert code == 1 and "Traceback" not in err and "the results store is damaged" in line and "--out" in line
+
+
+def test_a_stored_value_that_no_longer_decodes_is_damage_not_a_traceback(tmp_path):
+    # found by tests/test_fuzz.py: one flipped byte in a predictions blob raised zlib.error from store.rows()
+    import sqlite3
+
+    from zoo_survey.results.store import StoreDamaged
+
+    store = _store_with_rows(tmp_path / "results.sqlite")
+    con = sqlite3.connect(store.path)
+    with con:
+        con.execute("UPDATE results SET predictions = ? WHERE row_key = 'k7'", (b"x\x9c not zlib",))
+    con.close()
+    with pytest.raises(StoreDamaged, match="a stored value does not decode"):
+        store.rows()

@@ -260,15 +260,18 @@ class ResultStore:
                 f"SELECT * FROM results WHERE {clause} ORDER BY family, dataset, probe, setting, seed, role, comparison",
                 tuple(where.values()),
             ).fetchall()
-            labels = {k: decode_ints(b) for k, b in con.execute("SELECT test_key, labels FROM test_splits")}
-        out = []
-        for r in raw:
-            d: dict[str, Any] = dict(r)
-            for k in _JSON_FIELDS:
-                d[k] = json.loads(d[k])
-            blob = d.pop("predictions")
-            out.append(ResultRow(**d, predictions=None if blob is None else decode_ints(blob),
-                                 test_labels=labels.get(d["test_key"])))
+            try:
+                labels = {k: decode_ints(b) for k, b in con.execute("SELECT test_key, labels FROM test_splits")}
+                out = []
+                for r in raw:
+                    d: dict[str, Any] = dict(r)
+                    for k in _JSON_FIELDS:
+                        d[k] = json.loads(d[k])
+                    blob = d.pop("predictions")
+                    out.append(ResultRow(**d, predictions=None if blob is None else decode_ints(blob),
+                                         test_labels=labels.get(d["test_key"])))
+            except (zlib.error, ValueError, TypeError) as e:  # a stored value that no longer decodes (a flipped byte)
+                raise sqlite3.DatabaseError(f"database disk image is malformed: a stored value does not decode ({e})") from e
         return out
 
     def has_similarity(self, sim_key: str) -> bool:
