@@ -45,8 +45,10 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> None:
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except OSError as e:
+        # numpy reports a short write with no errno ("N requested and M written"): on a local disk that is a full one
+        why = f"{e.strerror} (errno {e.errno})" if e.errno else f"{e}: the disk is probably full (No space left on device)"
         raise WriteError(
-            f"cannot write {target}: {e.strerror or e} (errno {e.errno}); free space or permissions there, "
+            f"cannot write {target}: {why}; free space or permissions there, "
             "or pass a 'cache_dir' / 'out' on another disk; nothing half-written was kept", param=("cache_dir", "out")
         ) from e
     finally:

@@ -171,6 +171,9 @@ class ResultStore:
                 raise  # a store, damaged: one line saying how to go on
             raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e.__cause__}); move it away or pick "
                                  "another 'out'", param="out") from e
+        except sqlite3.OperationalError as e:  # a full disk ("disk I/O error", "database or disk is full"), no permission
+            raise ZooSurveyFailure(f"cannot open or create the results store {self.path}: {e}; free space or permissions "
+                                   "there, or pass another 'out'", param="out") from e
         except sqlite3.DatabaseError as e:
             raise ZooSurveyError(f"{self.path} is not a zoo-survey results store ({e}); move it away or pick another 'out'",
                                 param="out") from e
