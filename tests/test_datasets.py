@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,29 @@ def test_shipped_fashion_mnist_halves_split_the_classes():
         assert {k: len(v) for k, v in ds.splits.items()} == {"train": 24000, "val": 6000, "test": 5000}
         assert set(ds.splits["test"].labels.tolist()) == {0, 1, 2, 3, 4}
     assert a.fingerprint != b.fingerprint
+
+
+def test_an_image_edited_in_place_with_its_mtime_kept_is_new_data(tmp_path):
+    # issue 21: a local folder was keyed by datasets' fingerprint of paths and modification times, so an image
+    # replaced with its mtime kept (touch -r, rsync -t, cp -p) reused stale pixels and features: a silent wrong answer
+    from PIL import Image
+
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.bmp")
+    (tmp_path / "ds.yaml").write_text("datasets:\n  - {id: mini, source: {type: imagefolder, path: pets}, num_classes: 2}\n")
+    spec = load_registry([tmp_path]).dataset("mini")
+    before = prepare(spec).fingerprint
+    assert prepare(spec).fingerprint == before  # nothing changed: the same key
+    img = root / "test" / "dog" / "2.bmp"
+    st = img.stat()
+    data = bytearray(img.read_bytes())
+    data[-1] ^= 0xFF  # one pixel value: same size, still a valid image
+    img.write_bytes(bytes(data))
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # the modification time put back
+    assert img.stat().st_mtime_ns == st.st_mtime_ns and img.stat().st_size == st.st_size
+    assert prepare(spec).fingerprint != before  # in this same process too: the hash memo keys on ctime and inode

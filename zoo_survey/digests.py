@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,16 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=65536)  # keys are small; a large cache has many shards
-def _sha256_memo(path: str, size: int, mtime_ns: int) -> str:
+@lru_cache(maxsize=1 << 20)  # keys are small; a large cache has many shards, an image folder many files
+def _sha256_memo(path: str, size: int, mtime_ns: int, ctime_ns: int = 0, inode: int = 0) -> str:
     return sha256_of(Path(path))
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) for the life of the process (weights, data files)."""
+    """sha256 of a file, memoised on (path, size, mtime, ctime, inode) for the life of the process (weights, data
+    files). ctime moves on every write and cannot be set back, so a file edited with its mtime kept is hashed again."""
     st = Path(path).stat()
-    return _sha256_memo(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    return _sha256_memo(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def arrays_digest(*arrays: np.ndarray, length: int = 16) -> str:

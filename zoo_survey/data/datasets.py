@@ -10,8 +10,9 @@ subsample (stratified, seeded) before the validation split is carved, so
 from __future__ import annotations
 
 import gzip
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -204,10 +205,12 @@ def _fashion_mnist(folder: Path | None) -> Raw:
     return splits, fp, FASHION_CLASSES, f"data:{fp}"
 
 
-def read_with_datasets(spec: DatasetSpec, open_: Callable[[Any], tuple[Any, str, str | None]]) -> Raw:
+def read_with_datasets(spec: DatasetSpec, open_: Callable[[Any], tuple[Any, str, str | None]],
+                       files: Callable[[], Sequence[Path]] | None = None) -> Raw:
     """A source read with the ``datasets`` library: ``open_(datasets)`` gives ``(DatasetDict, ident, revision)``
     (``ident`` names the data in the fingerprint; ``revision`` is a hub commit, or None for local files); the
-    entry's splits and columns are checked and read here."""
+    entry's splits and columns are checked and read here. ``files``: the local files the data comes from, whose
+    bytes then key it (:func:`content_digest`), not ``datasets``' fingerprint of their paths and modification times."""
     import datasets as hfds
 
     try:
@@ -237,13 +240,29 @@ def read_with_datasets(spec: DatasetSpec, open_: Callable[[Any], tuple[Any, str,
     }
     # A hub commit names the data exactly; local files are named by datasets' fingerprint of them
     # (not used for hub snapshots: it depends on where the cache lies, which a copy changes).
-    content = "".join(wanted) if revision else "".join(dd[s]._fingerprint for s in wanted)
+    if revision:
+        content = "".join(wanted)
+    elif files is not None:
+        content = "".join(wanted) + ":bytes:" + content_digest(files())
+    else:
+        content = "".join(dd[s]._fingerprint for s in wanted)
     # Which columns are the image and the label changes the data (a label_column edit must not reuse cached labels);
     # named only when not the defaults, so the fingerprints of entries that keep them are as they were.
     defaults = tuple(type(spec).model_fields[f].default for f in ("image_column", "label_column"))
     columns = "" if (spec.image_column, spec.label_column) == defaults else f":{spec.image_column}/{spec.label_column}"
     fp = string_digest(ident + columns + content)
     return splits, fp, names, revision or f"data:{fp}"
+
+
+def content_digest(files: Sequence[Path]) -> str:
+    """A digest of local data files' bytes and names (relative to their common folder), so an image edited in place
+    with its modification time kept is new data. Each file is hashed once per (path, size, mtime, ctime, inode) in
+    a process (:func:`~zoo_survey.digests.file_sha256`)."""
+    paths = sorted(Path(f) for f in files)
+    if not paths:
+        return string_digest("no files")
+    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return string_digest("\n".join(f"{p.relative_to(common)}:{file_sha256(p)}" for p in paths))
 
 
 def _labels(spec: DatasetSpec, split: str, values: Any) -> np.ndarray:

@@ -74,7 +74,7 @@ class ImageFolderSource(DatasetSource):
                 raise ZooSurveyError(f"{spec.defined_in}: dataset {spec.id!r}: field 'source.path': {self.path} is not a folder")
             return hfds.load_dataset("imagefolder", data_dir=str(self.path)), f"imagefolder:{self.path}", None
 
-        return read_with_datasets(spec, open_)
+        return read_with_datasets(spec, open_, files=lambda: [p for p in self.path.rglob("*") if p.is_file()])
 
 
 def _pattern_paths(pattern: str) -> list[Path]:
@@ -108,4 +108,8 @@ class ParquetSource(DatasetSource):
             return (hfds.load_dataset("parquet", data_files=self.data_files),
                     f"parquet:{sorted(self.data_files.items())}", None)
 
-        return read_with_datasets(spec, open_)
+        def files() -> list[Path]:
+            return [Path(m) for pattern in self.data_files.values() if "://" not in pattern
+                    for m in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(m).is_file()]
+
+        return read_with_datasets(spec, open_, files=files)
