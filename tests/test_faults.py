@@ -497,3 +497,12 @@ def test_a_parquet_pattern_cannot_reach_outside_its_folder(tmp_path, monkeypatch
     line = " ".join(err.split())
     assert code == 2 and "Traceback" not in err
     assert "field 'source.data_files.train':" in line and "outside the folder of this file" in line
+
+
+@pytest.mark.parametrize("path", ["/etc", "../secret", "~/data", "./local", "owner/../x"])
+def test_an_hf_source_takes_a_repo_id_not_a_local_path(tmp_path, monkeypatch, capsys, path):
+    (tmp_path / "ds.yaml").write_text(f"datasets:\n  - {{id: sneaky, source: {{type: hf, path: '{path}'}}, num_classes: 2}}\n")
+    code, out, err = zoo(monkeypatch, capsys, "registry", "validate", str(tmp_path))
+    line = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err
+    assert "field 'source.path'" in line and "expected a hub dataset repo id" in line, line

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import field_validator
+
 from ..errors import ZooSurveyError
 from .base import DatasetSource
 
@@ -35,6 +37,9 @@ class BuiltinSource(DatasetSource):
         return d._fashion_mnist(self.path)
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
 class HFSource(DatasetSource):
     """A Hugging Face ``datasets`` dataset on the hub (``path``) with an optional config and pinned revision."""
 
@@ -42,6 +47,15 @@ class HFSource(DatasetSource):
     path: str
     name: str | None = None
     revision: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _a_repo_id(cls, v: str) -> str:
+        """A hub repo id, never a local path: local data goes through the confined imagefolder / parquet sources."""
+        if not _REPO_ID.fullmatch(v) or ".." in v:
+            raise ValueError("expected a hub dataset repo id such as 'owner/name'; a local folder or file is an "
+                             "'imagefolder' or 'parquet' source")
+        return v
 
     def load(self, spec: DatasetSpec, offline: bool = False) -> Raw:
         from ..data.datasets import hub_snapshot, read_with_datasets
