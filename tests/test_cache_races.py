@@ -98,3 +98,25 @@ def test_gc_leaves_an_entry_a_run_started_writing_after_the_plan(tmp_path):
         holder.wait()
     assert gc_execute(plan, tmp_path) > 0 and not cache.path(key).exists()  # abandoned again: now it goes
     assert os.path.isdir(tmp_path)
+
+
+def test_remembered_hashes_spare_a_rerun_the_bytes_and_see_an_edit(tmp_path, monkeypatch):
+    data = tmp_path / "img.bin"
+    data.write_bytes(b"a" * 1000)
+    db = tmp_path / "cache" / "file-hashes.sqlite"
+    with digests.remembered_hashes(db):
+        first = digests.file_sha256(data)
+    digests._sha256_memo.cache_clear()  # a new process: only the on-disk memo is left
+
+    def no_reading(path):
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr(digests, "sha256_of", no_reading)
+    with digests.remembered_hashes(db):
+        assert digests.file_sha256(data) == first  # from the memo, the file not read
+    st = data.stat()
+    data.write_bytes(b"b" * 1000)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime: ctime still moves
+    monkeypatch.undo()
+    with digests.remembered_hashes(db):
+        assert digests.file_sha256(data) != first

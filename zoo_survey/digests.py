@@ -1,7 +1,8 @@
 """Digests: the one place that hashes. Cache keys, row keys, weight revisions and data fingerprints.
 
 - :func:`canonical_digest`: sha256 of the canonical JSON of a payload (sorted keys, no whitespace).
-- :func:`file_sha256`: sha256 of a file, memoised on (path, size, mtime) for the process.
+- :func:`file_sha256`: sha256 of a file, memoised on (path, size, mtime, ctime, inode) for the process, and
+  across processes inside :func:`remembered_hashes` (a small SQLite file in the feature cache).
 - :func:`arrays_digest`: a short sha256 of arrays' bytes (built-in datasets, selected indices).
 """
 
@@ -10,6 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -41,11 +46,54 @@ def _sha256_memo(path: str, size: int, mtime_ns: int, ctime_ns: int = 0, inode: 
     return sha256_of(Path(path))
 
 
+_REMEMBERED: ContextVar[sqlite3.Connection | None] = ContextVar("remembered_hashes", default=None)
+
+
+@contextmanager
+def remembered_hashes(db: Path) -> Iterator[None]:
+    """Inside the block, :func:`file_sha256` also remembers hashes in ``db`` (SQLite), keyed by (path, size, mtime,
+    ctime, inode), so a later run reads a large local dataset's headers, not its bytes. A memo that cannot be opened
+    or written (a read-only cache) only costs the hashing."""
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        con: sqlite3.Connection | None = sqlite3.connect(db, timeout=30, isolation_level=None)
+        assert con is not None
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")  # a lost memo entry only costs a hash: no fsync per file
+        con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT, size INT, mtime INT, ctime INT, ino INT, sha256 TEXT, "
+                    "PRIMARY KEY (path, size, mtime, ctime, ino))")
+    except (OSError, sqlite3.Error):
+        con = None
+    token = _REMEMBERED.set(con)
+    try:
+        yield
+    finally:
+        _REMEMBERED.reset(token)
+        if con is not None:
+            con.close()
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file, memoised on (path, size, mtime, ctime, inode) for the life of the process (weights, data
     files). ctime moves on every write and cannot be set back, so a file edited with its mtime kept is hashed again."""
     st = Path(path).stat()
-    return _sha256_memo(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    con = _REMEMBERED.get()
+    if con is None:
+        return _sha256_memo(*key)
+    try:
+        found = con.execute("SELECT sha256 FROM hashes WHERE path=? AND size=? AND mtime=? AND ctime=? AND ino=?",
+                            key).fetchone()
+    except sqlite3.Error:
+        return _sha256_memo(*key)
+    if found:
+        return str(found[0])
+    digest = _sha256_memo(*key)
+    try:
+        con.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (*key, digest))
+    except sqlite3.Error:
+        pass  # a read-only or busy memo: the next run hashes again
+    return digest
 
 
 def arrays_digest(*arrays: np.ndarray, length: int = 16) -> str:

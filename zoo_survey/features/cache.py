@@ -54,6 +54,8 @@ def cache_root(cli_value: Path | None = None, env: Mapping[str, str] | None = No
     return Path(xdg) / "zoo-survey"
 
 
+HASHES_FILE = "file-hashes.sqlite"  # digests.remembered_hashes: local data files' sha256, by (path, size, times, inode)
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import PreparedDataset, prepare
+from ..digests import remembered_hashes
 from ..errors import ZooSurveyError, ZooSurveyException, gather
-from ..features.cache import FeatureCache
+from ..features.cache import HASHES_FILE, FeatureCache
 from ..results.store import ResultStore
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
@@ -78,7 +79,8 @@ def extract_all(
     hooks = hooks or Hooks()
     report = report if report is not None else RunReport()
     check_heavy(checkpoints, options)
-    prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
+    with remembered_hashes(cache.root / HASHES_FILE):  # a local dataset's files are hashed once, not every run
+        prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
     cache.check_writable()
     runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
     driver.extract(runner, extract_units(checkpoints, prepared), hooks, report)

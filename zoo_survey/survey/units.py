@@ -25,9 +25,9 @@ import numpy as np
 
 from .. import __version__
 from ..data.datasets import PreparedDataset, prepare
-from ..digests import arrays_digest, string_digest
+from ..digests import arrays_digest, remembered_hashes, string_digest
 from ..errors import ZooSurveyError, ZooSurveyFailure
-from ..features.cache import FeatureCache
+from ..features.cache import HASHES_FILE, FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
 from ..probes.protocol import MemberFeatures, Setting
@@ -69,7 +69,8 @@ class Workspace:
         """``spec`` prepared with the run's sizes; ``fingerprint``, when given, must match (same data everywhere)."""
         if spec.id not in self.prepared:
             o = self.options
-            self.prepared[spec.id] = prepare(spec, max_train=o.max_train, max_test=o.max_test, offline=o.offline)
+            with remembered_hashes(self.source.cache.root / HASHES_FILE):
+                self.prepared[spec.id] = prepare(spec, max_train=o.max_train, max_test=o.max_test, offline=o.offline)
         ds = self.prepared[spec.id]
         if fingerprint is not None and ds.fingerprint != fingerprint:
             raise ZooSurveyFailure(
