@@ -59,6 +59,7 @@ def main() -> None:
         list_s = time.perf_counter() - t0
         mb = sum(p.stat().st_size for p in files) / 1e6
         db = Path(tmp) / "cache" / "file-hashes.sqlite"
+        db.parent.mkdir()  # the feature cache's folder, as after a first run
 
         def timed(memo: bool) -> tuple[str, float, int]:
             digests._sha256_memo.cache_clear()  # as in a new process

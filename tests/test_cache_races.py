@@ -104,8 +104,12 @@ def test_remembered_hashes_spare_a_rerun_the_bytes_and_see_an_edit(tmp_path, mon
     data = tmp_path / "img.bin"
     data.write_bytes(b"a" * 1000)
     db = tmp_path / "cache" / "file-hashes.sqlite"
-    with digests.remembered_hashes(db):
+    with digests.remembered_hashes(db):  # no cache folder yet (a first run, before its inputs are checked)
         first = digests.file_sha256(data)
+    assert not (tmp_path / "cache").exists()  # nothing created: bad input must leave no cache folder behind
+    (tmp_path / "cache").mkdir()
+    with digests.remembered_hashes(db):
+        assert digests.file_sha256(data) == first
     digests._sha256_memo.cache_clear()  # a new process: only the on-disk memo is left
 
     def no_reading(path):

@@ -53,10 +53,12 @@ _REMEMBERED: ContextVar[sqlite3.Connection | None] = ContextVar("remembered_hash
 def remembered_hashes(db: Path) -> Iterator[None]:
     """Inside the block, :func:`file_sha256` also remembers hashes in ``db`` (SQLite), keyed by (path, size, mtime,
     ctime, inode), so a later run reads a large local dataset's headers, not its bytes. A memo that cannot be opened
-    or written (a read-only cache) only costs the hashing."""
+    or written (a read-only cache, or a cache folder not made yet: the first run) only costs the hashing."""
+    con: sqlite3.Connection | None = None
     try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        con: sqlite3.Connection | None = sqlite3.connect(db, timeout=30, isolation_level=None)
+        if not db.parent.is_dir():  # no cache folder yet: create nothing before the run's input checks pass
+            raise FileNotFoundError(db.parent)
+        con = sqlite3.connect(db, timeout=30, isolation_level=None)
         assert con is not None
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")  # a lost memo entry only costs a hash: no fsync per file
