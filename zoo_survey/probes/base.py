@@ -32,7 +32,8 @@ and ``predict_proba``, and is registered with ``PROBES.register(MyProbe)``. A sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -54,6 +55,53 @@ PRESENTATIONS: dict[str, str] = {
     "over-seeds": "rows per setting and seed: means with t intervals over seeds, paired differences, curves",
     "ranking": "a score per model: the models ranked, with Kendall's tau against another probe's top-1",
 }
+
+# Every fit and prediction runs with this many threads, whatever the process has (issue 22): float sums in another
+# order (torch's reductions, MKL's and OpenBLAS's GEMMs split by thread) move the L-BFGS path, and on a flat
+# validation curve the chosen C. One thread gives the same bits on 1 or 2 cores, plain or on Ray.
+FIT_THREADS = 1
+
+
+@contextmanager
+def fit_threads() -> Iterator[None]:
+    """Run the block with :data:`FIT_THREADS` torch intra-op threads (MKL included) and BLAS/OpenMP threads
+    (threadpoolctl: numpy's OpenBLAS), restoring the caller's counts after; nests. Process-wide while it runs.
+
+    >>> with fit_threads():                                  # doctest: +SKIP
+    ...     probe.fit(X, y, X_val=Xv, y_val=yv)
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(FIT_THREADS)
+    try:
+        with threadpool_limits(FIT_THREADS):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def numerics(device: str) -> dict[str, Any]:
+    """What could still change a probe's numbers on the same features (a row's ``provenance["numerics"]``):
+    the device, the fit's dtype, torch's version, the fit's thread count and the CPU's vector ISA (MKL and
+    oneDNN pick kernels by it)."""
+    import torch
+
+    return {"device": device, "dtype": "float32", "torch": torch.__version__, "fit_threads": FIT_THREADS,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def best_choice(correct: Mapping[Any, int]) -> Any:
+    """The hyper-parameter value with the most correct validation images; ties go to the smallest value (the
+    strongest regularization for C, the smoothest vote for k). Counts, not float means: equal accuracies are
+    equal whatever order they were summed in.
+
+    >>> best_choice({0.1: 40, 1.0: 41, 10.0: 41})
+    1.0
+    """
+    return max(correct, key=lambda v: (correct[v], -v))
+
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 DEFAULT_SEEDS = 5
@@ -269,7 +317,13 @@ class ClassifierProbe(ClassifierMixin, Probe):
 
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
-        """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``."""
+        """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``;
+        with :data:`FIT_THREADS` threads."""
+        with fit_threads():
+            return cls._run(data, setting, config)
+
+    @classmethod
+    def _run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
         b, y = data.blocks, data.labels
         if data.combine == "average":  # output averaging: one probe per member, probabilities averaged
             probas, hps, notes, classes = [], [], [], None

@@ -585,7 +585,7 @@ class RayRunner:
         for u in todo:
             groups.setdefault(u.checkpoint.id, []).append(u)
         # The costliest checkpoints first, so the last actor to finish has a small one.
-        queue = deque(sorted(groups.values(), key=lambda g: -(g[0].checkpoint.gflops or 1.0) * len(g)))
+        queue = deque(sorted(groups.values(), key=lambda g: -(g[0].checkpoint.gmacs or 1.0) * len(g)))
         cpus = self.options.cpus_per_actor
         slots = self._slots(cpus, self.gpus)
         if slots < 1:
