@@ -222,7 +222,8 @@ class ProbeUnit:
                 "dataset_revision": ds.revision,
                 "dataset_notes": list(ds.notes),
                 "extract": self.options.extract.key(),
-                "numerics": numerics(self.options.probe_config.device),  # what else could move its numbers
+                # what else could move its numbers; extract_device: this run's (cached features may be older)
+                "numerics": {**numerics(self.options.probe_config.device), "extract_device": self.options.extract.device},
             },
         )
 
