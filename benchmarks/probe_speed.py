@@ -61,15 +61,15 @@ def main() -> None:
     for name, members in cases.items():
         X = {s: np.concatenate([feats[m][s].features for m in members], axis=1) for s in ("train", "val", "test")}
         y = {s: feats[members[0]][s].labels for s in ("train", "val", "test")}
-        LinearProbe(grid=(1.0,)).fit(X["train"][:50], y["train"][:50], X["val"], y["val"])  # warm torch up once
+        LinearProbe(grid=(1.0,)).fit(X["train"][:50], y["train"][:50], X_val=X["val"], y_val=y["val"])  # warm torch up once
         t = time.perf_counter()
-        probe = LinearProbe(grid=grid).fit(X["train"], y["train"], X["val"], y["val"])
+        probe = LinearProbe(grid=grid).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         ours = probe.score(X["test"], y["test"])
         t_ours = time.perf_counter() - t
         pinned, base.FIT_THREADS = base.FIT_THREADS, threads  # the fit as before issue 22: the process's threads
         try:
             t = time.perf_counter()
-            free = LinearProbe(grid=grid).fit(X["train"], y["train"], X["val"], y["val"])
+            free = LinearProbe(grid=grid).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
             free_top1 = free.score(X["test"], y["test"])
             t_free = time.perf_counter() - t
         finally:
