@@ -4,10 +4,14 @@ Features: efficientnet-lite on Fashion-MNIST (2,000 train+val / 1,000 test at 96
 cache; extracted first if missing). Cases: lite0 alone (1,280 dims) and lite0+lite1+lite2
 concatenated (3,840 dims). scikit-learn fits every C of the grid with lbfgs
 (cold starts, as a plain sweep does), picks C on val, refits on train+val and tests once;
-zoo-survey runs LinearProbe (coarse-to-fine over the same grid). Prints one line per case,
-then a final JSON line with wall times, speed-ups and both test accuracies.
+zoo-survey runs LinearProbe (coarse-to-fine over the same grid) as the survey does, with one
+fit thread (``FIT_THREADS``, issue 22), and again with the process's torch threads (what it did
+before): the cost of thread-independent fits. Prints one line per case, then a final JSON line
+with wall times, speed-ups and the test accuracies.
 
-    python benchmarks/probe_speed.py [--grid-size 45]
+    python benchmarks/probe_speed.py [--grid-size 45] [--quick]
+
+``--quick``: 500 train+val / 250 test at 64 px (the features extract in about a minute).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import warnings
 import numpy as np
 from _common import LITE, lite_features
 
-from zoo_survey.probes import LinearProbe
+from zoo_survey.probes import LinearProbe, base
 
 
 def sklearn_sweep(Xtr, ytr, Xv, yv, Xte, yte, grid) -> tuple[float, float]:
@@ -44,28 +48,45 @@ def sklearn_sweep(Xtr, ytr, Xv, yv, Xte, yte, grid) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid-size", type=int, default=45, help="values in logspace(-6, 5)")
+    ap.add_argument("--quick", action="store_true", help="500 / 250 images at 64 px instead of 2,000 / 1,000 at 96 px")
     args = ap.parse_args()
+    import torch
+
     grid = tuple(float(c) for c in np.logspace(-6, 5, args.grid_size))
-    feats = lite_features()
+    feats = lite_features(500, 250, 64) if args.quick else lite_features()
+    threads = torch.get_num_threads()
     cases = {"lite0_1280d": [LITE[0]], "lite012_concat_3840d": list(LITE)}
-    result: dict[str, object] = {"benchmark": "probe_speed", "grid_size": args.grid_size}
+    result: dict[str, object] = {"benchmark": "probe_speed", "grid_size": args.grid_size, "quick": args.quick,
+                                 "fit_threads": base.FIT_THREADS, "process_threads": threads}
     for name, members in cases.items():
         X = {s: np.concatenate([feats[m][s].features for m in members], axis=1) for s in ("train", "val", "test")}
         y = {s: feats[members[0]][s].labels for s in ("train", "val", "test")}
-        LinearProbe(grid=(1.0,)).fit(X["train"][:50], y["train"][:50], X["val"], y["val"])  # warm torch up once
+        LinearProbe(grid=(1.0,)).fit(X["train"][:50], y["train"][:50], X_val=X["val"], y_val=y["val"])  # warm torch up once
         t = time.perf_counter()
-        probe = LinearProbe(grid=grid).fit(X["train"], y["train"], X["val"], y["val"])
-        ours = probe.score(X["test"], y["test"]).top1
+        probe = LinearProbe(grid=grid).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
+        ours = probe.score(X["test"], y["test"])
         t_ours = time.perf_counter() - t
+        pinned, base.FIT_THREADS = base.FIT_THREADS, threads  # the fit as before issue 22: the process's threads
+        try:
+            t = time.perf_counter()
+            free = LinearProbe(grid=grid).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
+            free_top1 = free.score(X["test"], y["test"])
+            t_free = time.perf_counter() - t
+        finally:
+            base.FIT_THREADS = pinned
         t = time.perf_counter()
         skl, skl_C = sklearn_sweep(X["train"], y["train"], X["val"], y["val"], X["test"], y["test"], grid)
         t_skl = time.perf_counter() - t
         print(f"{name}: zoo-survey {t_ours:.1f}s (C={probe.best_C_:.3g}, top-1 {ours:.4f}); "
-              f"scikit-learn {t_skl:.1f}s (C={skl_C:.3g}, top-1 {skl:.4f}); speed-up {t_skl / t_ours:.1f}x")
+              f"scikit-learn {t_skl:.1f}s (C={skl_C:.3g}, top-1 {skl:.4f}); speed-up {t_skl / t_ours:.1f}x; "
+              f"with {threads} fit threads {t_free:.1f}s (C={free.best_C_:.3g}, top-1 {free_top1:.4f}), "
+              f"one thread costs {t_ours / t_free:.2f}x")
         result[name] = {
             "zoo_survey_s": round(t_ours, 2), "sklearn_s": round(t_skl, 2), "speedup": round(t_skl / t_ours, 2),
             "zoo_survey_top1": round(ours, 4), "sklearn_top1": round(skl, 4),
             "zoo_survey_C": probe.best_C_, "sklearn_C": skl_C,
+            "process_threads_s": round(t_free, 2), "one_thread_cost": round(t_ours / t_free, 2),
+            "process_threads_top1": round(free_top1, 4), "process_threads_C": free.best_C_,
         }
     print(json.dumps(result))
 

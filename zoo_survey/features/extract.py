@@ -362,9 +362,12 @@ def run_forward(
                 while start < len(images):
                     try:
                         part = images[start : start + chunk]
+                        n = len(part)
+                        if n < chunk:  # every forward has the batch's shape: see _pad_to
+                            part = _pad_to(part, chunk)
                         x = transform.normalize(part if finished else transform.resize_crop(part))
                         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                            outs.append(forward(x).flatten(1).float())
+                            outs.append(forward(x).flatten(1).float()[:n])
                         start += len(part)
                     except torch.OutOfMemoryError:
                         if chunk == 1:
@@ -386,6 +389,20 @@ def run_forward(
             waiting = (staged, order, f, done)
         if waiting is not None:
             yield _finish(*waiting)
+
+
+def _pad_to(images, size: int):
+    """``images`` with copies of its last image appended up to ``size`` rows (their features are dropped).
+
+    A short batch (a split's last, or a group of another size) would otherwise run with another
+    shape, and oneDNN picks its convolution kernels by shape and thread count: on 2 cores the
+    features of a short batch differed in the last bits between 1 and 2 threads, those of full
+    batches did not. Padding makes an image's features independent of the thread count
+    (issue 22; ``tests/test_determinism.py``) for at most ``size - 1`` extra images a group.
+    """
+    import torch
+
+    return torch.cat([images, images[-1:].expand(size - len(images), *images.shape[1:])])
 
 
 def _finish(staged: _Staged, order: np.ndarray, features, done) -> Batch:

@@ -44,6 +44,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ..errors import ZooSurveyError
 from .combine import weight_blocks
+from .numerics import FIT_THREADS, fit_threads, numerics  # noqa: F401 - re-exported
 from .protocol import (  # noqa: F401 - the light declarations, re-exported where probes have always found them
     DECLARED,
     DEFAULT_SEEDS,
@@ -59,6 +60,17 @@ from .protocol import (  # noqa: F401 - the light declarations, re-exported wher
     Setting,
     Yields,
 )
+
+
+def best_choice(correct: Mapping[Any, int]) -> Any:
+    """The hyper-parameter value with the most correct validation images; ties go to the smallest value (the
+    strongest regularization for C, the smoothest vote for k). Counts, not float means: equal accuracies are
+    equal whatever order they were summed in.
+
+    >>> best_choice({0.1: 40, 1.0: 41, 10.0: 41})
+    1.0
+    """
+    return max(correct, key=lambda v: (correct[v], -v))
 
 
 class ProbeInputError(ZooSurveyError, ValueError):
@@ -208,7 +220,13 @@ class ClassifierProbe(ClassifierMixin, Probe):
 
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
-        """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``."""
+        """Fit on train (choosing hyper-parameters on val) and score once on test, by ``data.combine``;
+        with :data:`FIT_THREADS` threads."""
+        with fit_threads():
+            return cls._run(data, setting, config)
+
+    @classmethod
+    def _run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
         b, y = data.blocks, data.labels
         if data.combine == "average":  # output averaging: one probe per member, probabilities averaged
             probas, hps, notes, classes = [], [], [], None

@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from .base import MemberFeatures, ProbeConfig, ProbeInputError, ProbeOutcome, Setting, check_fit, with_validation
+from .base import (
+    MemberFeatures,
+    ProbeConfig,
+    ProbeInputError,
+    ProbeOutcome,
+    Setting,
+    best_choice,
+    check_fit,
+    fit_threads,
+    with_validation,
+)
 from .linear import LinearProbe
 from .protocol import SELECTIONS
 
@@ -123,6 +133,10 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> FewShotProbe:
         """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
+        with fit_threads():
+            return self._fit_shots(X, y, X_val, y_val)
+
+    def _fit_shots(self, X, y, X_val, y_val) -> FewShotProbe:
         if self.select not in SELECTIONS:
             raise ProbeInputError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         if self.select == "full":
@@ -132,28 +146,29 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         X, y, _, _, classes = check_fit(X, y, X_val, y_val)
         per_class = int(np.bincount(np.searchsorted(classes, y)).min())
         if per_class < 2:
-            C, scores = ONE_SHOT_C, {}
+            C, correct = ONE_SHOT_C, {}
             self.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"
         else:
             n_folds = min(per_class, MAX_FOLDS)
             folds = stratified_folds(y, n_folds)
             grid = self._grid()
-            scores = dict.fromkeys(grid.tolist(), 0.0)
+            correct = dict.fromkeys(grid.tolist(), 0)  # held-out shots right at each C, summed over the folds
             for f in range(n_folds):
                 held = folds == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 cv = LinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
                                  tol=10 * self.tol, standardize=self.standardize)._fit(
                     *check_fit(X[~held], y[~held], X[held], y[held]), grid, refit=False)
-                for c, acc in cv.val_scores_.items():
-                    scores[c] += acc / n_folds
-            C = max(scores, key=lambda c: (scores[c], -c))  # ties go to the strongest regularization
+                for c, n in cv.val_correct_.items():
+                    correct[c] += n
+            C = best_choice(correct)  # counts of whole shots; ties go to the strongest regularization
             self.selection_ = f"{n_folds}-fold CV within the shots"
         # The validation arguments only score the single C here; the fit uses the shots alone.
         self._fit(X, y, X, y, classes, np.array([C]), refit=False)
-        self.cv_ = bool(scores)
-        if scores:
-            self.val_scores_ = dict(sorted(scores.items()))
+        self.cv_ = bool(correct)
+        if correct:  # every shot is held out once: the CV accuracy is right shots / all shots
+            self.val_correct_ = dict(sorted(correct.items()))
+            self.val_scores_ = {c: n / len(y) for c, n in self.val_correct_.items()}
         return self
 
     def hparams(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ClassifierProbe, ProbeConfig, ProbeInputError, with_validation
+from .base import ClassifierProbe, ProbeConfig, ProbeInputError, best_choice, fit_threads, with_validation
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
 
@@ -98,7 +98,8 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> LinearProbe:
         """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C`` (``refit=True``)."""
-        return self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), self.refit)
+        with fit_threads():
+            return self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), self.refit)
 
     def _fit(self, X, y, X_val, y_val, classes, grid: np.ndarray, refit: bool) -> LinearProbe:
         """The sweep and refit on checked data (:func:`~.base.check_fit`'s arrays)."""
@@ -120,30 +121,31 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         # Without a refit the sweep's fit is the model: solve it to tol then.
         solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if refit else self.tol, self.device)
         Xv = solver.project((X_val - mean) / std)
-        scores: dict[float, float] = {}
+        yv_idx = np.searchsorted(classes, y_val)
+        correct: dict[float, int] = {}  # validation images right at each C: the choice compares counts (best_choice)
         solutions: dict[float, tuple] = {}
         iterations: dict[float, int] = {}
 
         def evaluate(cs) -> None:
-            for C in sorted(c for c in cs if c not in scores):  # small C first: warm starts along the path
+            for C in sorted(c for c in cs if c not in correct):  # small C first: warm starts along the path
                 start = solutions[max((c for c in solutions if c < C), default=min(solutions, default=C))] if solutions else None
                 W, b, n_iter = solver.fit(C, start)
                 if n_iter >= self.max_iter:
                     notes.append(f"C={C:.3g} did not converge in {self.max_iter} iterations")
                 solutions[C], iterations[C] = (W, b), n_iter
-                scores[C] = float((solver.predict(Xv, W, b) == np.searchsorted(classes, y_val)).mean())
+                correct[C] = int((solver.predict(Xv, W, b) == yv_idx).sum())
 
         if self.search == "full" or len(grid) <= 12:
             evaluate(grid)
         else:
             evaluate(grid[::4])
-            best_i = int(np.flatnonzero(grid == max(scores, key=lambda c: (scores[c], -c)))[0])
+            best_i = int(np.flatnonzero(grid == best_choice(correct))[0])
             evaluate(grid[max(0, best_i - 3) : best_i + 4])
-        # Ties go to the strongest regularization (smallest C).
-        self.best_C_ = max(scores, key=lambda c: (scores[c], -c))
-        self.val_scores_ = dict(sorted(scores.items()))
+        self.best_C_ = best_choice(correct)  # most validation images right; ties: the strongest regularization
+        self.val_correct_ = dict(sorted(correct.items()))
+        self.val_scores_ = {c: n / max(len(yv_idx), 1) for c, n in self.val_correct_.items()}
         if refit:
-            X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, np.searchsorted(classes, y_val)])
+            X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, yv_idx])
             self.mean_, self.std_ = self._standardize(X_all)
             # One warm-started fit: cheaper in the original columns than after another decomposition.
             final = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
@@ -165,7 +167,8 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 
     def predict_proba(self, X) -> np.ndarray:
         X = self._test_features(X)
-        logits = ((X - self.mean_) / self.std_) @ self.coef_.T + self.intercept_
+        with fit_threads():  # a GEMM split by thread could round differently
+            logits = ((X - self.mean_) / self.std_) @ self.coef_.T + self.intercept_
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
@@ -173,6 +176,14 @@ class LinearProbe(ClassifierProbe, declared="linear"):
     def hparams(self) -> dict[str, Any]:
         """The chosen ``C``, the validation accuracy at it, and how many grid values were fitted."""
         return {"C": self.best_C_, "val_top1": self.val_scores_[self.best_C_], "grid_evaluated": len(self.val_scores_)}
+
+
+def _tensor(a: np.ndarray, device):
+    """A float32 copy in torch's own memory (64-byte aligned, as MKL's reproducible paths want), not a view of
+    numpy's buffer, whose alignment depends on how the caller allocated it."""
+    import torch
+
+    return torch.tensor(np.asarray(a, dtype=np.float32), device=device)
 
 
 class _Solver:
@@ -193,7 +204,7 @@ class _Solver:
 
         self.torch = torch
         self.device = torch.device(device)
-        X = torch.as_tensor(np.ascontiguousarray(Xs, dtype=np.float32), device=self.device)
+        X = _tensor(Xs, self.device)
         n, d = X.shape
         self.V = None
         if reduce and d > n:
@@ -213,7 +224,7 @@ class _Solver:
         self.max_iter, self.tol = max_iter, tol
 
     def project(self, Xs: np.ndarray):
-        X = self.torch.as_tensor(np.ascontiguousarray(Xs, dtype=np.float32), device=self.device)
+        X = _tensor(Xs, self.device)
         return X if self.V is None else X @ self.V
 
     def fit(self, C: float, start):

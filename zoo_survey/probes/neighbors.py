@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ClassifierProbe, ProbeConfig, ProbeInputError, check_fit, with_validation
+from .base import ClassifierProbe, ProbeConfig, ProbeInputError, best_choice, check_fit, fit_threads, with_validation
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -52,7 +52,7 @@ class KNNProbe(ClassifierProbe, declared="knn"):
         import torch
 
         dev = torch.device(self.device)
-        B = torch.as_tensor(bank, device=dev)
+        B = torch.tensor(bank, device=dev)  # torch's own (aligned) memory: see linear._tensor
         labels = torch.as_tensor(np.searchsorted(self.classes_, bank_y), device=dev)
         kmax = min(max(ks), len(bank))
         out = {k: np.zeros((len(Q), len(self.classes_)), np.float32) for k in ks}
@@ -77,9 +77,12 @@ class KNNProbe(ClassifierProbe, declared="knn"):
             raise ProbeInputError(f"kNN temperature must be positive, got {self.temperature}")
         self.classes_ = classes
         Xn, Xv = _normalize(X), _normalize(X_val)
-        probas = self._proba(Xv, Xn, y, ks)
-        self.val_scores_ = {k: float((classes[p.argmax(1)] == y_val).mean()) for k, p in probas.items()}
-        self.best_k_ = max(self.val_scores_, key=lambda k: (self.val_scores_[k], -k))
+        with fit_threads():
+            probas = self._proba(Xv, Xn, y, ks)
+        # Whole validation images right at each k; ties go to the smaller k (best_choice).
+        self.val_correct_ = {k: int((classes[p.argmax(1)] == y_val).sum()) for k, p in probas.items()}
+        self.val_scores_ = {k: n / max(len(y_val), 1) for k, n in self.val_correct_.items()}
+        self.best_k_ = best_choice(self.val_correct_)
         self.bank_ = np.concatenate([Xn, Xv])
         self.bank_y_ = np.concatenate([y, y_val])
         self.n_features_in_ = X.shape[1]
@@ -87,7 +90,8 @@ class KNNProbe(ClassifierProbe, declared="knn"):
 
     def predict_proba(self, X) -> np.ndarray:
         X = self._test_features(X)
-        return self._proba(_normalize(X), self.bank_, self.bank_y_, [self.best_k_])[self.best_k_]
+        with fit_threads():
+            return self._proba(_normalize(X), self.bank_, self.bank_y_, [self.best_k_])[self.best_k_]
 
     def hparams(self) -> dict[str, Any]:
         return {"k": self.best_k_, "temperature": self.temperature, "val_top1": self.val_scores_[self.best_k_]}

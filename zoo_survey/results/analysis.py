@@ -525,6 +525,33 @@ def ran_on_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
                    for (host, node), p in sorted(seen.items())], ("host", "node", "probes", "rows"), ints=("rows",))
 
 
+def numerics_of(r: ResultRow) -> str:
+    """What could move a row's numbers on the same inputs, as one label: the probe's device, dtype, torch, fit threads
+    and CPU ISA (``provenance["numerics"]``, issue 22) and the extraction's device and dtype; "unrecorded" parts for
+    rows stored before zoo-survey recorded them."""
+    n = r.provenance.get("numerics") or {}
+    x = r.provenance.get("extract") or {}
+    threads = n.get("fit_threads")
+    return (f"probe {n.get('device', '?')} {n.get('dtype', '?')}, torch {n.get('torch', 'unrecorded')}, "
+            f"{'?' if threads is None else threads} fit thread(s), {n.get('cpu_capability', '?')}; "
+            f"extract {n.get('extract_device', '?')} {x.get('dtype', '?')}")
+
+
+def mixed_numerics_frame(rows: Sequence[ResultRow]) -> pd.DataFrame:
+    """Comparisons (family, dataset, probe, setting, seed: the rows the report sets side by side) whose latest rows
+    were computed under different numerics (:func:`numerics_of`), one row per comparison and label with the models
+    under it; empty when every comparison is uniform."""
+    groups: dict[tuple, dict[str, list[str]]] = {}
+    for r in latest_rows(rows):
+        key = (r.family, r.dataset, r.probe, r.setting, -1 if r.seed is None else r.seed)
+        groups.setdefault(key, {}).setdefault(numerics_of(r), []).append(r.comparison)
+    out = [{"family": f, "dataset": d, "probe": p, "setting": st, "seed": None if sd == -1 else sd, "numerics": label,
+            "comparisons": tuple(sorted(comps))}
+           for (f, d, p, st, sd), by in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))) if len(by) > 1
+           for label, comps in sorted(by.items())]
+    return _frame(out, ("family", "dataset", "probe", "setting", "seed", "numerics", "comparisons"), ints=("seed",))
+
+
 EVERY_ROW_COLUMNS = (
     "family", "dataset", "probe", "setting", "seed", "comparison", "role", "members", "lineage", "top1",
     "mean_per_class", "top5", "score", "hparams", "params_m", "gmacs", "feature_dim", "n_train", "n_val", "n_test",

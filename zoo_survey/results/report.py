@@ -37,6 +37,7 @@ from .analysis import (
     diversity_of,
     every_row_frame,
     latest_rows,
+    mixed_numerics_frame,
     primary_probe,
     ran_on_frame,
     ranking_frame,
@@ -290,6 +291,14 @@ def ran_on_table(rows: Sequence[ResultRow]) -> Table:
                   for r in _records(ran_on_frame(rows))], title="where it ran")
 
 
+def mixed_numerics_table(rows: Sequence[ResultRow]) -> Table:
+    """:func:`analysis.mixed_numerics_frame`: comparisons whose rows were computed under different numerics."""
+    return Table(("family", "dataset", "probe", "setting", "seed", "numerics", "rows"),
+                 [[r["family"], r["dataset"], r["probe"], r["setting"] or "", "" if r["seed"] is None else str(r["seed"]),
+                   r["numerics"], ", ".join(r["comparisons"])] for r in _records(mixed_numerics_frame(rows))],
+                 title="mixed numerics")
+
+
 def chosen_hparams(hparams: dict[str, Any]) -> str:
     """The probe's chosen hyper-parameters, e.g. ``C=0.0178`` or ``k=20``."""
     shown = {k: v for k, v in hparams.items() if k in ("C", "k")}
@@ -447,6 +456,14 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
     ran_on = ran_on_table(rows)
     if ran_on.rows:
         sections.append(Section("Where it ran", ("Rows probed on each node of the Ray cluster.",), (ran_on,)))
+    mixed = mixed_numerics_table(rows)
+    if mixed.rows:
+        sections.append(Section("Mixed numerics", (
+            "These comparisons set side by side rows computed under different numerics (device, dtype, torch, fit "
+            "threads, CPU ISA, or the extraction's device and dtype). On one CPU build zoo-survey's rows do not depend "
+            "on the thread count or runner (docs/probes.md); across these settings they can differ in the last "
+            "digits, and a close difference may be one. Rerun them under one setting to compare them exactly.",),
+            (mixed,)))
     sections.append(Section("Every row", tables=(every_row_table(rows),)))
     return Document("zoo-survey report", INTRO + (_budget_note(rows),), tuple(sections))
 

@@ -30,6 +30,7 @@ from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import HASHES_FILE, FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
+from ..probes.numerics import fit_threads, numerics
 from ..probes.protocol import MemberFeatures, Setting
 from ..results.stats import linear_cka
 from ..results.store import ResultRow, SimilarityRow, row_key
@@ -180,8 +181,9 @@ class ProbeUnit:
         """Fit and score the probe on the cached member features; returns the row (the caller stores it)."""
         comp, ds = self.comparison, ws.dataset(self.dataset, self.fingerprint)
         data = ws.comparison_features(comp, self.dataset, self.fingerprint)
-        out = self.probe.run(MemberFeatures(data.blocks, data.labels, comp.combine), self.setting,
-                             self.options.probe_config)
+        with fit_threads():  # every probe, plugins too, with the same thread count on any runner (issue 22)
+            out = self.probe.run(MemberFeatures(data.blocks, data.labels, comp.combine), self.setting,
+                                 self.options.probe_config)
         resolved = {m.id: ws.checkpoint(m) for m in comp.members}
         return ResultRow(
             row_key=self.row_key,
@@ -225,6 +227,8 @@ class ProbeUnit:
                 "dataset_revision": ds.revision,
                 "dataset_notes": list(ds.notes),
                 "extract": self.options.extract.key(),
+                # what else could move its numbers; extract_device: this run's (cached features may be older)
+                "numerics": {**numerics(self.options.probe_config.device), "extract_device": self.options.extract.device},
             },
         )
 
