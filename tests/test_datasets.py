@@ -245,3 +245,23 @@ def test_an_image_edited_in_place_with_its_mtime_kept_is_new_data(tmp_path):
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # the modification time put back
     assert img.stat().st_mtime_ns == st.st_mtime_ns and img.stat().st_size == st.st_size
     assert prepare(spec).fingerprint != before  # in this same process too: the hash memo keys on ctime and inode
+
+
+def test_digits_and_lfw_are_read_from_the_packages_files_as_their_loaders_read_them():
+    """The built-ins are read from the files scikit-learn and scikit-image ship, without importing either
+    (a cached run needs neither): the same images, labels and so the same fingerprints as their loaders give."""
+    from skimage.data import lfw_subset
+    from sklearn.datasets import load_digits
+
+    from zoo_survey.data.datasets import _digits, _lfw_subset, package_data
+
+    assert package_data("sklearn", "datasets", "data", "digits.csv.gz") is not None
+    splits, fp, names, revision = _digits()
+    images, labels = splits["train"]
+    d = load_digits()
+    np.testing.assert_array_equal(images.array, np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(labels, d.target)
+    assert names == tuple(str(n) for n in d.target_names) and fp == "cc60545fa7fa1a8c" and revision == f"data:{fp}"
+    splits, fp, _, _ = _lfw_subset()
+    np.testing.assert_array_equal(splits["train"][0].array, np.clip(lfw_subset() * 255.0, 0, 255).astype(np.uint8))
+    assert package_data("no_such_package_here", "x") is None and package_data("sklearn", "nope.csv") is None

@@ -136,3 +136,14 @@ def test_the_declarations_load_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5"
+
+
+@pytest.mark.parametrize("config", [ProbeConfig(), ProbeConfig(shots=(2, 7), seeds=3, fewshot_val="full"),
+                                    ProbeConfig(shots=(1,), seeds=1, grid=(0.1, 1.0))])
+def test_declared_settings_are_the_classes(config):
+    """A run builds its row keys from the declared settings (no scikit-learn): they must be the classes' own."""
+    from zoo_survey.probes.protocol import DECLARED, declared_settings
+
+    for name in DECLARED:
+        assert declared_settings(name, config) == PROBES.get(name).settings(config), name
+        assert PROBES.settings(name, config) == PROBES.get(name).settings(config), name
