@@ -265,3 +265,17 @@ def test_digits_and_lfw_are_read_from_the_packages_files_as_their_loaders_read_t
     splits, fp, _, _ = _lfw_subset()
     np.testing.assert_array_equal(splits["train"][0].array, np.clip(lfw_subset() * 255.0, 0, 255).astype(np.uint8))
     assert package_data("no_such_package_here", "x") is None and package_data("sklearn", "nope.csv") is None
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_images_are_read_only_when_asked_for():
+    """Preparing Fashion-MNIST reads its labels and the images' header: a fully cached run decompresses no image."""
+    from zoo_survey.data.datasets import IdxImages, _read_idx
+
+    ds = prepare(REG.dataset("fashion-mnist"), max_train=1000, max_test=500)
+    images = ds.splits["test"].images
+    assert isinstance(images, IdxImages) and images._array is None and len(images) == 10_000
+    row = int(ds.splits["test"].indices[3])
+    np.testing.assert_array_equal(np.asarray(ds.splits["test"].images.raw(row)),
+                                  _read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")[row])
+    assert images._array is not None and ds.splits["test"].image(3).mode == "RGB"
