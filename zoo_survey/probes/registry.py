@@ -113,6 +113,10 @@ class ProbeRegistry:
             self._classes[name] = getattr(importlib.import_module(module), attr)
         return self._classes[name]
 
+    def loaded(self, name: str) -> type[Probe] | None:
+        """The class, if it is imported or was registered as a class (a plug-in's, a test's); None otherwise."""
+        return self._classes.get(name)
+
     def settings(self, name: str, config: ProbeConfig) -> tuple[Setting, ...]:
         """The probe's settings for the run's options: its class's, or for a shipped probe whose class is not
         imported yet, its declared ones (:func:`~.protocol.declared_settings`), so no estimator is imported."""

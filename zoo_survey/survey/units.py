@@ -171,10 +171,13 @@ class ProbeUnit:
     row_key: str
     group: str  # every row of this comparison on this dataset (they share features): the unit two runs claim
     kind: str = ""  # the family's pretraining kind (recorded in the row's provenance for the report)
+    # the class when it was already loaded where the units were made (a plug-in, or a probe registered in a notebook):
+    # it travels with the unit to a Ray worker, where that registration is not; a shipped probe is looked up by name
+    probe_class: type[Probe] | None = None
 
     @property
     def probe(self) -> type[Probe]:
-        return PROBES.get(self.probe_name)
+        return self.probe_class or PROBES.get(self.probe_name)
 
     @property
     def name(self) -> str:
@@ -340,6 +343,6 @@ def probe_units(
                 keys = [row_key(_row_payload(comp, ds, p, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
                 out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
-                                  group, plan.kind)
+                                  group, plan.kind, PROBES.loaded(p))
                         for (p, s), k in zip(todo, keys, strict=True)]
     return out
