@@ -101,9 +101,11 @@ def resolve_device(name: str, cuda: bool | None = None) -> str:
     return name
 
 
-# Where an NVIDIA (or ROCm, which torch.cuda also drives) kernel driver shows itself. Without any of them torch cannot
-# see a GPU, so ``auto`` is ``cpu`` without importing torch (about a second of a cached rerun's wall).
-_GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+# Where a GPU kernel driver that torch.cuda can use shows itself: NVIDIA's, WSL2's GPU paravirtualization, Jetson's
+# integrated GPU, and ROCm's (which torch.cuda also drives). Without any of them torch cannot see a GPU, so ``auto`` is
+# ``cpu`` without importing torch (about a second of a cached rerun's wall); with one, torch is asked.
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/nvhost-ctrl-gpu",
+                     "/dev/kfd")
 
 
 def _gpu_driver_present() -> bool:
