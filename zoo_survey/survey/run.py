@@ -81,7 +81,7 @@ def extract_all(
     check_heavy(checkpoints, options)
     with remembered_hashes(cache.root / HASHES_FILE):  # a local dataset's files are hashed once, not every run
         prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
-    cache.check_writable()
+        cache.check_writable()  # inside: a first run's hashes and metadata are remembered once the folder exists
     runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
     driver.extract(runner, extract_units(checkpoints, prepared), hooks, report)
     report.notes += cache.repaired
