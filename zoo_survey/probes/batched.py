@@ -35,7 +35,10 @@ import numpy as np
 HISTORY = 20  # L-BFGS memory, as the sequential solver had
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
-REFRESH = 25  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
+REFRESH = 25
+# Solve in the row space only when there are this many times more columns than rows: the decomposition (a float64
+# Gram matrix and its eigenvectors) costs about as many flops as the iterations it saves when d is close to n.
+REDUCE_ABOVE = 2.0  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
 
 
 def tensor(a: np.ndarray, device: Any):
@@ -50,7 +53,7 @@ def tensor(a: np.ndarray, device: Any):
 class Group:
     """One standardized training matrix, in the basis the solver works in.
 
-    With fewer rows than columns (``reduce``) the solver works on ``Z = X V`` (V: the row space of X, from
+    With far fewer rows than columns (``reduce``, d > 2 n) the solver works on ``Z = X V`` (V: the row space of X, from
     the float64 Gram matrix's eigenvectors), which is exact for L2-regularized models: the optimal
     weights are a combination of the training rows. ``to_features`` maps weights back.
     """
@@ -68,7 +71,7 @@ class Group:
         X = tensor(Xs, dev)
         n, d = X.shape
         V = None
-        if reduce and d > n:
+        if reduce and d > REDUCE_ABOVE * n:
             # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840); X = U S V^T, V = X^T U / S.
             X64 = X.double()
             ev, U = torch.linalg.eigh(X64 @ X64.T)
@@ -196,7 +199,6 @@ class _State:
     S: Any
     Yh: Any
     rho: Any
-    valid: Any
     gamma: Any
     n_iter: Any
 
@@ -210,7 +212,7 @@ class _State:
         rows = torch.arange(len(gi), device=gi.device)[:, None]
         for name in ("Z", "Y", "rw", "cbias"):
             setattr(self, name, getattr(self, name)[gi])
-        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "g", "f", "S", "Yh", "rho", "valid", "gamma", "n_iter"):
+        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "g", "f", "S", "Yh", "rho", "gamma", "n_iter"):
             t = getattr(self, name)
             setattr(self, name, t[gi.to(t.device)][rows.to(t.device), order.to(t.device)])
         L = self.L[gi]
@@ -230,7 +232,6 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
     s.S = torch.zeros(G, P, m, D, device=dev)
     s.Yh = torch.zeros(G, P, m, D, device=dev)
     s.rho = torch.zeros(G, P, m, device=dev)
-    s.valid = torch.zeros(G, P, m, dtype=torch.bool, device=dev)
     s.gamma = torch.zeros(G, P, device=dev)  # 0: no curvature pair yet (first step scaled instead)
     s.n_iter = torch.zeros(G, P, dtype=torch.long, device=dev)
     W_out = torch.zeros(count, D, device=dev)
@@ -243,18 +244,18 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
             break
         it += 1
         act = s.active
-        # Two-loop recursion, newest pair first; slots never written or skipped are masked out.
+        # Two-loop recursion over the pairs written so far, newest first; a skipped pair has rho = 0 (no effect).
         q = -s.g
         alphas = []
-        for j in range(m):
+        for j in range(min(it - 1, m)):
             slot = (ptr - 1 - j) % m
-            a = torch.where(s.valid[..., slot], s.rho[..., slot] * (s.S[..., slot, :] * q).sum(-1), 0.0)
+            a = s.rho[..., slot] * (s.S[..., slot, :] * q).sum(-1)
             q = q - a[..., None] * s.Yh[..., slot, :]
             alphas.append((slot, a))
         first = s.gamma == 0
         r = q * torch.where(first, 1.0, s.gamma)[..., None]
         for slot, a in reversed(alphas):
-            bcoef = torch.where(s.valid[..., slot], s.rho[..., slot] * (s.Yh[..., slot, :] * r).sum(-1), 0.0)
+            bcoef = s.rho[..., slot] * (s.Yh[..., slot, :] * r).sum(-1)
             r = r + (a - bcoef)[..., None] * s.S[..., slot, :]
         direction = r
         gd = (s.g * direction).sum(-1)
@@ -262,7 +263,7 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
         if bool((bad & act).any()):
             direction = torch.where(bad[..., None], -s.g, direction)
             gd = torch.where(bad, -(s.g * s.g).sum(-1), gd)
-            s.valid &= ~bad[..., None]
+            s.rho = torch.where(bad[..., None], 0.0, s.rho)
             s.gamma = torch.where(bad, 0.0, s.gamma)
             first = s.gamma == 0
         t0 = torch.where(first, torch.clamp(1.0 / s.g.abs().sum(-1).clamp_min(1e-30), max=1.0), torch.ones_like(gd))
@@ -301,7 +302,6 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
         s.S[..., ptr, :] = torch.where(keep[..., None], step, 0.0)
         s.Yh[..., ptr, :] = torch.where(keep[..., None], yv, 0.0)
         s.rho[..., ptr] = torch.where(keep, 1.0 / torch.where(keep, sy, 1.0), 0.0)
-        s.valid[..., ptr] = keep
         s.gamma = torch.where(keep, sy / (yv * yv).sum(-1).clamp_min(1e-30), s.gamma)
         ptr = (ptr + 1) % m
         s.n_iter = s.n_iter + act.long()
@@ -347,15 +347,15 @@ def _ce(s: _State, L):
 def _loss_grad(s: _State, d: int, k: int, with_loss: bool = True):
     import torch
 
-    L = s.L + s.cbias[:, None, None, :]
-    p = L.softmax(-1)
+    logp = (s.L + s.cbias[:, None, None, :]).log_softmax(-1)
+    G, n, P, _ = logp.shape
+    target = s.Y[:, :, None, None].expand(G, n, P, 1)
     f = None
     if with_loss:
-        f = _ce(s, s.L) + 0.5 * s.lam * (s.theta[..., : d * k] ** 2).sum(-1)
-    p.scatter_add_(-1, s.Y[:, :, None, None].expand(p.shape[0], p.shape[1], p.shape[2], 1),
-                   torch.full((1, 1, 1, 1), -1.0, device=p.device).expand(p.shape[0], p.shape[1], p.shape[2], 1))
-    Gm = p * s.rw[:, :, None, None]  # (G, n, P, k)
-    G, n, P, _ = Gm.shape
+        f = -(logp.gather(-1, target)[..., 0] * s.rw[:, :, None]).sum(1) + 0.5 * s.lam * (s.theta[..., : d * k] ** 2).sum(-1)
+    p = logp.exp_()
+    p.scatter_add_(-1, target, torch.full((1, 1, 1, 1), -1.0, device=p.device).expand(G, n, P, 1))
+    Gm = p * s.rw[:, :, None, None]  # (G, n, P, k): softmax - one-hot, weighted by row
     gW = (s.Z.transpose(1, 2) @ Gm.reshape(G, n, P * k)).view(G, -1, P, k).permute(0, 2, 1, 3).reshape(G, P, -1)
     gW = gW + s.lam[..., None] * s.theta[..., : d * k]
     return f, torch.cat([gW, Gm.sum(1)], -1)

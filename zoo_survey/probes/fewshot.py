@@ -165,10 +165,14 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         settings = cls.settings(config)
         if setting not in settings:
             return cls._run_settings(data, [setting], config)[setting]
-        key = (cls, config, data.combine, _features_digest(data))
+        arrays = _arrays(data)
+        same = _MEMO.get("arrays") is not None and len(_MEMO["arrays"]) == len(arrays) and all(
+            a is b for a, b in zip(_MEMO["arrays"], arrays, strict=True))  # the same objects: no need to hash them
+        key = (cls, config, data.combine, _MEMO["key"][3] if same else _features_digest(arrays))
         if _MEMO.get("key") != key:
             _MEMO.clear()
             _MEMO.update(key=key, outcomes=cls._run_settings(data, settings, config))
+        _MEMO["arrays"] = arrays
         return _MEMO["outcomes"][setting]
 
     @classmethod
@@ -210,8 +214,11 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 _MEMO: dict[str, Any] = {}
 
 
-def _features_digest(data: MemberFeatures) -> str:
-    arrays = [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+def _arrays(data: MemberFeatures) -> list[np.ndarray]:
+    return [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+
+
+def _features_digest(arrays: list[np.ndarray]) -> str:
     shapes = ";".join(f"{a.dtype}{a.shape}" for a in arrays)
     return f"{shapes}:{arrays_digest(*arrays, length=32)}"
 

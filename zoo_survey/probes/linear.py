@@ -122,6 +122,7 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 # "path" (one after another, warm-started from the previous C). Sweeps of several problems (few-shot folds,
 # averaged members) always batch across problems; see docs/probes.md for the measurements behind the choice.
 COARSE = "batch"
+MANY = "path"
 
 
 @dataclass
@@ -189,7 +190,7 @@ def sweep_many(jobs: Sequence[Job]) -> None:
     first: list[tuple[int, Path]] = []
     for i, job in enumerate(jobs):
         cs = [float(c) for c in coarse(job)]
-        if COARSE == "batch" and len(jobs) == 1:
+        if COARSE == "batch" and (len(jobs) == 1 or MANY == "batch"):
             first += [(i, Path(i, [c], sweep_tol(job), job.est.max_iter)) for c in cs]
         else:
             first.append((i, Path(i, cs, sweep_tol(job), job.est.max_iter)))  # small C first: warm starts along the path
