@@ -13,7 +13,8 @@ import torch
 
 from zoo_survey.probes import FewShotProbe, LinearProbe
 from zoo_survey.probes.base import MemberFeatures, ProbeConfig, Setting, fit_threads
-from zoo_survey.probes.batched import Group, Path as SolvePath, solve, solve_paths
+from zoo_survey.probes.batched import Group, solve, solve_paths
+from zoo_survey.probes.batched import Path as SolvePath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 from _reference_probes import RefFewShotProbe, RefLinearProbe, _Solver  # noqa: E402 - after the sys.path insert
