@@ -121,7 +121,7 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 # How the coarse values of one sweep are solved: "batch" (every coarse C at once, cold, one L-BFGS each) or
 # "path" (one after another, warm-started from the previous C). Sweeps of several problems (few-shot folds,
 # averaged members) always batch across problems; see docs/probes.md for the measurements behind the choice.
-COARSE = "batch"
+COARSE = "path"
 MANY = "path"
 
 
