@@ -6,14 +6,15 @@ The inverse regularization strength ``C`` is swept over a log grid (45 values fr
 ``C`` is chosen on the validation split, the model is refitted on train+val, and it
 is evaluated once on test.
 
-The solver is full-batch L-BFGS in torch (float32, CPU or CUDA), warm-started along
-the path from strong to weak regularization, with scikit-learn's objective and
-stopping rule (mean log-loss + ||W||^2 / (2 C n); max |gradient| <= tol). The sweep,
-which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
-tested starts from the sweep's solution and stops at tol. When there
-are fewer samples than dimensions (common for concatenated ensembles) it solves in
-the data's row space, which is exact for L2-regularized models: the optimal weights
-are a combination of the training rows.
+The solver is the batched engine (:mod:`.batched`): full-batch L-BFGS in torch (float32, CPU or
+CUDA), one per problem, with scikit-learn's objective and stopping rule (mean log-loss +
+||W||^2 / (2 C n); max |gradient| <= tol). The coarse values go along the path from strong to
+weak regularization, each warm-started from the previous; the fine neighbours are one batch,
+and so are the members of an averaged ensemble and the folds of few-shot (:func:`sweep_many`).
+The sweep, which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
+tested starts from the sweep's solution and stops at tol. When there are far fewer samples than
+dimensions (concatenated ensembles, few-shot) it solves in the data's row space, which is exact
+for L2-regularized models: the optimal weights are a combination of the training rows.
 """
 
 from __future__ import annotations
