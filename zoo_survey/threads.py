@@ -24,7 +24,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def usable_cpus() -> int:
     """CPUs this process may use: affinity and cgroup quota (loky's ``cpu_count``), at least 1."""
     try:
-        from joblib.externals.loky import cpu_count
+        from joblib.externals.loky import cpu_count  # type: ignore[import-untyped]
     except ImportError:  # joblib comes with scikit-learn; without it, the affinity mask alone
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, int(cpu_count(only_physical_cores=False)))

@@ -671,11 +671,13 @@ class RayRunner:
             flying = {u.group for u, _ in probing.values()}
             while True:
                 waiting = waiting or next_probe()
-                if waiting is None or (waiting.group not in flying and len(flying) >= window):
+                if waiting is None:
                     return
                 if task is None:  # the first probe unit: what every task shares, once
                     task, window = self._probe_task()
                     ship = not self.shared()
+                if waiting.group not in flying and len(flying) >= window:
+                    return
                 u, waiting = waiting, None
                 if ship and u.group not in shipped:
                     shipped[u.group] = ray.put(self.ws.comparison_features(u.comparison, u.dataset, u.fingerprint))
