@@ -9,9 +9,12 @@ cores is 2×). Each trial runs once per OpenMP wait policy (``--policies``): ``u
 run did before the CLI set one, ``PASSIVE`` what ``zoo-survey`` sets now. Prints one line per
 trial, then a final JSON line. The probe seconds are the run's own (``RunReport.timings``).
 
-    python benchmarks/shared_machine.py [--quick] [--policies unset,PASSIVE] [--cache-dir DIR]
+    python benchmarks/shared_machine.py [--quick] [--policies unset,PASSIVE] [--extract] [--cache-dir DIR]
 
 ``--quick``: digits only, 400 train / 200 test at 64 px, few-shot k 1,5 with 2 seeds.
+``--extract``: also time the extraction (a fresh cache each trial) the same four ways: the
+forward is where torch runs several OpenMP threads, so where a wait policy can matter (every
+probe fit runs with one thread since issue 22).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ cache = FeatureCache(Path(cfg["cache"]))
 start = time.perf_counter()
 if cfg["store"] is None:
     extract_all(plan.checkpoints, datasets, cache, options)
-    print(json.dumps({"extract_s": time.perf_counter() - start}))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"extract_s": seconds, "probe_s": seconds, "wall_s": seconds, "rows": 0}))
 else:
     report = run_survey([plan], datasets, cache, Path(cfg["store"]), options)
     assert report.forward_batches == 0, "the features were not cached"
@@ -76,6 +80,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--policies", default="unset,PASSIVE", help="OpenMP wait policies to compare [default: unset,PASSIVE]")
     ap.add_argument("--cache-dir", type=Path, default=None, help="feature cache [default: a temporary folder]")
+    ap.add_argument("--extract", action="store_true", help="also time the extraction, quiet and loaded, per policy")
     args = ap.parse_args()
     if args.quick:
         datasets = ["digits"]
@@ -92,28 +97,33 @@ def main() -> None:
         t = trial(cfg, "PASSIVE")
         print(f"features: {t['extract_s']:.1f} s (cached after the first run); {cores} usable CPU(s); "
               f"load average {load0[0]:.2f} before", flush=True)
-        results: dict[str, dict[str, float]] = {}
-        for policy in args.policies.split(","):
-            for loaded in (False, True):
-                cfg["store"] = str(Path(tmp) / f"{policy}-{int(loaded)}-{time.monotonic_ns()}.sqlite")
-                hogs = busy(cores) if loaded else []
-                try:
-                    time.sleep(0.5 if loaded else 0)
-                    got = trial(cfg, policy)
-                finally:
-                    for h in hogs:
-                        h.kill()
-                        h.wait()
-                results.setdefault(policy, {})["loaded_s" if loaded else "quiet_s"] = got["probe_s"]
-                print(f"OMP_WAIT_POLICY={policy:8s} {'beside ' + str(cores) + ' busy loop(s)' if loaded else 'quiet':22s} "
-                      f"probe phase {got['probe_s']:.1f} s ({got['rows']} rows; process wall {got['wall_s']:.1f} s)", flush=True)
-        for r in results.values():
-            r["ratio"] = round(r["loaded_s"] / r["quiet_s"], 2)
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for phase in ["probe"] + (["extract"] if args.extract else []):
+            for policy in args.policies.split(","):
+                for loaded in (False, True):
+                    name = f"{phase}-{policy}-{int(loaded)}"
+                    cfg["store"] = str(Path(tmp) / f"{name}.sqlite") if phase == "probe" else None
+                    cfg["cache"] = cache if phase == "probe" else str(Path(tmp) / f"cache-{name}")
+                    hogs = busy(cores) if loaded else []
+                    try:
+                        time.sleep(0.5 if loaded else 0)
+                        got = trial(cfg, policy)
+                    finally:
+                        for h in hogs:
+                            h.kill()
+                            h.wait()
+                    results.setdefault(phase, {}).setdefault(policy, {})["loaded_s" if loaded else "quiet_s"] = round(got["probe_s"], 2)
+                    what = f"beside {cores} busy loop(s)" if loaded else "quiet"
+                    print(f"{phase:7s} OMP_WAIT_POLICY={policy:8s} {what:22s} {got['probe_s']:.1f} s"
+                          + (f" ({got['rows']} rows; process wall {got['wall_s']:.1f} s)" if phase == "probe" else ""), flush=True)
+        for phase, by_policy in results.items():
+            for policy, r in by_policy.items():
+                r["ratio"] = round(r["loaded_s"] / r["quiet_s"], 2)
+                print(f"{phase} phase, OMP_WAIT_POLICY={policy}: loaded / quiet = {r['ratio']:.2f}"
+                      + (" (target <= 3)" if phase == "probe" else ""))
         load1 = os.getloadavg()
-        for policy, r in results.items():
-            print(f"OMP_WAIT_POLICY={policy}: loaded / quiet = {r['ratio']:.2f} (target <= 3)")
         print(json.dumps({"benchmark": "shared_machine", "quick": args.quick, "cores": cores, "datasets": datasets,
-                          "options": options, "policies": results, "load_before": round(load0[0], 2),
+                          "options": options, "phases": results, "load_before": round(load0[0], 2),
                           "load_after": round(load1[0], 2)}))
 
 
