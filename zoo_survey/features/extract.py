@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError, shown
+from ..threads import usable_cpus
 from ..zoo.checkpoints import forward_feature_output
 from ..zoo.registry import FEATURE_OUTPUTS
 from .preprocess import DeviceTransform, decode_jpegs
@@ -132,7 +133,7 @@ def default_workers(device: str = "cpu") -> int:
     on 2 cores, inline decoding (~0.5 ms an image) costs ~2% of a 224 px forward, while one
     worker cost 20% (measured by benchmarks/extract_throughput.py).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()  # affinity and cgroup quota, not the machine's cores
     if device.startswith("cuda"):
         return max(1, min(8, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 4)
