@@ -32,6 +32,7 @@ from ..features.source import FeatureSource
 from ..probes import PROBES
 from ..probes.numerics import fit_threads, numerics
 from ..probes.protocol import MemberFeatures, Setting
+from .controls import control_features, control_key, controlled
 from ..results.stats import linear_cka
 from ..results.store import ResultRow, SimilarityRow, row_key
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
@@ -182,8 +183,11 @@ class ProbeUnit:
         comp, ds = self.comparison, ws.dataset(self.dataset, self.fingerprint)
         data = ws.comparison_features(comp, self.dataset, self.fingerprint)
         with fit_threads():  # every probe, plugins too, with the same thread count on any runner (issue 22)
-            out = self.probe.run(MemberFeatures(data.blocks, data.labels, comp.combine), self.setting,
-                                 self.options.probe_config)
+            feats = MemberFeatures(data.blocks, data.labels, comp.combine)
+            if comp.project:  # a width-matched control: its projection is fitted under the same threads
+                width = ws.source.get(ws.checkpoint(comp.width_of), ds, "train").features.shape[1]  # type: ignore[arg-type]
+                feats = control_features(comp, feats, int(width))
+            out = self.probe.run(feats, self.setting, self.options.probe_config)
         resolved = {m.id: ws.checkpoint(m) for m in comp.members}
         return ResultRow(
             row_key=self.row_key,
@@ -316,6 +320,7 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Set
         "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},
         "probe": probe,
         "grid": list(options.grid) if options.grid else "default",
+        **control_key(comp, resolved, options),  # width-matched controls only: the projection and the width matched
     }
 
 
@@ -331,7 +336,7 @@ def probe_units(
         for ds in prepared.values():
             for comp in plan.comparisons:
                 todo = [(PROBES.get(p), s) for p in options.probes for s in PROBES.get(p).settings(options.probe_config)
-                        if comp.combine in PROBES.get(p).combines]
+                        if comp.combine in PROBES.get(p).combines and controlled(comp, PROBES.info(p), options)]
                 keys = [row_key(_row_payload(comp, ds, p.name, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
                 out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
