@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..probes import PROBES
 from ..probes.protocol import Presentation, ProbeInfo
 from .stats import (
@@ -40,6 +42,7 @@ from .stats import (
     PairedDifference,
     PooledDifference,
     bh,
+    crossed_difference,
     equivalent,
     holm,
     kendall_tau,
@@ -467,34 +470,55 @@ class SeedLine:
     baseline: tuple[float, float] | None  # (mean, half-width)
     ensemble: tuple[float, float] | None
     delta: tuple[float, float] | None  # paired over the seeds both sides have
+    # the paired difference (delta, low, high) with a two-way bootstrap over seeds and test images
+    # (:func:`stats.crossed_difference`); None without every common seed's predictions on the same test images
+    crossed: tuple[float, float, float] | None = None
 
 
 def seed_lines(rows: Sequence[ResultRow], probe: str) -> list[SeedLine]:
-    groups: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict[int, ResultRow]]] = {}
     for r in latest_rows(rows):
         if r.probe == probe and r.role in ("baseline", "ensemble") and r.top1 is not None and r.seed is not None:
-            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r.top1
+            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r
     out = []
     for (fam, ds, setting), sides in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], natural_key(kv[0][2]))):
-        b, e = sides.get("baseline", {}), sides.get("ensemble", {})
+        br, er = sides.get("baseline", {}), sides.get("ensemble", {})
+        b = {k: float(r.top1) for k, r in br.items() if r.top1 is not None}
+        e = {k: float(r.top1) for k, r in er.items() if r.top1 is not None}
         common = sorted(set(b) & set(e))
         out.append(SeedLine(
             fam, ds, probe, setting, len(common),
             t_interval(list(b.values())) if b else None,
             t_interval(list(e.values())) if e else None,
             paired_interval([b[s] for s in common], [e[s] for s in common]) if common else None,
+            _crossed([br[s] for s in common], [er[s] for s in common]),
         ))
     return out
 
 
+def _crossed(single: Sequence[ResultRow], ensemble: Sequence[ResultRow]) -> tuple[float, float, float] | None:
+    """Seeds x images: the two-way bootstrap of :func:`stats.crossed_difference`, when every seed of both sides kept
+    its predictions on the same test images."""
+    a, b = [r.correct for r in single], [r.correct for r in ensemble]
+    if not a or len({r.test_key for r in (*single, *ensemble)}) != 1:
+        return None
+    got = [x for x in (*a, *b) if x is not None]
+    if len(got) != len(a) + len(b) or len({len(x) for x in got}) != 1:
+        return None
+    return crossed_difference(np.stack(got[:len(a)]), np.stack(got[len(a):]))
+
+
 SEEDS_COLUMNS = ("family", "dataset", "probe", "setting", "seeds", "single_top1_pct", "single_half_width_pct",
-                 "ensemble_top1_pct", "ensemble_half_width_pct", "difference_pts", "difference_half_width_pts")
+                 "ensemble_top1_pct", "ensemble_half_width_pct", "difference_pts", "difference_half_width_pts",
+                 "difference_ci_low_pts", "difference_ci_high_pts")
 
 
 def seeds_frame(rows: Sequence[ResultRow], probe: str | None = None) -> pd.DataFrame:
     """Per (family, dataset, setting) of ``probe`` (default: every probe presented over seeds, in registry order):
     the seeds both sides have, each side's mean top-1 over its seeds (percent) with the half-width of its 95% t
-    interval, and the difference paired over the common seeds (points). A half-width is NaN for one seed; a mean
+    interval, and the difference paired over the common seeds (points) with the half-width of its t interval over
+    seeds (shot sampling only) and ``difference_ci_*``: its 95% interval from a two-way bootstrap over seeds and test
+    images (:func:`stats.crossed_difference`; NaN without stored predictions). A half-width is NaN for one seed; a mean
     is NaN for a missing side."""
     if probe is None:
         present = {r.probe for r in rows}
@@ -510,6 +534,8 @@ def seeds_frame(rows: Sequence[ResultRow], probe: str | None = None) -> pd.DataF
                             ("difference_pts", ln.delta)):
                 half = col.replace("top1", "half_width") if "top1" in col else "difference_half_width_pts"
                 rec[col], rec[half] = (_pts(None), _pts(None)) if ci is None else (_pts(ci[0]), _pts(ci[1]))
+            rec["difference_ci_low_pts"] = _pts(ln.crossed[1] if ln.crossed else None)
+            rec["difference_ci_high_pts"] = _pts(ln.crossed[2] if ln.crossed else None)
             out.append(rec)
     return _frame(out, SEEDS_COLUMNS, ints=("seeds",))
 

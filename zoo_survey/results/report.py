@@ -264,15 +264,18 @@ def _ci(mean: float | None, half: float | None, signed: bool = False) -> str:
     return body if half is None else f"{body} ± {half:.1f}"  # no half-width: a single seed
 
 
-SEEDS_HEADER = ("family", "dataset", "setting", "seeds", "single top-1", "ensemble top-1", "difference (paired, points)")
+SEEDS_HEADER = ("family", "dataset", "setting", "seeds", "single top-1", "ensemble top-1",
+                "difference (paired, points)", "95% CI (seeds and images)")
 
 
 def seeds_table(frame: pd.DataFrame) -> Table:
-    """:func:`analysis.seeds_frame` of one probe: means ± the 95% t interval over seeds."""
+    """:func:`analysis.seeds_frame` of one probe: means ± the 95% t interval over seeds, and the difference's
+    interval over seeds and test images."""
     return Table(SEEDS_HEADER, [[s["family"], s["dataset"], s["setting"], str(s["seeds"]),
                                  _ci(s["single_top1_pct"], s["single_half_width_pct"]),
                                  _ci(s["ensemble_top1_pct"], s["ensemble_half_width_pct"]),
-                                 _ci(s["difference_pts"], s["difference_half_width_pts"], signed=True)]
+                                 _ci(s["difference_pts"], s["difference_half_width_pts"], signed=True),
+                                 _interval(s["difference_ci_low_pts"], s["difference_ci_high_pts"])]
                                 for s in _records(frame)])
 
 
@@ -468,8 +471,10 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
             continue
         if probe.presentation == "over-seeds":
             sections.append(Section(probe.title or probe.name, (
-                f"{_sentence(probe.summary)} Mean over seeds ± the 95% t interval; the difference is paired over seeds "
-                "(same examples on both sides).",), (seeds_table(seeds_frame(rows, probe.name)),)))
+                f"{_sentence(probe.summary)} Mean over seeds ± the 95% t interval over seeds, which covers which "
+                "shots were drawn only; the difference is paired over seeds (same examples on both sides), and its 95% CI "
+                "covers the shots and the test images both (a two-way bootstrap: seeds and images drawn with "
+                "replacement, one image draw for every seed; docs/statistics.md).",), (seeds_table(seeds_frame(rows, probe.name)),)))
         elif probe.presentation == "ranking":
             sections.append(Section(probe.title or probe.name, (
                 f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),

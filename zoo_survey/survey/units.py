@@ -30,6 +30,7 @@ from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import HASHES_FILE, FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
+from ..probes.combine import standardized_blocks
 from ..probes.numerics import fit_threads, numerics
 from ..probes.protocol import MemberFeatures, Setting
 from .controls import control_features, control_key, controlled
@@ -278,8 +279,12 @@ class SimilarityUnit:
         rows = np.arange(len(first.indices))
         if len(rows) > CKA_MAX_ROWS:
             rows = np.sort(np.random.default_rng(CKA_SEED).choice(rows, CKA_MAX_ROWS, replace=False))
-        return [SimilarityRow(key, self.family, ds.spec.id, a, b, linear_cka(feats[a].features[rows], feats[b].features[rows]),
-                              len(rows)) for a, b, key in self.pairs]
+        # Like for like (issue 19): each model's test features standardized as its probe sees them (train+val
+        # statistics, the refit's); linear CKA is not invariant to per-column scale.
+        seen = {m.id: standardized_blocks([feats[m.id].features[rows]], [np.concatenate(
+            [ws.source.get(ws.checkpoint(m), ds, s).features for s in ("train", "val")])]) for m in self.models}
+        return [SimilarityRow(key, self.family, ds.spec.id, a, b, linear_cka(seen[a], seen[b]), len(rows))
+                for a, b, key in self.pairs]
 
 
 def similarity_units(
@@ -295,7 +300,8 @@ def similarity_units(
         for ds in prepared.values():
             key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.feature_output) for m in models],
                            "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
-                           "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
+                           "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC",
+                           "features": "standardized, train+val statistics"})
             out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, key))
     return out
 
