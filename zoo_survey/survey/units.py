@@ -33,11 +33,11 @@ from ..probes import PROBES
 from ..probes.combine import standardized_blocks
 from ..probes.numerics import fit_threads, numerics
 from ..probes.protocol import MemberFeatures, Setting
-from .controls import control_features, control_key, controlled
 from ..results.stats import linear_cka
 from ..results.store import ResultRow, SimilarityRow, row_key
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
+from .controls import control_features, control_key, controlled
 from .options import RunOptions
 from .plan import Comparison, Plan
 
