@@ -272,3 +272,23 @@ def test_fewshot_interval_carries_the_test_image_noise():
     seeds = np.repeat(np.array([[0.0], [0.1], [0.2], [0.3], [0.4]]), 200, axis=1)
     d2, low2, high2 = crossed_difference(np.zeros_like(seeds, dtype=bool), rng.random(seeds.shape) < seeds)
     assert low2 < d2 < high2 and high2 - low2 > 0.1
+
+
+def test_the_cli_runs_the_controls_by_default_and_skips_them_on_request(tmp_path, monkeypatch, capsys, tiny_registry,
+                                                                         cache_env):
+    import sqlite3
+
+    from test_cli import TINY_RUN, zoo
+
+    roles = {}
+    for name, flags in (("on", ()), ("off", ("--no-width-controls",))):
+        out_dir = tmp_path / name
+        code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(out_dir),
+                             *TINY_RUN, "--probes", "linear", *flags)
+        assert code == 0, err
+        with sqlite3.connect(out_dir / "results.sqlite") as con:
+            roles[name] = sorted(r[0] for r in con.execute("SELECT role FROM results"))
+    assert roles["on"] == sorted(roles["off"] + ["width-pca", "width-random"])
+    zoo(monkeypatch, capsys, "report", "--out", str(tmp_path / "on"))
+    md = (tmp_path / "on" / "report.md").read_text()
+    assert "width-matched PCA: gain [95% CI] (p Holm)" in md and "width-matched random − single" in md
