@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,34 @@ def test_fixture_cache_is_a_real_hub_layout(hub_cache: Path):
     info = scan_cache_dir(hub_cache)
     assert {r.repo_id for r in info.repos} == {f"zoo-test/{a}" for a in TINY_ARCHS} | {"timm/test_vit.r160_in1k"}
     assert not info.warnings
+
+
+def test_resolved_metadata_is_remembered_without_timm_and_keyed_by_its_version(tmp_path, hub_env, monkeypatch):
+    """A cached run resolves checkpoints from the memo (timm's pretrained config and the preprocessing, per timm
+    version): the same ResolvedCheckpoint, with timm unimportable; another timm version computes them again."""
+    import zoo_survey.zoo.checkpoints as ck
+    from zoo_survey.digests import remembered_hashes
+
+    write_family(tmp_path / "reg", "t", """
+        family: t
+        checkpoints:
+          - {id: test_vit.r160_in1k, source: {type: timm}, params_m: 0.4, gmacs: 0.1, feature_dim: 64}
+        """)
+    spec = load_registry([tmp_path / "reg"]).checkpoint("test_vit.r160_in1k")
+    memo = tmp_path / "cache" / "file-hashes.sqlite"
+    with remembered_hashes(memo):  # no cache folder yet: computed, then written when the block ends and it exists
+        first = resolve(spec, offline=True, image_size=48)
+        memo.parent.mkdir()
+    assert memo.is_file()
+    with monkeypatch.context() as m:
+        for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
+            m.setitem(sys.modules, name, None)  # `import timm` (and `from timm.data import ...`) now raises
+        with remembered_hashes(memo):
+            again = resolve(spec, offline=True, image_size=48)
+        with pytest.raises(ImportError), remembered_hashes(memo):
+            resolve(spec, offline=True, image_size=64)  # another resolution: not remembered, needs timm
+        m.setattr(ck, "timm_version", lambda: "0.0.0-other")
+        with pytest.raises(ImportError), remembered_hashes(memo):
+            resolve(spec, offline=True, image_size=48)  # another timm: remembered configs do not count
+    assert again == first and again.key() == first.key()
+    assert first.preprocessing.input_size == 48 and first.preprocessing.mean == (0.5, 0.5, 0.5)

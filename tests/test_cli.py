@@ -127,11 +127,11 @@ def test_an_unknown_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys)
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path, tiny_registry, cache_env):
-    import zoo_survey.survey.run as survey
+    import zoo_survey.survey.driver as driver
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(survey, "extract_all", interrupted)
+    monkeypatch.setattr(driver, "survey", interrupted)  # mid-run: extraction and probes, pipelined
     code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(tiny_registry), "--out", str(tmp_path / "o"), *TINY_RUN)
     assert code == 130 and "interrupted: finished shards and result rows are kept; rerun the same command to resume" in err

@@ -245,3 +245,37 @@ def test_an_image_edited_in_place_with_its_mtime_kept_is_new_data(tmp_path):
     os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))  # the modification time put back
     assert img.stat().st_mtime_ns == st.st_mtime_ns and img.stat().st_size == st.st_size
     assert prepare(spec).fingerprint != before  # in this same process too: the hash memo keys on ctime and inode
+
+
+def test_digits_and_lfw_are_read_from_the_packages_files_as_their_loaders_read_them():
+    """The built-ins are read from the files scikit-learn and scikit-image ship, without importing either
+    (a cached run needs neither): the same images, labels and so the same fingerprints as their loaders give."""
+    from skimage.data import lfw_subset
+    from sklearn.datasets import load_digits
+
+    from zoo_survey.data.datasets import _digits, _lfw_subset, package_data
+
+    assert package_data("sklearn", "datasets", "data", "digits.csv.gz") is not None
+    splits, fp, names, revision = _digits()
+    images, labels = splits["train"]
+    d = load_digits()
+    np.testing.assert_array_equal(images.array, np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(labels, d.target)
+    assert names == tuple(str(n) for n in d.target_names) and fp == "cc60545fa7fa1a8c" and revision == f"data:{fp}"
+    splits, fp, _, _ = _lfw_subset()
+    np.testing.assert_array_equal(splits["train"][0].array, np.clip(lfw_subset() * 255.0, 0, 255).astype(np.uint8))
+    assert package_data("no_such_package_here", "x") is None and package_data("sklearn", "nope.csv") is None
+
+
+@pytest.mark.skipif(not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_images_are_read_only_when_asked_for():
+    """Preparing Fashion-MNIST reads its labels and the images' header: a fully cached run decompresses no image."""
+    from zoo_survey.data.datasets import IdxImages, _read_idx
+
+    ds = prepare(REG.dataset("fashion-mnist"), max_train=1000, max_test=500)
+    images = ds.splits["test"].images
+    assert isinstance(images, IdxImages) and images._array is None and len(images) == 10_000
+    row = int(ds.splits["test"].indices[3])
+    np.testing.assert_array_equal(np.asarray(ds.splits["test"].images.raw(row)),
+                                  _read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")[row])
+    assert images._array is not None and ds.splits["test"].image(3).mode == "RGB"

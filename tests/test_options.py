@@ -81,3 +81,18 @@ def test_the_ensemble_size_defaults_to_the_members_named():
 def test_members_and_size_are_checked_in_the_plan(kwargs, message):
     with pytest.raises(ZooSurveyError, match=message):
         plan_family(LITE, **kwargs)
+
+
+def test_device_auto_asks_torch_only_where_a_gpu_driver_is(monkeypatch):
+    """'cpu' asks nothing; 'auto' without a GPU driver is 'cpu' without importing torch; with one, torch decides."""
+    import zoo_survey.features.extract as ex
+
+    asked: list[bool] = []
+    monkeypatch.setattr(ex, "_torch_sees_cuda", lambda: asked.append(True) or True)
+    monkeypatch.setattr(ex, "_gpu_driver_present", lambda: False)
+    assert ex.resolve_device("auto") == "cpu" and ex.resolve_device("cpu") == "cpu" and asked == []
+    with pytest.raises(ZooSurveyError, match="no CUDA GPU"):
+        ex.resolve_device("cuda")
+    monkeypatch.setattr(ex, "_gpu_driver_present", lambda: True)
+    assert ex.resolve_device("auto") == "cuda" and asked == [True]
+    assert ex.resolve_device("cpu") == "cpu" and ex.resolve_device("auto", cuda=False) == "cpu" and len(asked) == 1

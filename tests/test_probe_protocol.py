@@ -15,6 +15,7 @@ from test_cli import TINY_RUN, zoo
 from zoo_survey.errors import ZooSurveyError
 from zoo_survey.probes import PROBES, ClassifierProbe, Probe, ProbeInfo, ProbeRegistry
 from zoo_survey.probes.base import MemberFeatures, ProbeConfig, ProbeOutcome, Setting, check_fit, score_outcome
+from zoo_survey.probes.protocol import DECLARED
 
 
 class Centroid(ClassifierProbe):
@@ -138,3 +139,31 @@ def test_the_declarations_load_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5"
+
+
+@pytest.mark.parametrize("config", [ProbeConfig(), ProbeConfig(shots=(2, 7), seeds=3, fewshot_val="full"),
+                                    ProbeConfig(shots=(1,), seeds=1, grid=(0.1, 1.0))])
+def test_declared_settings_are_the_classes(config):
+    """A run builds its row keys from the declared settings (no scikit-learn): they must be the classes' own."""
+    from zoo_survey.probes.protocol import declared_settings
+
+    for name in DECLARED:
+        assert declared_settings(name, config) == PROBES.get(name).settings(config), name
+        assert PROBES.settings(name, config) == PROBES.get(name).settings(config), name
+
+
+def test_a_registered_class_travels_with_its_units_and_a_shipped_probe_by_name(toys):
+    """Units carry a registered probe's class (a Ray worker has no such registration); a shipped probe whose class
+    is not imported is looked up by name where the unit runs."""
+    from dataclasses import replace
+
+    from zoo_survey.probes.registry import ProbeRegistry
+    from zoo_survey.survey.units import ProbeUnit
+
+    assert PROBES.loaded("centroid") is Centroid
+    fresh = ProbeRegistry(DECLARED.values())
+    assert fresh.loaded("linear") is None and fresh.get("linear") is fresh.loaded("linear")
+    unit = ProbeUnit("f", "s", None, None, None, "fp", "centroid", Setting(), None, "key", "group",  # type: ignore[arg-type]
+                     probe_class=Centroid)
+    assert unit.probe is Centroid and replace(unit, probe_class=None).probe is Centroid  # by name: registered here
+    assert replace(unit, probe_name="linear", probe_class=None).probe is PROBES.get("linear")

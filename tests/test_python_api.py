@@ -56,6 +56,50 @@ def test_import_is_light_and_help_imports_no_torch():
     assert "Usage" in done.stdout and "HEAVY []" in done.stdout
 
 
+# What a step that needs no model, no forward and no fit must not import (issue 20): the report, the listings and a
+# rerun whose rows are all stored.
+NO_MODEL = ("torch", "timm", "sklearn")
+
+
+def _cli_modules(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the CLI with ``argv`` in a fresh interpreter; its output and the NO_MODEL modules it imported."""
+    code = (f"import sys; sys.argv = ['zoo-survey', *{list(argv)!r}]\nfrom zoo_survey.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+            f"print('EXIT', code, 'IMPORTED', sorted(m for m in {NO_MODEL!r} if m in sys.modules))")
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    tail = done.stdout.rsplit("EXIT ", 1)[1]
+    assert tail.startswith("0 ") or tail.startswith("None "), done.stdout + done.stderr
+    return done, eval(tail.split("IMPORTED ", 1)[1])  # a list literal printed just above
+
+
+def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, monkeypatch, capsys, tiny_registry,
+                                                                   cache_env):
+    out_dir = tmp_path / "out"
+    run = ("run", "--registry", str(tiny_registry), "--out", str(out_dir), *TINY_RUN)
+    code, out, err = zoo(monkeypatch, capsys, *run)  # the first run: the cache, the store and the metadata memo
+    assert code == 0, err
+    with sqlite3.connect(out_dir / "results.sqlite") as con:
+        before = con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall()
+    done, imported = _cli_modules(*run)
+    assert "0 result row(s) written, 5 already done; 0 forward batch(es) run" in done.stdout
+    assert imported == []
+    with sqlite3.connect(out_dir / "results.sqlite") as con:  # the same rows: keys, accuracies, predictions
+        assert con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall() == before
+    for argv in (("report", "--out", str(out_dir)), ("registry", "list", "--registry", str(tiny_registry)),
+                 ("cache", "ls")):
+        done, imported = _cli_modules(*argv)
+        assert imported == [], argv
+    assert (out_dir / "report.md").is_file()
+    # --device auto on a machine without a GPU driver decides 'cpu' without torch as well
+    done, imported = _cli_modules(*[a if a != "cpu" else "auto" for a in run])
+    assert "5 already done" in done.stdout
+    from zoo_survey.features.extract import _GPU_DRIVER_PATHS
+
+    if not any(Path(p).exists() for p in _GPU_DRIVER_PATHS):
+        assert imported == []
+
+
 def test_public_names():
     assert set(zs.__all__) <= set(dir(zs))
     for name in zs.__all__:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -43,8 +44,9 @@ from zoo_survey.survey.ray_runner import (
     ray_options,
     scratch_folder,
 )
-from zoo_survey.survey.run import run_survey
+from zoo_survey.survey.run import extract_all, run_survey
 from zoo_survey.survey.runner import Hooks
+from zoo_survey.survey.units import Workspace
 from zoo_survey.zoo.registry import load_registry, registry_folders
 
 # Read when ray is imported: every Ray address on this machine stays 127.0.0.1 (none is ever another interface).
@@ -197,6 +199,9 @@ def test_the_survey_on_ray_equals_the_local_run_row_for_row(two_nodes, registry,
     assert sum(int(cells[3]) for cells in where[1:]) == len(reference["rows"])
     stored = ResultStore(out / "results.sqlite").rows()
     assert {r.provenance["ran_on"]["node"][:6] for r in stored} <= {cells[0].rsplit(":", 1)[1] for cells in where[1:]}
+    assert all(r.provenance["ran_on"]["resources"] == {"CPU": 1.0} for r in stored)  # a CPU run: each probe task one CPU
+    assert re.search(r"Time: [\d.]+ s wall: extraction [\d.]+ s, probes [\d.]+ s, of which [\d.]+ s while extraction ran",
+                     stdout), stdout
     code, stdout, err = zoo(monkeypatch, capsys, "report", "--out", str(out), "--format", "tsv")
     assert code == 0, stdout + err
     ran_on = _tsv_table(stdout, "where it ran")
@@ -220,6 +225,41 @@ def test_a_worker_killed_mid_extraction_with_a_cache_the_nodes_do_not_share_lose
     features = [m for m in scratch.rglob("manifest.json") if ".pixels" not in m.parts]
     assert not features  # each node's copy was dropped once the driver had it; its decoded pixels stay, for reuse
     assert list(scratch.glob(".pixels/digits/*/*/manifest.json"))
+
+
+@pytest.mark.parametrize("mode", ["shared", "driver"])
+def test_probe_tasks_start_while_an_actor_still_extracts(two_nodes, registry, hub_env, tmp_path, reference, mode):
+    """One checkpoint's features are cached before the run: its comparison's probe tasks go out at once, beside the
+    other checkpoint's extraction actor, and the rows are the reference's."""
+    reg, plan = _plan(registry)
+    cache = FeatureCache(tmp_path / "cache", shard_rows=SHARD_ROWS)
+    first = plan.baseline.members[0]
+    extract_all([first], [reg.dataset("digits")], cache, OPTS)
+    report, cache = _survey(registry, tmp_path, _ray(two_nodes, mode=mode))
+    t = report.timings
+    assert t.early_probe_units > 0, t  # handed to Ray before the last extraction unit came back
+    assert t.overlap_s <= t.probe_s and t.extract_s <= t.wall_s
+    assert sum(w.extract for w in report.where.values()) == 3  # the other checkpoint's three splits
+    _same_as_reference(report.store, cache, reference)
+
+
+def test_a_probe_task_asks_for_a_gpu_share_on_a_cuda_run_and_a_cpu_otherwise(two_nodes, tmp_path):
+    """The request follows the run's device and ``gpus_per_probe``; a cluster without a GPU refuses a CUDA run's
+    probe tasks in one line instead of leaving them pending."""
+    with connect("auto") as cluster:
+        def runner(device: str, share: float | None = None) -> RayRunner:
+            opts = dataclasses.replace(OPTS, extract=dataclasses.replace(OPTS.extract, device=device))
+            return RayRunner(Workspace(FeatureCache(tmp_path / "c"), opts), Hooks(), cluster,
+                             RayOptions("auto", gpus_per_probe=share))
+
+        assert runner("cpu").probe_resources() == {"num_cpus": 1.0, "num_gpus": 0.0}
+        assert runner("cpu", 0.5).probe_resources() == {"num_cpus": 1.0, "num_gpus": 0.0}
+        assert runner("cuda").probe_resources() == {"num_cpus": 1.0, "num_gpus": 0.25}
+        assert runner("cuda", 0.5).probe_resources() == {"num_cpus": 1.0, "num_gpus": 0.5}
+        with pytest.raises(ZooSurveyError, match="no node of the Ray cluster has 1 CPU\\(s\\) and 0.5 GPU\\(s\\) for a probe task"):
+            runner("cuda", 0.5)._probe_task()
+        task, window = runner("cpu")._probe_task()
+        assert window == 4  # two groups per CPU-sized slot: 2 nodes of one CPU
 
 
 class _Recorder(Hooks):
@@ -357,6 +397,8 @@ def test_connect_reuses_this_process_connection(two_nodes):
     (("--ray", "nowhere"), "expected local .*, auto .* or a cluster address"),
     (("--ray", "local", "--ray-gpus-per-actor", "1.5"), "a fraction in \\(0, 1\\] or a whole number"),
     (("--ray", "local", "--ray-cache", "nfs"), "--ray-cache must be one of auto, shared, driver"),
+    (("--ray", "local", "--ray-gpus-per-probe", "2"), "--ray-gpus-per-probe must be a fraction in \\(0, 1\\]"),
+    (("--ray-gpus-per-probe", "0.5"), "--ray-gpus-per-probe only apply to a run on Ray"),
     (("--ray", "local", "--device", "cuda:1"), "--device cuda:1 with --ray: Ray gives each actor its GPUs"),
 ])
 def test_bad_ray_flags_are_one_line_before_any_work(monkeypatch, capsys, tmp_path, args, message):

@@ -204,3 +204,14 @@ def test_bad_class_subsets(tmp_path, entry, message):
     (tmp_path / "ds.yaml").write_text(f"datasets:\n  - {entry}\n")
     with pytest.raises(ZooSurveyError, match=message):
         load_registry([tmp_path])
+
+
+def test_registry_yaml_is_read_with_libyaml_where_pyyaml_has_it():
+    import yaml
+
+    from zoo_survey.zoo import registry as r
+
+    assert r._SAFE_LOADER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+    assert issubclass(r._SAFE_LOADER, (yaml.CSafeLoader, yaml.SafeLoader))  # a safe loader either way: no Python tags
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=r._SAFE_LOADER)

@@ -277,3 +277,32 @@ def test_detectable_difference_and_equivalence():
     b[840:845] = True  # 5-0: +0.5 points
     d = paired_difference(a, b)
     assert equivalent(d, 0.02) and not equivalent(d, 0.005)
+
+
+def test_the_light_statistics_equal_scipy_and_statsmodels():
+    """stats.py computes without scipy.stats and statsmodels (the report's import time): the same numbers."""
+    from statsmodels.stats.multitest import multipletests
+
+    from zoo_survey.results.stats import bh, holm, kendall_tau, mcnemar_exact, t_interval, wilson_interval
+
+    for a, b in [(0, 0), (2, 10), (10, 2), (7, 7), (0, 1), (3, 4), (40, 61), (480, 530), (1200, 1311)]:
+        want = 1.0 if a + b == 0 else stats.binomtest(b, a + b, 0.5).pvalue
+        assert mcnemar_exact(a, b) == pytest.approx(want, rel=1e-9, abs=1e-300), (a, b)
+    for k, n in [(0, 10), (10, 10), (3, 10), (836, 1000), (1, 2), (4999, 10000)]:
+        for level in (0.95, 0.9):
+            ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+            assert wilson_interval(k, n, level) == pytest.approx((ci.low, ci.high), rel=1e-12, abs=1e-15)
+    rng = np.random.default_rng(0)
+    for values in ([0.5, 0.6, 0.7], rng.normal(size=5).tolist(), rng.normal(size=30).tolist()):
+        m = np.mean(values)
+        half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
+        assert t_interval(values) == pytest.approx((m, half), rel=1e-12)
+    for p in ([0.01, 0.04, 0.03, 0.2, 0.04], rng.uniform(size=12).tolist(), [0.5], [], [0.9, 0.9, 0.001]):
+        for mine, method in ((holm, "holm"), (bh, "fdr_bh")):
+            want = multipletests(p, method=method)[1].tolist() if p else []
+            assert mine(p) == pytest.approx(want, rel=1e-12), (p, method)
+    for x, y in [([1, 2, 3, 4], [1, 3, 2, 4]), ([1, 1, 2, 3], [2, 1, 1, 3]), ([1, 2], [2, 1]),
+                 (rng.normal(size=15).tolist(), rng.normal(size=15).tolist()), ([1, 1, 1], [1, 2, 3])]:
+        want = stats.kendalltau(x, y).statistic
+        got = kendall_tau(x, y)
+        assert (got is None and np.isnan(want)) or got == pytest.approx(want, rel=1e-12), (x, y)

@@ -35,8 +35,9 @@ from .survey.options import (
 )
 from .survey.plan import Plan, plan_family
 from .survey.run import extract_all, run_survey
-from .survey.runner import Hooks, NodeTally, RunnerFactory
+from .survey.runner import Hooks, NodeTally, RunnerFactory, Timings
 from .survey.units import SPLITS
+from .threads import configure as configure_threads
 from .zoo.registry import DatasetSpec, Registry, load_registry, registry_folders
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class SurveyResult:
     where: dict[str, NodeTally] = field(default_factory=dict)  # on a Ray cluster: what ran on which node
     cache: Path | None = None  # the feature cache the run used (None: loaded from a store)
     cpu_limits: Mapping[str, int] = field(default_factory=dict)  # the CPU limits the run took (empty: none)
+    timings: Timings = field(default_factory=Timings)  # wall, extraction, probe and overlap seconds (zero from load())
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per store row, in the store's order: its fields, then ``hparams.<key>`` and ``provenance.<key>``
@@ -145,11 +147,15 @@ class SurveyJob:
         return self.out / STORE_NAME
 
     def run(self, hooks: Hooks | None = None, runner: RunnerFactory | None = None) -> SurveyResult:
-        """Extract (through the cache), probe, and store every row; ``runner``: where the units run (default here)."""
+        """Extract (through the cache), probe, and store every row; ``runner``: where the units run (default here).
+
+        Sets the thread counts and OpenMP's passive wait first (:func:`zoo_survey.threads.configure`)."""
+        configure_threads()
         report = run_survey(self.plans, self.datasets, self.cache, self.store, self.options, hooks, runner)
         store = report.store or self.store
         return SurveyResult(report.rows, store, ResultStore(store).similarity(), report.written, report.skipped,
-                            report.forward_batches, report.notes, report.where, self.cache.root, self.options.cpu_limits)
+                            report.forward_batches, report.notes, report.where, self.cache.root, self.options.cpu_limits,
+                            report.timings)
 
 
 def prepare_survey(

@@ -23,6 +23,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ..errors import ZooSurveyException
+from ..threads import configure as configure_threads
 
 app = typer.Typer(
     help="Survey model zoos: does one large pretrained model transfer better than an ensemble of smaller ones?\n\n"
@@ -138,8 +139,10 @@ def _os_error(e: OSError) -> None:
 def main() -> None:
     """Entry point: run the app, format its errors on one line, map them to exit codes.
 
+    Thread counts follow the CPUs this process may use, and OpenMP waits passively (:mod:`zoo_survey.threads`).
     SIGTERM and SIGHUP stop it like Ctrl-C: finished shards and rows stay, and a rerun resumes.
     """
+    configure_threads()  # before torch loads: usable CPUs (affinity, cgroup quota), and OpenMP threads that do not spin
     signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
     before = {s: signal.signal(s, _on_signal) for s in signals}
     _signalled.clear()

@@ -94,6 +94,9 @@ EXTRACTION_FLAGS: dict[str, tuple[Any, Any]] = {
     "ray_gpus_per_actor": (Annotated[Optional[float], typer.Option(
         help="With --ray: GPUs per extraction actor; a fraction shares a GPU [default: 1 on CUDA, 0 on CPU].",
         show_default=False)], None),
+    "ray_gpus_per_probe": (Annotated[Optional[float], typer.Option(
+        help="With --ray on a CUDA run: the share of a GPU each probe task asks for [default: 0.25]; on a CPU run a probe "
+        "task asks for one CPU.", show_default=False)], None),
     "ray_cpus_per_actor": (Annotated[Optional[float], typer.Option(
         help="With --ray: CPUs per extraction actor [default: 1].", show_default=False)], None),
     "ray_cache": (Annotated[Optional[str], typer.Option(

@@ -67,7 +67,7 @@ def _on_ray(ctx: typer.Context, flags: dict[str, Any]) -> tuple[RayCluster | Non
     """Without --ray: nothing (units run here; Ray is never imported). With it: the cluster, connected until the
     command ends, and its runner."""
     ray = ray_options(flags["ray"], flags["ray_gpus_per_actor"], flags["ray_cpus_per_actor"], flags["ray_cache"],
-                      flags["device"])
+                      flags["device"], flags["ray_gpus_per_probe"])
     if ray is None:
         return None, None
     cluster = ctx.with_resource(connect(ray.address))
@@ -222,6 +222,7 @@ def run(
         f"{result.written} result row(s) written, {result.skipped} already done; "
         f"{result.forward_batches} forward batch(es) run. Store: {result.store}  Cache: {job.cache.root}", soft_wrap=True,
     )
+    console.print(f"Time: {result.timings.summary()}", soft_wrap=True)
     console.print(f"Next: zoo-survey report --out {out}", soft_wrap=True)
 
 

@@ -10,6 +10,7 @@ subsample (stratified, seeded) before the validation split is carved, so
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import struct
 from collections.abc import Callable, Sequence
@@ -145,20 +146,46 @@ class HFImages:
 Raw = tuple[dict[str, tuple[Images, np.ndarray]], str, "tuple[str, ...] | None", str]
 
 
-def _digits() -> Raw:
-    from sklearn.datasets import load_digits
+def package_data(package: str, *parts: str) -> Path | None:
+    """A data file shipped inside an installed package, found without importing the package (importing scikit-learn
+    for its digits would cost a second of a cached run); None when the package or the file is not there."""
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for folder in (found.submodule_search_locations or []) if found is not None else []:
+        path = Path(folder).joinpath(*parts)
+        if path.is_file():
+            return path
+    return None
 
-    d = load_digits()
-    images = np.clip(d.images * (255.0 / 16.0), 0, 255).astype(np.uint8)
-    labels = d.target.astype(np.int64)
+
+def _digits() -> Raw:
+    path = package_data("sklearn", "datasets", "data", "digits.csv.gz")
+    if path is not None:  # what load_digits() reads, read as it reads it: 1,797 rows of 64 pixels and the digit
+        with gzip.open(path, mode="rt", encoding="utf-8") as f:
+            data = np.loadtxt(f, delimiter=",")
+        raw_images, raw_target = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int, copy=False)
+    else:  # a scikit-learn that ships its digits elsewhere
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        raw_images, raw_target = d.images, d.target
+    images = np.clip(raw_images * (255.0 / 16.0), 0, 255).astype(np.uint8)
+    labels = raw_target.astype(np.int64)
     fp = arrays_digest(images, labels)
-    return {"train": (ArrayImages(images), labels)}, fp, tuple(str(n) for n in d.target_names), f"data:{fp}"
+    return {"train": (ArrayImages(images), labels)}, fp, tuple(str(n) for n in range(10)), f"data:{fp}"
 
 
 def _lfw_subset() -> Raw:
-    from skimage.data import lfw_subset
+    path = package_data("skimage", "data", "lfw_subset.npy")
+    if path is not None:  # what skimage.data.lfw_subset() loads, without importing scikit-image
+        faces = np.load(path, allow_pickle=False)
+    else:
+        from skimage.data import lfw_subset
 
-    faces = lfw_subset()  # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
+        faces = lfw_subset()
+    # (200, 25, 25) floats in [0, 1]: 100 faces, then 100 non-faces
     images = np.clip(faces * 255.0, 0, 255).astype(np.uint8)
     labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
     fp = arrays_digest(images, labels)
@@ -185,6 +212,51 @@ def _read_idx(path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def _idx_shape(path: Path) -> tuple[int, ...]:
+    """An idx file's shape, from its header alone (a few bytes decompressed)."""
+    with gzip.open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise ZooSurveyFailure(f"{path} is not an idx file of unsigned bytes")
+        zero, dtype, ndim = struct.unpack(">HBB", head)
+        dims = f.read(4 * ndim)
+    if zero != 0 or dtype != 0x08 or len(dims) != 4 * ndim:
+        raise ZooSurveyFailure(f"{path} is not an idx file of unsigned bytes")
+    return struct.unpack(">" + "I" * ndim, dims)
+
+
+class IdxImages:
+    """An idx file's images, decompressed on first access: a run whose features are all cached never reads them
+    (Fashion-MNIST's 47 MB are a third of a second)."""
+
+    def __init__(self, path: Path, count: int):
+        self.path, self.count = path, count
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            array = _read_idx(self.path)
+            if len(array) != self.count:
+                raise ZooSurveyFailure(f"{self.path} changed while in use: {len(array)} images, {self.count} before")
+            self._array = array
+        return self._array
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        return self.raw(i).convert("RGB")
+
+    def raw(self, i: int):
+        from PIL import Image
+
+        return Image.fromarray(self.array[i])
+
+    def encoded(self, i: int) -> bytes | None:
+        return None  # decoded arrays: no file to hand over
+
+
 def _fashion_mnist(folder: Path | None) -> Raw:
     folder = folder or FASHION_MNIST_DIR
     missing = [n for pair in _FASHION_FILES.values() for n in pair if not (folder / n).is_file()]
@@ -197,10 +269,10 @@ def _fashion_mnist(folder: Path | None) -> Raw:
         )
     splits: dict[str, tuple[Images, np.ndarray]] = {}
     for split, (img_name, lab_name) in _FASHION_FILES.items():
-        images, labels = _read_idx(folder / img_name), _read_idx(folder / lab_name).astype(np.int64)
-        if len(images) != len(labels):
-            raise ZooSurveyFailure(f"{folder}: {img_name} has {len(images)} images but {lab_name} {len(labels)} labels")
-        splits[split] = (ArrayImages(images), labels)
+        shape, labels = _idx_shape(folder / img_name), _read_idx(folder / lab_name).astype(np.int64)
+        if len(shape) != 3 or shape[0] != len(labels):
+            raise ZooSurveyFailure(f"{folder}: {img_name} has {shape[0]} images but {lab_name} {len(labels)} labels")
+        splits[split] = (IdxImages(folder / img_name, shape[0]), labels)
     fp = string_digest("".join(file_sha256(folder / n) for p in _FASHION_FILES.values() for n in p))
     return splits, fp, FASHION_CLASSES, f"data:{fp}"
 

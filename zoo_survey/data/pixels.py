@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import shards
 from ..digests import canonical_digest, file_sha256
-from .datasets import ArrayImages, PreparedDataset, Split
+from .datasets import ArrayImages, IdxImages, PreparedDataset, Split
 
 PIXEL_FORMAT = 1
 SHARD_ROWS = 1024
@@ -382,7 +382,7 @@ class PixelCache:
                 workers: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, dict[int, str]]]:
         """(shard, flat pixels, index, errors) for each pending shard, in order."""
         images = split.images
-        if settings.form == "raw" and isinstance(images, ArrayImages) and min(images.array.shape[1:3]) <= settings.max_short_side:
+        if settings.form == "raw" and isinstance(images, (ArrayImages, IdxImages)) and min(images.array.shape[1:3]) <= settings.max_short_side:
             for s in pending:
                 r = writer.shard_rows_range(s)
                 yield (s, *_pack_array(images.array[split.indices[r.start : r.stop]]), {})

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError, shown
+from ..threads import usable_cpus
 from ..zoo.checkpoints import forward_feature_output
 from ..zoo.registry import FEATURE_OUTPUTS
 from .preprocess import DeviceTransform, decode_jpegs
@@ -88,10 +89,10 @@ def resolve_device(name: str, cuda: bool | None = None) -> str:
     ``cuda`` says whether the machines that run the forward have a GPU; ``None``: this one
     (a run on a Ray cluster asks the cluster instead).
     """
+    if name == "cpu":
+        return name  # no GPU question to ask (and no torch to import for it)
     if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        cuda = _gpu_driver_present() and _torch_sees_cuda()
     if name == "auto":
         return "cuda" if cuda else "cpu"
     if name.startswith("cuda") and not cuda:
@@ -99,6 +100,23 @@ def resolve_device(name: str, cuda: bool | None = None) -> str:
     if name != "cpu" and not name.startswith("cuda"):
         raise ZooSurveyError(f"'device' {shown(name)}: expected auto, cpu, cuda or cuda:N", param="device")
     return name
+
+
+# Where a GPU kernel driver that torch.cuda can use shows itself: NVIDIA's, WSL2's GPU paravirtualization, Jetson's
+# integrated GPU, and ROCm's (which torch.cuda also drives). Without any of them torch cannot see a GPU, so ``auto`` is
+# ``cpu`` without importing torch (about a second of a cached rerun's wall); with one, torch is asked.
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/nvhost-ctrl-gpu",
+                     "/dev/kfd")
+
+
+def _gpu_driver_present() -> bool:
+    return any(os.path.exists(p) for p in _GPU_DRIVER_PATHS)
+
+
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def default_batch_size(device: str = "cpu") -> int:
@@ -115,7 +133,7 @@ def default_workers(device: str = "cpu") -> int:
     on 2 cores, inline decoding (~0.5 ms an image) costs ~2% of a 224 px forward, while one
     worker cost 20% (measured by benchmarks/extract_throughput.py).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cpus()  # affinity and cgroup quota, not the machine's cores
     if device.startswith("cuda"):
         return max(1, min(8, cores - 1))
     return 0 if cores <= 4 else min(4, cores // 4)

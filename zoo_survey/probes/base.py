@@ -228,17 +228,12 @@ class ClassifierProbe(ClassifierMixin, Probe):
     @classmethod
     def _run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
         b, y = data.blocks, data.labels
-        if data.combine == "average":  # output averaging: one probe per member, probabilities averaged
-            probas, hps, notes, classes = [], [], [], None
-            for i in range(len(b["train"])):
-                est = _classifier(cls.build(config, standardize=True)).fit(b["train"][i], y["train"],
-                                                                           X_val=b["val"][i], y_val=y["val"])
-                probas.append(est.predict_proba(b["test"][i]))
-                hps.append(est.hparams())
-                notes += list(est.warnings_)
-                classes = est.classes_
-            assert classes is not None
-            return _outcome(data, np.mean(probas, axis=0), classes, {"members": hps}, notes)
+        if data.combine == "average":  # output averaging: one probe per member (fitted together), probabilities averaged
+            ests = [_classifier(cls.build(config, standardize=True)) for _ in b["train"]]
+            ests = type(ests[0]).fit_many(ests, [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(ests))])
+            probas = [est.predict_proba(b["test"][i]) for i, est in enumerate(ests)]
+            notes = [w for est in ests for w in est.warnings_]
+            return _outcome(data, np.mean(probas, axis=0), ests[-1].classes_, {"members": [e.hparams() for e in ests]}, notes)
         X = weight_blocks(b)
         est = _classifier(cls.build(config, standardize=data.combine == "single")).fit(
             X["train"], y["train"], X_val=X["val"], y_val=y["val"])
@@ -247,6 +242,12 @@ class ClassifierProbe(ClassifierMixin, Probe):
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> ClassifierProbe:
         raise NotImplementedError
+
+    @classmethod
+    def fit_many(cls, estimators: Sequence[ClassifierProbe], data: Sequence[tuple[Any, Any, Any, Any]]) -> list[ClassifierProbe]:
+        """Fit each estimator on its ``(X, y, X_val, y_val)``; here one after another. A probe that can solve
+        several fits together (the linear probes: one batched solve) overrides it."""
+        return [est.fit(X, y, X_val=X_val, y_val=y_val) for est, (X, y, X_val, y_val) in zip(estimators, data, strict=True)]
 
     def predict_proba(self, X) -> np.ndarray:
         raise NotImplementedError

@@ -19,23 +19,28 @@ How C is chosen (``--fewshot-val``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..digests import arrays_digest
 from .base import (
     MemberFeatures,
     ProbeConfig,
     ProbeInputError,
     ProbeOutcome,
     Setting,
+    _outcome,
     best_choice,
     check_fit,
     fit_threads,
+    validate_labelled,
+    weight_blocks,
     with_validation,
 )
-from .linear import LinearProbe
+from .linear import Job, LinearProbe, sweep_many
 from .protocol import SELECTIONS
 
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
@@ -133,43 +138,16 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> FewShotProbe:
         """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
-        with fit_threads():
-            return self._fit_shots(X, y, X_val, y_val)
-
-    def _fit_shots(self, X, y, X_val, y_val) -> FewShotProbe:
-        if self.select not in SELECTIONS:
-            raise ProbeInputError(f"select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
-        if self.select == "full":
-            self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), refit=False)
-            self.selection_, self.cv_ = "on the full validation split", False
-            return self
-        X, y, _, _, classes = check_fit(X, y, X_val, y_val)
-        per_class = int(np.bincount(np.searchsorted(classes, y)).min())
-        if per_class < 2:
-            C, correct = ONE_SHOT_C, {}
-            self.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"
-        else:
-            n_folds = min(per_class, MAX_FOLDS)
-            folds = stratified_folds(y, n_folds)
-            grid = self._grid()
-            correct = dict.fromkeys(grid.tolist(), 0)  # held-out shots right at each C, summed over the folds
-            for f in range(n_folds):
-                held = folds == f
-                # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
-                cv = LinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
-                                 tol=10 * self.tol, standardize=self.standardize)._fit(
-                    *check_fit(X[~held], y[~held], X[held], y[held]), grid, refit=False)
-                for c, n in cv.val_correct_.items():
-                    correct[c] += n
-            C = best_choice(correct)  # counts of whole shots; ties go to the strongest regularization
-            self.selection_ = f"{n_folds}-fold CV within the shots"
-        # The validation arguments only score the single C here; the fit uses the shots alone.
-        self._fit(X, y, X, y, classes, np.array([C]), refit=False)
-        self.cv_ = bool(correct)
-        if correct:  # every shot is held out once: the CV accuracy is right shots / all shots
-            self.val_correct_ = dict(sorted(correct.items()))
-            self.val_scores_ = {c: n / len(y) for c, n in self.val_correct_.items()}
+        self.fit_many([self], [(X, y, X_val, y_val)])
         return self
+
+    @classmethod
+    def fit_many(cls, estimators: Sequence[LinearProbe], data: Sequence[tuple[Any, Any, Any, Any]]) -> list[LinearProbe]:
+        """Fit several few-shot estimators together: every cross-validation fold of every estimator in one
+        batched sweep, then every kept fit in one batched solve."""
+        with fit_threads():
+            _fit_shots(list(estimators), list(data))
+        return list(estimators)
 
     def hparams(self) -> dict[str, Any]:
         """The chosen C, how it was chosen, and the accuracy that chose it (validation, or cross-validation)."""
@@ -181,7 +159,115 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
-        # Sample first: ensemble block weights then come from the k-shot examples alone.
-        idx, notes = sample_shots(data.labels["train"], shots_of(setting), setting.seed or 0)
-        out = super().run(data.train_rows(idx), setting, config)
-        return replace(out, warnings=out.warnings + tuple(notes))
+        """One setting's outcome. Every setting of ``config`` on these features is computed in one batch the
+        first time one is asked for (and kept for the next): the same batch, so the same bits, whichever
+        setting a runner asks for first, and whether it asks for the others here or on another worker."""
+        settings = cls.settings(config)
+        if setting not in settings:
+            return cls._run_settings(data, [setting], config)[setting]
+        arrays = _arrays(data)
+        same = _MEMO.get("arrays") is not None and len(_MEMO["arrays"]) == len(arrays) and all(
+            a is b for a, b in zip(_MEMO["arrays"], arrays, strict=True))  # the same objects: no need to hash them
+        key = (cls, config, data.combine, _MEMO["key"][3] if same else _features_digest(arrays))
+        if _MEMO.get("key") != key:
+            _MEMO.clear()
+            _MEMO.update(key=key, outcomes=cls._run_settings(data, settings, config))
+        _MEMO["arrays"] = arrays
+        return _MEMO["outcomes"][setting]
+
+    @classmethod
+    def _run_settings(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, ProbeOutcome]:
+        with fit_threads():
+            return cls._run_batch(data, settings, config)
+
+    @classmethod
+    def _run_batch(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, ProbeOutcome]:
+        plans, ests, fits = [], [], []
+        for st in settings:
+            # Sample first: ensemble block weights then come from the k-shot examples alone.
+            idx, notes = sample_shots(data.labels["train"], shots_of(st), st.seed or 0)
+            d = data.train_rows(idx)
+            b, y = d.blocks, d.labels
+            if d.combine == "average":  # one probe per member, probabilities averaged
+                tests = list(b["test"])
+                fits += [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(tests))]
+            else:
+                X = weight_blocks(b)
+                tests = [validate_labelled(X["test"], y["test"])[0]]
+                fits.append((X["train"], y["train"], X["val"], y["val"]))
+            mine = [cls.build(config, standardize=d.combine != "concat") for _ in tests]
+            plans.append((st, d, notes, mine, tests))
+            ests += mine
+        cls.fit_many(ests, fits)
+        out = {}
+        for st, d, notes, mine, tests in plans:
+            probas = [e.predict_proba(t) for e, t in zip(mine, tests, strict=True)]
+            warnings = [w for e in mine for w in e.warnings_]
+            hp = {"members": [e.hparams() for e in mine]} if d.combine == "average" else mine[0].hparams()
+            o = _outcome(d, np.mean(probas, axis=0), mine[-1].classes_, hp, warnings)
+            out[st] = replace(o, warnings=o.warnings + tuple(notes))
+        return out
+
+
+# The last comparison's few-shot outcomes, every setting (one per process: the rows of one comparison and dataset
+# come one after another). Keyed by the features' content, so features shipped anew to a worker still hit.
+_MEMO: dict[str, Any] = {}
+
+
+def _arrays(data: MemberFeatures) -> list[np.ndarray]:
+    return [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+
+
+def _features_digest(arrays: list[np.ndarray]) -> str:
+    shapes = ";".join(f"{a.dtype}{a.shape}" for a in arrays)
+    return f"{shapes}:{arrays_digest(*arrays, length=32)}"
+
+
+def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) -> None:
+    """:meth:`FewShotProbe.fit_many`: the estimators' cross-validation sweeps in one batch, then their kept fits."""
+    for e in ests:
+        if e.select not in SELECTIONS:
+            raise ProbeInputError(f"select must be one of {', '.join(SELECTIONS)}, got {e.select!r}")
+    jobs: list[Job] = []
+    finals: list[Job] = []
+    cv: list[tuple[FewShotProbe, np.ndarray, np.ndarray, np.ndarray, list[Job]]] = []
+    for e, (X, y, X_val, y_val) in zip(ests, data, strict=True):
+        if e.select == "full":
+            finals.append(Job(e, with_validation(X, y, X_val, y_val, e.validation_fraction), e._grid(), False))
+            e.selection_, e.cv_ = "on the full validation split", False
+            continue
+        X, y, _, _, classes = check_fit(X, y, X_val, y_val)
+        per_class = int(np.bincount(np.searchsorted(classes, y)).min())
+        folds: list[Job] = []
+        if per_class >= 2:
+            n_folds = min(per_class, MAX_FOLDS)
+            fold_of = stratified_folds(y, n_folds)
+            grid = e._grid()
+            for f in range(n_folds):
+                held = fold_of == f
+                # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
+                fold = LinearProbe(grid=tuple(grid), search="full", refit=False, device=e.device, max_iter=e.max_iter,
+                                   tol=10 * e.tol, standardize=e.standardize)
+                folds.append(Job(fold, check_fit(X[~held], y[~held], X[held], y[held]), grid, False))
+            e.selection_ = f"{n_folds}-fold CV within the shots"
+        else:
+            e.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"
+        jobs += folds
+        cv.append((e, X, y, classes, folds))
+    sweep_many(jobs)
+    chosen = []
+    for e, X, y, classes, folds in cv:
+        correct: dict[float, int] = {}  # held-out shots right at each C, summed over the folds
+        for job in folds:
+            for c, n in job.est.val_correct_.items():
+                correct[c] = correct.get(c, 0) + n
+        C = best_choice(correct) if correct else ONE_SHOT_C  # counts of whole shots; ties: the strongest regularization
+        # The validation arguments only score the single C here; the fit uses the shots alone.
+        finals.append(Job(e, (X, y, X, y, classes), np.array([C]), False))
+        e.cv_ = bool(correct)
+        chosen.append((e, y, correct))
+    sweep_many(finals)
+    for e, y, correct in chosen:
+        if correct:  # every shot is held out once: the CV accuracy is right shots / all shots
+            e.val_correct_ = dict(sorted(correct.items()))
+            e.val_scores_ = {c: n / len(y) for c, n in e.val_correct_.items()}

@@ -6,23 +6,27 @@ The inverse regularization strength ``C`` is swept over a log grid (45 values fr
 ``C`` is chosen on the validation split, the model is refitted on train+val, and it
 is evaluated once on test.
 
-The solver is full-batch L-BFGS in torch (float32, CPU or CUDA), warm-started along
-the path from strong to weak regularization, with scikit-learn's objective and
-stopping rule (mean log-loss + ||W||^2 / (2 C n); max |gradient| <= tol). The sweep,
-which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
-tested starts from the sweep's solution and stops at tol. When there
-are fewer samples than dimensions (common for concatenated ensembles) it solves in
-the data's row space, which is exact for L2-regularized models: the optimal weights
-are a combination of the training rows.
+The solver is the batched engine (:mod:`.batched`): full-batch L-BFGS in torch (float32, CPU or
+CUDA), one per problem, with scikit-learn's objective and stopping rule (mean log-loss +
+||W||^2 / (2 C n); max |gradient| <= tol). The coarse values go along the path from strong to
+weak regularization, each warm-started from the previous; the fine neighbours are one batch,
+and so are the members of an averaged ensemble and the folds of few-shot (:func:`sweep_many`).
+The sweep, which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
+tested starts from the sweep's solution and stops at tol. When there are far fewer samples than
+dimensions (concatenated ensembles, few-shot) it solves in the data's row space, which is exact
+for L2-regularized models: the optimal weights are a combination of the training rows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .base import ClassifierProbe, ProbeConfig, ProbeInputError, best_choice, fit_threads, with_validation
+from .batched import Group, Path, solve_paths
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
 
@@ -75,19 +79,6 @@ class LinearProbe(ClassifierProbe, declared="linear"):
             raise ProbeInputError(f"search must be 'coarse-to-fine' or 'full', got {self.search!r}")
         return np.sort(grid)
 
-    def _restandardize(self, old: _Solver, solution, mean, std, new: _Solver):
-        """The sweep's solution re-expressed for the refit's standardization: the same logits on every
-        input, so the refit starts where the sweep ended instead of at zero (the objective is the refit's own)."""
-        import torch
-
-        W = torch.as_tensor(old.to_features(solution[0]))  # (d, k) in the train-standardized space
-        scale = torch.as_tensor(self.std_ / std, dtype=W.dtype)
-        W_new = W * scale[:, None]
-        b_new = solution[1].cpu() + torch.as_tensor((self.mean_ - mean) / std, dtype=W.dtype) @ W
-        if new.V is not None:
-            W_new = new.V.cpu().T @ W_new  # into the refit's row space (exact when the start lies in it)
-        return W_new, b_new
-
     def _standardize(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.standardize:
             return np.zeros(X.shape[1], X.dtype), np.ones(X.shape[1], X.dtype)
@@ -101,68 +92,18 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         with fit_threads():
             return self._fit(*with_validation(X, y, X_val, y_val, self.validation_fraction), self._grid(), self.refit)
 
+    @classmethod
+    def fit_many(cls, estimators: Sequence[LinearProbe], data: Sequence[tuple[Any, Any, Any, Any]]) -> list[LinearProbe]:
+        """Fit several estimators, each on its own ``(X, y, X_val, y_val)``, in one batched solve: what each
+        ``fit`` would give, up to float32 rounding (output averaging fits its members this way)."""
+        with fit_threads():
+            sweep_many([Job(e, with_validation(*d, e.validation_fraction), e._grid(), e.refit)
+                        for e, d in zip(estimators, data, strict=True)])
+        return list(estimators)
+
     def _fit(self, X, y, X_val, y_val, classes, grid: np.ndarray, refit: bool) -> LinearProbe:
         """The sweep and refit on checked data (:func:`~.base.check_fit`'s arrays)."""
-        missing = np.setdiff1d(classes, np.unique(y_val))
-        if len(missing) and refit:
-            raise ProbeInputError(
-                f"classes {missing[:10].tolist()} are missing from the validation split; use more train data (max_train) "
-                "or a larger val_fraction so every class is validated"
-            )
-        unseen = np.setdiff1d(np.unique(y_val), classes)
-        if len(unseen):
-            raise ProbeInputError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
-        if self.max_iter < 1:
-            raise ProbeInputError(f"max_iter must be at least 1, got {self.max_iter}")
-        notes: list[str] = []
-        y_idx = np.searchsorted(classes, y)
-        mean, std = self._standardize(X)
-        sweep_tol = 10 * self.tol if self.sweep_tol is None else self.sweep_tol
-        # Without a refit the sweep's fit is the model: solve it to tol then.
-        solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if refit else self.tol, self.device)
-        Xv = solver.project((X_val - mean) / std)
-        yv_idx = np.searchsorted(classes, y_val)
-        correct: dict[float, int] = {}  # validation images right at each C: the choice compares counts (best_choice)
-        solutions: dict[float, tuple] = {}
-        iterations: dict[float, int] = {}
-
-        def evaluate(cs) -> None:
-            for C in sorted(c for c in cs if c not in correct):  # small C first: warm starts along the path
-                start = solutions[max((c for c in solutions if c < C), default=min(solutions, default=C))] if solutions else None
-                W, b, n_iter = solver.fit(C, start)
-                if n_iter >= self.max_iter:
-                    notes.append(f"C={C:.3g} did not converge in {self.max_iter} iterations")
-                solutions[C], iterations[C] = (W, b), n_iter
-                correct[C] = int((solver.predict(Xv, W, b) == yv_idx).sum())
-
-        if self.search == "full" or len(grid) <= 12:
-            evaluate(grid)
-        else:
-            evaluate(grid[::4])
-            best_i = int(np.flatnonzero(grid == best_choice(correct))[0])
-            evaluate(grid[max(0, best_i - 3) : best_i + 4])
-        self.best_C_ = best_choice(correct)  # most validation images right; ties: the strongest regularization
-        self.val_correct_ = dict(sorted(correct.items()))
-        self.val_scores_ = {c: n / max(len(yv_idx), 1) for c, n in self.val_correct_.items()}
-        if refit:
-            X_all, y_all = np.concatenate([X, X_val]), np.concatenate([y_idx, yv_idx])
-            self.mean_, self.std_ = self._standardize(X_all)
-            # One warm-started fit: cheaper in the original columns than after another decomposition.
-            final = _Solver((X_all - self.mean_) / self.std_, y_all, len(classes), self.max_iter, self.tol, self.device,
-                            reduce=False)
-            W, b, n_iter = final.fit(self.best_C_, self._restandardize(solver, solutions[self.best_C_], mean, std, final))
-            if n_iter >= self.max_iter:
-                notes.append(f"refit at C={self.best_C_:.3g} did not converge in {self.max_iter} iterations")
-        else:
-            self.mean_, self.std_ = mean, std
-            final, (W, b), n_iter = solver, solutions[self.best_C_], iterations[self.best_C_]
-        # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
-        self.coef_ = final.to_features(W).T.astype(np.float32)
-        self.intercept_ = b.cpu().numpy().astype(np.float32)
-        self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
-        self.n_iter_ = n_iter  # L-BFGS iterations of the kept fit (0 when its warm start already met tol)
-        self.warnings_ = tuple(notes)
+        sweep_many([Job(self, (X, y, X_val, y_val, classes), grid, refit)])
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -178,84 +119,143 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         return {"C": self.best_C_, "val_top1": self.val_scores_[self.best_C_], "grid_evaluated": len(self.val_scores_)}
 
 
-def _tensor(a: np.ndarray, device):
-    """A float32 copy in torch's own memory (64-byte aligned, as MKL's reproducible paths want), not a view of
-    numpy's buffer, whose alignment depends on how the caller allocated it."""
+# How the coarse values of one sweep are solved: "batch" (every coarse C at once, cold, one L-BFGS each) or
+# "path" (one after another, warm-started from the previous C). Sweeps of several problems (few-shot folds,
+# averaged members) always batch across problems; see docs/probes.md for the measurements behind the choice.
+COARSE = "path"
+MANY = "path"
+
+
+@dataclass
+class Job:
+    """One estimator's sweep: the estimator (its parameters; its fitted state is written here), its checked
+    data (:func:`~.base.check_fit`'s arrays), its grid and whether it refits on train+val."""
+
+    est: LinearProbe
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    grid: np.ndarray
+    refit: bool
+    # filled by sweep_many
+    group: Any = None
+    Xv: Any = None
+    yv: Any = None
+    mean: Any = None
+    std: Any = None
+    correct: dict[float, int] = field(default_factory=dict)
+    solutions: dict[float, tuple[Any, Any]] = field(default_factory=dict)
+    iterations: dict[float, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def sweep_many(jobs: Sequence[Job]) -> None:
+    """Every job's sweep (coarse, then fine) and refit, each stage one batched solve over all jobs."""
     import torch
 
-    return torch.tensor(np.asarray(a, dtype=np.float32), device=device)
+    groups: list[Group] = []
+    for job in jobs:
+        est, (X, y, X_val, y_val, classes) = job.est, job.data
+        missing = np.setdiff1d(classes, np.unique(y_val))
+        if len(missing) and job.refit:
+            raise ProbeInputError(
+                f"classes {missing[:10].tolist()} are missing from the validation split; use more train data (max_train) "
+                "or a larger val_fraction so every class is validated"
+            )
+        unseen = np.setdiff1d(np.unique(y_val), classes)
+        if len(unseen):
+            raise ProbeInputError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
+        if est.max_iter < 1:
+            raise ProbeInputError(f"max_iter must be at least 1, got {est.max_iter}")
+        job.mean, job.std = est._standardize(X)
+        job.group = Group.build((X - job.mean) / job.std, np.searchsorted(classes, y), len(classes), est.device)
+        groups.append(job.group)
+        job.Xv = job.group.project((X_val - job.mean) / job.std)
+        job.yv = torch.as_tensor(np.searchsorted(classes, y_val), device=job.group.Z.device)
 
+    def sweep_tol(job: Job) -> float:
+        est = job.est
+        # Without a refit the sweep's fit is the model: solve it to tol then.
+        return (10 * est.tol if est.sweep_tol is None else est.sweep_tol) if job.refit else est.tol
 
-class _Solver:
-    """Multinomial L2 logistic regression on one standardized matrix, for many ``C``.
+    def evaluate(paths: list[tuple[int, Path]]) -> None:
+        for (i, path), sols in zip(paths, solve_paths(groups, [p for _, p in paths]), strict=True):
+            job = jobs[i]
+            for C, (W, b, n_iter) in zip(path.Cs, sols, strict=True):
+                if n_iter >= job.est.max_iter:
+                    job.notes.append(f"C={C:.3g} did not converge in {job.est.max_iter} iterations")
+                job.solutions[C], job.iterations[C] = (W, b), n_iter
+                job.correct[C] = int((torch.addmm(b, job.Xv, W).argmax(1) == job.yv).sum())
 
-    Minimizes mean cross-entropy + ||W||^2 / (2 C n) with an unpenalized intercept,
-    which has scikit-learn's minimizer; stops when max |gradient| <= tol, as its lbfgs does.
-    With fewer rows than columns it works on ``Z = X V`` (V: the row space of X), which
-    is exact because the optimal W lies in that space; ``to_features`` maps back. Only
-    the sweep, with its many fits, pays for that decomposition.
-    """
+    def coarse(job: Job) -> np.ndarray:
+        return job.grid if job.est.search == "full" or len(job.grid) <= 12 else job.grid[::4]
 
-    HISTORY = 20  # L-BFGS memory
-
-    def __init__(self, Xs: np.ndarray, y: np.ndarray, n_classes: int, max_iter: int, tol: float, device: str,
-                 reduce: bool = True):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        X = _tensor(Xs, self.device)
-        n, d = X.shape
-        self.V = None
-        if reduce and d > n:
-            # Row space of X from the eigenvectors of the Gram matrix X X^T = U S^2 U^T (float64:
-            # 3x faster than an SVD of X at 1,600 x 3,840): X = U S V^T with V = X^T U / S,
-            # so X W = (U S)(V^T W).
-            X64 = X.double()
-            ev, U = torch.linalg.eigh(X64 @ X64.T)
-            keep = ev > ev.max() * 1e-12
-            S = ev[keep].sqrt()
-            U = U[:, keep]
-            self.V = ((X64.T @ U) / S).float().contiguous()
-            X = (U * S).float().contiguous()
-        self.Z = X
-        self.y = torch.as_tensor(y, device=self.device)
-        self.k, self.n = n_classes, n
-        self.max_iter, self.tol = max_iter, tol
-
-    def project(self, Xs: np.ndarray):
-        X = _tensor(Xs, self.device)
-        return X if self.V is None else X @ self.V
-
-    def fit(self, C: float, start):
-        torch = self.torch
-        d = self.Z.shape[1]
-        if start is None:
-            W = torch.zeros(d, self.k, device=self.device)
-            b = torch.zeros(self.k, device=self.device)
+    first: list[tuple[int, Path]] = []
+    for i, job in enumerate(jobs):
+        cs = [float(c) for c in coarse(job)]
+        if COARSE == "batch" and (len(jobs) == 1 or MANY == "batch"):
+            first += [(i, Path(i, [c], sweep_tol(job), job.est.max_iter)) for c in cs]
         else:
-            W, b = (torch.as_tensor(a, device=self.device).clone() for a in start)
-        W.requires_grad_(True)
-        b.requires_grad_(True)
-        lam = 1.0 / (C * self.n)
-        opt = torch.optim.LBFGS(
-            [W, b], lr=1, max_iter=self.max_iter, tolerance_grad=self.tol, tolerance_change=1e-12,
-            history_size=self.HISTORY, line_search_fn="strong_wolfe",
-        )
+            first.append((i, Path(i, cs, sweep_tol(job), job.est.max_iter)))  # small C first: warm starts along the path
+    evaluate(first)
+    fine: list[tuple[int, Path]] = []
+    for i, job in enumerate(jobs):
+        if len(coarse(job)) == len(job.grid):
+            continue
+        best_i = int(np.flatnonzero(job.grid == best_choice(job.correct))[0])
+        for C in (float(c) for c in job.grid[max(0, best_i - 3) : best_i + 4] if c not in job.correct):
+            below = [c for c in job.solutions if c < C]
+            start = job.solutions[max(below) if below else min(job.solutions)]  # the nearest smaller C solved
+            fine.append((i, Path(i, [C], sweep_tol(job), job.est.max_iter, start)))
+    evaluate(fine)
+    for job in jobs:
+        job.est.best_C_ = best_choice(job.correct)  # most validation images right; ties: the strongest regularization
+        job.est.val_correct_ = dict(sorted(job.correct.items()))
+        job.est.val_scores_ = {c: n / max(len(job.yv), 1) for c, n in job.est.val_correct_.items()}
+    # Refits on train+val, one batch: each starts from its sweep's solution in the refit's standardization.
+    refits = [(i, job) for i, job in enumerate(jobs) if job.refit]
+    finals: dict[int, tuple[Group, tuple[Any, Any, int]]] = {}
+    if refits:
+        rgroups: list[Group] = []
+        rpaths: list[Path] = []
+        for _, job in refits:
+            X, y, X_val, y_val, classes = job.data
+            X_all = np.concatenate([X, X_val])
+            y_all = np.concatenate([np.searchsorted(classes, y), np.searchsorted(classes, y_val)])
+            job.est.mean_, job.est.std_ = job.est._standardize(X_all)
+            # Cheaper in the original columns than after another decomposition.
+            g = Group.build((X_all - job.est.mean_) / job.est.std_, y_all, len(classes), job.est.device, reduce=False)
+            start = _restandardize(job, job.solutions[job.est.best_C_], g)
+            rpaths.append(Path(len(rgroups), [job.est.best_C_], job.est.tol, job.est.max_iter, start))
+            rgroups.append(g)
+        for (i, job), path, (sol,) in zip(refits, rpaths, solve_paths(rgroups, rpaths), strict=True):
+            finals[i] = (rgroups[path.group], sol)
+            if sol[2] >= job.est.max_iter:
+                job.notes.append(f"refit at C={job.est.best_C_:.3g} did not converge in {job.est.max_iter} iterations")
+    for i, job in enumerate(jobs):
+        est, classes = job.est, job.data[4]
+        if i in finals:
+            final, (W, b, n_iter) = finals[i]
+        else:
+            est.mean_, est.std_ = job.mean, job.std
+            final, (W, b), n_iter = job.group, job.solutions[est.best_C_], job.iterations[est.best_C_]
+        # Back to feature space: scores are x @ coef_.T + intercept_ (scikit-learn's layout).
+        est.coef_ = final.to_features(W).T.astype(np.float32)
+        est.intercept_ = b.cpu().numpy().astype(np.float32)
+        est.classes_ = classes
+        est.n_features_in_ = job.data[0].shape[1]
+        est.n_iter_ = n_iter  # L-BFGS iterations of the kept fit (0 when its warm start already met tol)
+        est.warnings_ = tuple(job.notes)
 
-        def closure():
-            opt.zero_grad(set_to_none=False)
-            loss = torch.nn.functional.cross_entropy(torch.addmm(b, self.Z, W), self.y) + 0.5 * lam * W.pow(2).sum()
-            loss.backward()
-            return loss
 
-        with torch.enable_grad():
-            opt.step(closure)
-        return W.detach(), b.detach(), int(opt.state[W].get("n_iter", 0))
+def _restandardize(job: Job, solution: tuple[Any, Any], new: Group) -> tuple[Any, Any]:
+    """The sweep's solution re-expressed for the refit's standardization: the same logits on every input, so the
+    refit starts where the sweep ended instead of at zero (the objective is the refit's own)."""
+    import torch
 
-    def predict(self, Z, W, b) -> np.ndarray:
-        return (self.torch.addmm(b, Z, W)).argmax(1).cpu().numpy()
+    est = job.est
+    W = torch.as_tensor(job.group.to_features(solution[0]))  # (d, k) in the train-standardized space
+    W_new = W * torch.as_tensor(job.std / est.std_, dtype=W.dtype)[:, None]
+    b_new = solution[1].cpu() + torch.as_tensor((est.mean_ - job.mean) / job.std, dtype=W.dtype) @ W
+    if new.V is not None:
+        W_new = new.V.cpu().T @ W_new  # into the refit's row space (exact when the start lies in it)
+    return W_new, b_new
 
-    def to_features(self, W) -> np.ndarray:
-        W = W if self.V is None else self.V @ W
-        return W.cpu().numpy()

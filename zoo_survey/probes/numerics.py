@@ -24,16 +24,25 @@ def fit_threads() -> Iterator[None]:
     >>> with fit_threads():                                  # doctest: +SKIP
     ...     probe.fit(X, y, X_val=Xv, y_val=yv)
     """
+    global _DEPTH
+    if _DEPTH:  # already inside: nothing to set (threadpoolctl's library scan costs ~2 ms a call)
+        yield
+        return
     import torch
     from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(FIT_THREADS)
+    _DEPTH += 1
     try:
         with threadpool_limits(FIT_THREADS):
             yield
     finally:
+        _DEPTH -= 1
         torch.set_num_threads(before)
+
+
+_DEPTH = 0  # fit_threads() blocks open in this process (the settings are process-wide)
 
 
 def numerics(device: str) -> dict[str, Any]:

@@ -140,3 +140,13 @@ DECLARED: dict[str, ProbeInfo] = {p.name: p for p in (
               presentation="ranking", title="Transferability (LogME)", rank_against="linear", combines=("single", "concat"),
               target="zoo_survey.probes.logme:LogMEProbe"),
 )}
+
+
+def declared_settings(name: str, config: ProbeConfig) -> tuple[Setting, ...]:
+    """A shipped probe's settings (the rows one comparison gets on one dataset), as its class's ``settings`` gives
+    them, without importing the class: a fully cached run decides every row is stored with no scikit-learn
+    (tests/test_probe_protocol.py holds the two equal)."""
+    if name == "fewshot":
+        suffix = "" if config.fewshot_val == "shots" else "+val"  # rows of the full-val protocol say so
+        return tuple(Setting(f"{k}-shot{suffix}", seed) for k in config.shots for seed in range(config.seeds))
+    return (Setting(),)

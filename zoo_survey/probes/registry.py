@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ZooSurveyError, unknown
-from .protocol import PRESENTATIONS, ProbeInfo
+from .protocol import DECLARED, PRESENTATIONS, ProbeConfig, ProbeInfo, Setting, declared_settings
 
 if TYPE_CHECKING:
     from .base import Probe
@@ -112,6 +112,18 @@ class ProbeRegistry:
             module, _, attr = info.target.partition(":")
             self._classes[name] = getattr(importlib.import_module(module), attr)
         return self._classes[name]
+
+    def loaded(self, name: str) -> type[Probe] | None:
+        """The class, if it is imported or was registered as a class (a plug-in's, a test's); None otherwise."""
+        return self._classes.get(name)
+
+    def settings(self, name: str, config: ProbeConfig) -> tuple[Setting, ...]:
+        """The probe's settings for the run's options: its class's, or for a shipped probe whose class is not
+        imported yet, its declared ones (:func:`~.protocol.declared_settings`), so no estimator is imported."""
+        info = self.info(name)
+        if name not in self._classes and DECLARED.get(name) is info:
+            return declared_settings(name, config)
+        return self.get(name).settings(config)
 
     def find(self, name: str) -> ProbeInfo | None:
         """The declarations, or None for a name no longer registered (rows of an old plug-in in a store)."""

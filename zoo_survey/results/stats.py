@@ -1,4 +1,9 @@
-"""Statistics of results: intervals for accuracies and paired differences, McNemar's test, linear CKA (scipy).
+"""Statistics of results: intervals for accuracies and paired differences, McNemar's test, linear CKA.
+
+Written with the standard library and numpy (the normal quantile from :class:`statistics.NormalDist`, the binomial
+tails in exact integers, Holm and Benjamini–Hochberg as statsmodels computes them), and ``scipy.special`` for the
+t quantile only: importing ``scipy.stats`` and statsmodels cost ``zoo-survey report`` a second. tests/test_stats.py
+holds every function equal to its scipy / statsmodels counterpart.
 
 Every single-vs-ensemble difference is paired: both sides are scored on the same test
 images (and for few-shot on the same draws), so differences get paired intervals. Over test
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -23,12 +29,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     >>> m, h = t_interval([0.5, 0.6, 0.7]); round(m, 2), round(h, 3)
     (0.6, 0.248)
     """
-    from scipy import stats  # lazy: scipy.stats takes a while to import, and --help should not wait
+    from scipy.special import stdtrit  # what scipy.stats.t.ppf computes; lazy, so --help does not wait for scipy
 
     x = np.asarray(values, dtype=float)
     if len(x) < 2:
         return (float(x.mean()) if len(x) else math.nan), math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(stdtrit(len(x) - 1, 0.5 + level / 2) * x.std(ddof=1) / math.sqrt(len(x)))
     return float(x.mean()), half
 
 
@@ -41,12 +47,16 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Kendall's tau between two rankings of the same items; None below two items or when undefined."""
-    from scipy import stats
-
     if len(x) < 2:
         return None
-    tau = float(stats.kendalltau(x, y).statistic)
-    return None if math.isnan(tau) else tau
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    upper = np.triu_indices(len(a), 1)  # every pair once
+    sx, sy = np.sign(a[:, None] - a[None, :])[upper], np.sign(b[:, None] - b[None, :])[upper]
+    untied_x, untied_y = int(np.count_nonzero(sx)), int(np.count_nonzero(sy))
+    if not untied_x or not untied_y:
+        return None
+    tau = float(np.sum(sx * sy)) / math.sqrt(untied_x * untied_y)  # tau-b: scipy.stats.kendalltau's default
+    return None if math.isnan(tau) else min(1.0, max(-1.0, tau))
 
 
 # --------------------------------------------------------------------------- paired differences over test images
@@ -98,10 +108,16 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     >>> round(mcnemar_exact(2, 10), 4)
     0.0386
     """
-    from scipy import stats
-
     n = only_a + only_b
-    return 1.0 if n == 0 else float(stats.binomtest(only_b, n, 0.5).pvalue)
+    if only_a == only_b:  # also n == 0
+        return 1.0
+    # scipy.stats.binomtest(only_b, n, 0.5).pvalue: the distribution is symmetric, so twice the smaller tail, in
+    # exact integers (C(n, 0) + ... + C(n, k)) / 2^n
+    k, term, tail = min(only_a, only_b), 1, 1
+    for i in range(1, k + 1):
+        term = term * (n - i + 1) // i
+        tail += term
+    return min(1.0, 2 * tail / 2**n)
 
 
 def detectable_difference(discordant: int, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -112,10 +128,8 @@ def detectable_difference(discordant: int, n: int, alpha: float = ALPHA, power: 
     >>> round(detectable_difference(75, 1000), 4)     # Fashion-MNIST-like: 75 discordant images of 1,000
     0.0243
     """
-    from scipy import stats
-
     rho = max(discordant, 3) / n
-    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * math.sqrt(rho / n))
+    return float((_z(1 - alpha / 2) + _z(power)) * math.sqrt(rho / n))
 
 
 def newcombe_interval(both: int, only_a: int, only_b: int, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -196,7 +210,6 @@ def pooled_difference(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: flo
     which images they hold; with few datasets it is wide, as it should be. Per dataset the image resampling
     is drawn as in :func:`_resampled_means`.
     """
-    from scipy import stats
 
     if not pairs:
         raise ZooSurveyError("a pooled difference needs at least one dataset")
@@ -213,25 +226,32 @@ def pooled_difference(pairs: Sequence[tuple[np.ndarray, np.ndarray]], level: flo
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     delta = float(np.mean([d.mean() for d in diffs]))
     p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
-    z = stats.norm.ppf(1 - (1 - level) / 2)
-    detect = float((high - low) / 2 / z * (z + stats.norm.ppf(POWER)))  # the interval's standard error, scaled
+    z = _z(1 - (1 - level) / 2)
+    detect = float((high - low) / 2 / z * (z + _z(POWER)))  # the interval's standard error, scaled
     # at least what the images alone leave undetectable (the mean of k per-dataset estimates), also with no discordance
     floor = math.sqrt(sum(detectable_difference(int(np.count_nonzero(d)), len(d)) ** 2 for d in diffs)) / k
     return PooledDifference(delta, float(low), float(high), p, max(detect, floor))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's (1979) step-down adjusted p-values (family-wise error), in the order given (statsmodels)."""
-    from statsmodels.stats.multitest import multipletests
-
-    return [] if not len(p_values) else [float(x) for x in multipletests(list(p_values), method="holm")[1]]
+    """Holm's (1979) step-down adjusted p-values (family-wise error), in the order given (as statsmodels'
+    ``multipletests(method="holm")``: the i-th smallest times (m - i), running maximum, at most 1)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)), 1.0)
+    return [float(x) for x in adjusted]
 
 
 def bh(p_values: Sequence[float]) -> list[float]:
-    """Benjamini–Hochberg (1995) q-values (false discovery rate), in the order given (statsmodels)."""
-    from statsmodels.stats.multitest import multipletests
-
-    return [] if not len(p_values) else [float(x) for x in multipletests(list(p_values), method="fdr_bh")[1]]
+    """Benjamini–Hochberg (1995) q-values (false discovery rate), in the order given (as statsmodels'
+    ``multipletests(method="fdr_bh")``: the i-th smallest times m / i, running minimum from the largest, at most 1)."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)
+    raw = p[order] / (np.arange(1, len(p) + 1) / len(p))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.minimum.accumulate(raw[::-1])[::-1], 1.0)
+    return [float(x) for x in adjusted]
 
 
 def equivalent(d: PairedDifference, margin: float, alpha: float = ALPHA) -> bool:
@@ -243,10 +263,16 @@ def equivalent(d: PairedDifference, margin: float, alpha: float = ALPHA) -> bool
 
 def wilson_interval(correct: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """The Wilson score interval of an accuracy (for one model's error bars)."""
-    from scipy import stats
+    # scipy.stats.binomtest(correct, n).proportion_ci(level, method="wilson"), written out (Newcombe 1998)
+    p, z = correct / n, _z(0.5 + 0.5 * level)
+    denom = 2 * (n + z**2)
+    center, delta = (2 * n * p + z**2) / denom, z / denom * math.sqrt(4 * n * p * (1 - p) + z**2)
+    return (0.0 if correct == 0 else center - delta), (1.0 if correct == n else center + delta)
 
-    ci = stats.binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+
+def _z(q: float) -> float:
+    """The standard normal quantile (scipy.stats.norm.ppf)."""
+    return NormalDist().inv_cdf(q)
 
 
 # --------------------------------------------------------------------------- representation similarity

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import logging
 import os
 import shutil
@@ -45,7 +46,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,16 @@ from ..errors import ZooSurveyError, ZooSurveyException, ZooSurveyFailure, shown
 from ..features.cache import FeatureCache
 from ..files import atomic_write
 from ..results.store import ResultRow
+from ..threads import WAIT_POLICY
 from ..zoo.checkpoints import ResolvedCheckpoint
 from .options import RunOptions
 from .plan import Comparison
-from .runner import Hooks, NodeTally, RunnerFactory
+from .runner import Finished, Hooks, NodeTally, RunnerFactory
 from .units import ExtractDone, ExtractUnit, ProbeUnit, Workspace
 
 CACHE_MODES = ("auto", "shared", "driver")
 RETRIES = 3  # restarts of an actor, retries of a call or task
+GPUS_PER_PROBE = 0.25  # a probe task's share of a GPU on a CUDA run: four fit beside each other (a linear head is small)
 SENTINELS = ".ray-sentinels"
 _POLL_S = 0.5  # how often the driver refreshes the progress display while it waits
 _UNAVAILABLE_TRIES = 180  # asks, a second apart, of an actor Ray is restarting (it notices a dead node in ~15-30 s)
@@ -80,10 +83,11 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     cache: str = "auto"  # auto | shared | driver
     retries: int = RETRIES
+    gpus_per_probe: float | None = None  # a probe task's GPU share on a CUDA run; None: GPUS_PER_PROBE
 
 
 def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_per_actor: float | None = None,
-                cache: str | None = None, device: str = "auto") -> RayOptions | None:
+                cache: str | None = None, device: str = "auto", gpus_per_probe: float | None = None) -> RayOptions | None:
     """Check the ``--ray`` flags (and ``--device`` beside them) before any work; ``None`` without ``--ray`` (the
     other flags then need it).
 
@@ -92,7 +96,7 @@ def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_p
     """
     if address is None:
         given = [f for f, v in (("ray_gpus_per_actor", gpus_per_actor), ("ray_cpus_per_actor", cpus_per_actor),
-                                ("ray_cache", cache)) if v is not None]
+                                ("ray_cache", cache), ("ray_gpus_per_probe", gpus_per_probe)) if v is not None]
         if given:
             raise ZooSurveyError(f"{', '.join(repr(g) for g in given)} only apply to a run on Ray; give 'ray' (local, auto "
                                  "or ADDRESS)", param=(*given, "ray"))
@@ -103,6 +107,9 @@ def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_p
     if gpus_per_actor is not None and not (0 < gpus_per_actor <= 1 or float(gpus_per_actor).is_integer()):
         raise ZooSurveyError(f"'ray_gpus_per_actor' must be a fraction in (0, 1] or a whole number, got {gpus_per_actor}",
                              param="ray_gpus_per_actor")
+    if gpus_per_probe is not None and not 0 < gpus_per_probe <= 1:
+        raise ZooSurveyError(f"'ray_gpus_per_probe' must be a fraction in (0, 1], got {gpus_per_probe}",
+                             param="ray_gpus_per_probe")
     if cpus_per_actor is not None and not cpus_per_actor > 0:
         raise ZooSurveyError(f"'ray_cpus_per_actor' must be positive, got {cpus_per_actor}", param="ray_cpus_per_actor")
     if cache is not None and cache not in CACHE_MODES:
@@ -110,7 +117,7 @@ def ray_options(address: str | None, gpus_per_actor: float | None = None, cpus_p
     check_device(device)
     if importlib.util.find_spec("ray") is None:
         raise ZooSurveyError("'ray' needs Ray, an optional extra: pip install 'zoo-survey[ray]'", param="ray")
-    return RayOptions(address, gpus_per_actor, cpus_per_actor or 1.0, cache or "auto")
+    return RayOptions(address, gpus_per_actor, cpus_per_actor or 1.0, cache or "auto", gpus_per_probe=gpus_per_probe)
 
 
 def check_device(device: str) -> None:
@@ -165,9 +172,10 @@ class RayCluster:
 
 def worker_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The driver's ``HF_*`` and ``ZOO_SURVEY_*`` variables (offline mode, caches, allowed paths), for every
-    worker; never a token."""
+    worker, never a token; and OpenMP's passive wait (Ray sets each worker's thread count from its CPUs)."""
     environ = os.environ if environ is None else environ
-    return {k: v for k, v in environ.items() if k.startswith(("HF_", "ZOO_SURVEY_")) and "TOKEN" not in k}
+    return {**{k: v for k, v in WAIT_POLICY.items() if k not in environ},
+            **{k: v for k, v in environ.items() if k.startswith(("HF_", "ZOO_SURVEY_", "OMP_WAIT")) and "TOKEN" not in k}}
 
 
 @contextmanager
@@ -360,6 +368,7 @@ class _Extracted:
     host: str
     files: dict[str, bytes]  # the entry's files when it travels back to the driver; empty when the cache is shared
     repaired: tuple[str, ...]
+    started: float  # when the unit started on its worker (time.time())
 
 
 class _ExtractWorker:
@@ -372,6 +381,7 @@ class _ExtractWorker:
         self.ws = Workspace(FeatureCache(scratch_folder(root) if ship else Path(root), shard_rows), options)
 
     def run(self, unit: ExtractUnit, uid: str, board: Any) -> _Extracted:
+        started = time.time()
         _tell(board, uid, self.node)
         cache = self.ws.source.cache
         before = len(cache.repaired)
@@ -385,7 +395,7 @@ class _ExtractWorker:
                 shutil.rmtree(cache.path(key), ignore_errors=True)  # it lives on in the driver's cache
         except Exception as e:
             raise unit_error(unit.name, self.node, self.host, e) from e
-        return _Extracted(done, self.node, self.host, files, tuple(cache.repaired[before:]))
+        return _Extracted(done, self.node, self.host, files, tuple(cache.repaired[before:]), started)
 
 
 class _NoImages:
@@ -438,8 +448,10 @@ class _ProbeWorkspace(Workspace):
 _PROBE_WS: dict[str, _ProbeWorkspace] = {}  # per worker process: the current run's workspace (features memoised)
 
 
-def _probe_task(unit: ProbeUnit, uid: str, ctx: _ProbeContext, data: Any, board: Any) -> tuple[str, ResultRow, str, str]:
-    """One probe unit on a worker; its row comes back with where it ran in its provenance."""
+def _probe_task(unit: ProbeUnit, uid: str, ctx: _ProbeContext, data: Any, board: Any
+                ) -> tuple[str, ResultRow, str, str, tuple[float, float]]:
+    """One probe unit on a worker; its row comes back with where it ran in its provenance, and when it ran."""
+    started = time.time()
     node, host = _here()
     _tell(board, uid, node)
     try:
@@ -451,8 +463,13 @@ def _probe_task(unit: ProbeUnit, uid: str, ctx: _ProbeContext, data: Any, board:
         row = unit.run(ws)
     except Exception as e:
         raise unit_error(unit.name, node, host, e) from e
-    ran_on = {"runner": "ray", "node": node, "host": host}
-    return uid, dataclasses.replace(row, provenance={**row.provenance, "ran_on": ran_on}), node, host
+    import ray
+
+    # what Ray gave this task (RayRunner.probe_resources asked for it): {"CPU": 1.0}, or a GPU share and a CPU
+    given = {k: float(v) for k, v in sorted(ray.get_runtime_context().get_assigned_resources().items())
+             if not k.startswith(("node:", "bundle_group_"))}
+    ran_on = {"runner": "ray", "node": node, "host": host, "resources": given}
+    return uid, dataclasses.replace(row, provenance={**row.provenance, "ran_on": ran_on}), node, host, (started, time.time())
 
 
 def _ready(pending: Mapping[Any, Any]) -> list[Any]:
@@ -498,6 +515,8 @@ class RayRunner:
         self._hosts = {n.id: n.host for n in cluster.nodes}
         self._shared: bool | None = None
         self._board_actor: Any = None
+        self._probe_ctx: Any = None  # the run's _ProbeContext in the object store, once a probe unit has gone out
+        self._uids = itertools.count()
 
     @classmethod
     def factory(cls, cluster: RayCluster, options: RayOptions) -> RunnerFactory:
@@ -589,8 +608,25 @@ class RayRunner:
                                   unit.split)
 
     def extract(self, units: Sequence[ExtractUnit]) -> Iterator[tuple[ExtractUnit, ExtractDone]]:
-        """Each checkpoint's units on an actor of its own (one model load), costliest first; Ray places each actor
-        when a node has room (a finished one is killed at once), restarts it, and retries its calls."""
+        """Each checkpoint's units on an actor of its own (see :meth:`pipeline`), with no probe beside them."""
+        for unit, done, _ in self.pipeline(units, lambda: None):
+            yield unit, done  # type: ignore[misc]
+
+    def probe(self, units: Iterable[ProbeUnit]) -> Iterator[tuple[ProbeUnit, ResultRow]]:
+        """Each unit as a task (see :meth:`pipeline`), taken from ``units`` as the window has room."""
+        todo = iter(units)
+        for unit, row, _ in self.pipeline((), lambda: next(todo, None)):
+            yield unit, row  # type: ignore[misc]
+
+    def pipeline(self, units: Sequence[ExtractUnit], next_probe: Callable[[], ProbeUnit | None]) -> Iterator[Finished]:
+        """Extraction and probes together, in one loop over what Ray returns.
+
+        Extraction: each checkpoint's units on an actor of its own (one model load), costliest first;
+        Ray places each actor when a node has room (a finished one is killed at once), restarts it, and
+        retries its calls. Probes: each unit a task, asked of ``next_probe`` (the driver gives one only once
+        its features are cached) while fewer than a window of groups is in flight (claims held, features
+        shipped), so probe tasks run while later actors still extract; each group's features go to the
+        object store once when the cache is not shared."""
         import ray
 
         todo = []
@@ -599,31 +635,55 @@ class RayRunner:
             if self.cache.get(key) is None:
                 todo.append(u)
             else:  # a cached entry schedules nothing
-                yield u, ExtractDone(key.digest, 0, ())
-        if not todo:
-            return
-        ship = not self.shared()
+                now = time.time()
+                yield u, ExtractDone(key.digest, 0, ()), (now, now)
+        ship = not self.shared() if todo else False
+        board = self._board() if todo else None
         groups: dict[str, list[ExtractUnit]] = {}
         for u in todo:
             groups.setdefault(u.checkpoint.id, []).append(u)
         cpus = self.options.cpus_per_actor
-        if self._slots(cpus, self.gpus) < 1:
+        if todo and self._slots(cpus, self.gpus) < 1:
             raise ZooSurveyError(
                 f"no node of the Ray cluster has {cpus:g} CPU(s) and {self.gpus:g} GPU(s) for an extraction actor; "
                 "lower 'ray_cpus_per_actor' / 'ray_gpus_per_actor', or add nodes", param=("ray_cpus_per_actor", "ray_gpus_per_actor")
             )
         worker = _remote()["extract"].options(num_cpus=cpus, num_gpus=self.gpus, max_restarts=self.options.retries,
                                              max_task_retries=self.options.retries, scheduling_strategy="SPREAD")
-        board = self._board()
         actors: dict[int, Any] = {}  # group -> its actor, until the group is done
         left: dict[int, int] = {}
         pending: dict[Any, tuple[int, ExtractUnit, str]] = {}
         again: list[tuple[float, int, ExtractUnit, str]] = []  # (when, group, unit, uid): asked again once restarted
         asked: dict[str, int] = {}
+        probing: dict[Any, tuple[ProbeUnit, str]] = {}
+        shipped: dict[str, Any] = {}  # group -> its features in the object store, while the group is in flight
+        task: Any = None
+        window = 0
+        waiting: ProbeUnit | None = None
 
         def submit(g: int, u: ExtractUnit, uid: str) -> None:
             asked[uid] = asked.get(uid, 0) + 1
             pending[actors[g].run.options(retry_exceptions=[RetryableUnitError]).remote(u, uid, board)] = (g, u, uid)
+
+        def top_up() -> None:
+            """Submit probe units while fewer than ``window`` groups are in flight."""
+            nonlocal task, window, waiting, ship
+            flying = {u.group for u, _ in probing.values()}
+            while True:
+                waiting = waiting or next_probe()
+                if waiting is None:
+                    return
+                if task is None:  # the first probe unit: what every task shares, once
+                    task, window = self._probe_task()
+                    ship = not self.shared()
+                if waiting.group not in flying and len(flying) >= window:
+                    return
+                u, waiting = waiting, None
+                if ship and u.group not in shipped:
+                    shipped[u.group] = ray.put(self.ws.comparison_features(u.comparison, u.dataset, u.fingerprint))
+                uid = f"p{next(self._uids)}"
+                probing[task.remote(u, uid, self._probe_ctx, shipped.get(u.group), self._board())] = (u, uid)
+                flying.add(u.group)
 
         # The costliest checkpoints first, so the last actor to finish has a small one.
         ordered = sorted(groups.values(), key=lambda g: -(g[0].checkpoint.gmacs or 1.0) * len(g))
@@ -632,13 +692,25 @@ class RayRunner:
                 actors[g], left[g] = worker.remote(str(self.root), self.cache.shard_rows, self.ws.options, ship), len(group)
                 for i, u in enumerate(group):
                     submit(g, u, f"x{g}.{i}")
-            while pending or again:
+            while True:
+                top_up()
+                if not (pending or again or probing):
+                    return
                 now = time.monotonic()
                 for item in [a for a in again if a[0] <= now]:
                     again.remove(item)
                     submit(*item[1:])
-                ready = _ready(pending)
+                ready = _ready({**pending, **probing})
                 for ref in ready:
+                    if ref in probing:
+                        punit, uid = probing.pop(ref)
+                        try:
+                            _, row, node, host, span = ray.get(ref)
+                        except Exception as e:
+                            raise self._fail(e, punit.name, self._started_on(uid)) from None
+                        self._tally(node, host).probe += 1
+                        yield punit, row, span
+                        continue
                     g, unit, uid = pending.pop(ref)
                     try:
                         got: _Extracted = ray.get(ref)
@@ -654,13 +726,17 @@ class RayRunner:
                     left[g] -= 1
                     if left[g] == 0:
                         ray.kill(actors.pop(g))  # free its resources now: the next group's actor (or a restarted one) needs them
-                    yield unit, self._extracted(unit, got)
-                if not ready and not pending:
+                    yield unit, self._extracted(unit, got), (got.started, time.time())
+                if not ready and not pending and not probing:
                     time.sleep(_POLL_S)
-                self._show({uid for _, _, uid in pending.values()} | {a[3] for a in again})
+                flying = {u.group for u, _ in probing.values()}
+                shipped = {g: data for g, data in shipped.items() if g in flying}
+                self._show({uid for _, _, uid in pending.values()} | {a[3] for a in again} | {uid for _, uid in probing.values()})
         finally:
             for a in actors.values():
                 ray.kill(a)
+            for ref in probing:
+                ray.cancel(ref)
             self._show(())
 
     def _extracted(self, unit: ExtractUnit, got: _Extracted) -> ExtractDone:
@@ -679,54 +755,28 @@ class RayRunner:
 
     # ---- probes
 
-    def probe(self, units: Iterable[ProbeUnit]) -> Iterator[tuple[ProbeUnit, ResultRow]]:
-        """Each unit as a task; units are taken while fewer than a window of groups is in flight (claims held,
-        features shipped), and each group's features go to the object store once when the cache is not shared."""
+    def probe_resources(self) -> dict[str, float]:
+        """What a probe task asks Ray for: on a CUDA run a share of a GPU (``gpus_per_probe``) and a CPU to drive
+        it; otherwise one CPU."""
+        on_gpu = self.ws.options.extract.device.startswith("cuda")
+        share = self.options.gpus_per_probe if self.options.gpus_per_probe is not None else GPUS_PER_PROBE
+        return {"num_cpus": 1.0, "num_gpus": share if on_gpu else 0.0}
+
+    def _probe_task(self) -> tuple[Any, int]:
+        """The probe task, with its resources, and how many groups may be in flight; puts the run's probe context
+        (each dataset's splits without images, the resolved checkpoints) in the object store once."""
         import ray
 
-        ship = not self.shared()
-        decoders = {}  # what the tasks' keys need from the images, looked at here (memoised: extract() did)
+        res = self.probe_resources()
+        if self._slots(res["num_cpus"], res["num_gpus"]) < 1:
+            raise ZooSurveyError(
+                f"no node of the Ray cluster has {res['num_cpus']:g} CPU(s) and {res['num_gpus']:g} GPU(s) for a probe "
+                "task; lower 'ray_gpus_per_probe', or add nodes", param="ray_gpus_per_probe")
+        decoders = {}  # what the tasks' keys need from the images, looked at here (memoised: extraction did)
         for ds in self.ws.prepared.values():
             decoders.update({(ds.fingerprint, s, ds.splits[s].indices_digest()): self.ws.source.decoder(ds, s) for s in ds.splits})
-        ctx = ray.put(_ProbeContext(uuid.uuid4().hex, str(self.root), self.cache.shard_rows,
-                                    {k: _without_images(v) for k, v in self.ws.prepared.items()},
-                                    dict(self.ws.resolved), decoders))
-        on_gpu = self.ws.options.extract.device.startswith("cuda")
-        task = _remote()["probe"].options(num_cpus=1, num_gpus=self.gpus if on_gpu else 0, max_retries=self.options.retries,
-                                          retry_exceptions=[RetryableUnitError])
-        board = self._board()
-        window = max(2, 2 * self._slots(1, self.gpus if on_gpu else 0))  # groups in flight
-        pending: dict[Any, tuple[ProbeUnit, str]] = {}
-        shipped: dict[str, Any] = {}  # group -> its features in the object store, while the group is in flight
-        todo, waiting = iter(units), None
-        uids = iter(range(1 << 62))
-        try:
-            while True:
-                flying = {u.group for u, _ in pending.values()}
-                while True:
-                    waiting = waiting or next(todo, None)
-                    if waiting is None or (waiting.group not in flying and len(flying) >= window):
-                        break
-                    u, waiting = waiting, None
-                    if ship and u.group not in shipped:
-                        shipped[u.group] = ray.put(self.ws.comparison_features(u.comparison, u.dataset, u.fingerprint))
-                    uid = f"p{next(uids)}"
-                    pending[task.remote(u, uid, ctx, shipped.get(u.group), board)] = (u, uid)
-                    flying.add(u.group)
-                if not pending:
-                    return
-                for ref in _ready(pending):
-                    unit, uid = pending.pop(ref)
-                    try:
-                        _, row, node, host = ray.get(ref)
-                    except Exception as e:
-                        raise self._fail(e, unit.name, self._started_on(uid)) from None
-                    self._tally(node, host).probe += 1
-                    yield unit, row
-                flying = {u.group for u, _ in pending.values()}
-                shipped = {g: data for g, data in shipped.items() if g in flying}
-                self._show({uid for _, uid in pending.values()})
-        finally:
-            for ref in pending:
-                ray.cancel(ref)
-            self._show(())
+        self._probe_ctx = ray.put(_ProbeContext(uuid.uuid4().hex, str(self.root), self.cache.shard_rows,
+                                                {k: _without_images(v) for k, v in self.ws.prepared.items()},
+                                                dict(self.ws.resolved), decoders))
+        task = _remote()["probe"].options(**res, max_retries=self.options.retries, retry_exceptions=[RetryableUnitError])
+        return task, max(2, 2 * self._slots(res["num_cpus"], res["num_gpus"]))  # groups in flight

@@ -2,8 +2,9 @@
 
 ``run_survey`` is what ``zoo-survey run`` calls; tests call it too. It builds the units
 of work (:mod:`.units`) and hands them to a runner (:mod:`.runner`), which only executes them:
-extraction units first, checkpoints outermost so each model loads once, then probe units,
-which read only cached features. The driver (:mod:`.driver`) alone claims, skips, writes the
+extraction units in order, checkpoints outermost so each model loads once, and each comparison's
+probe units, which read only cached features, as soon as its members' features are cached
+(pipelined: they run while later checkpoints extract). The driver (:mod:`.driver`) alone claims, skips, writes the
 results store, counts and shows progress, the same for every runner.
 """
 
@@ -46,12 +47,13 @@ def run_survey(
     >>> run_survey([plan_family(fam)], [reg.dataset("digits")], cache, out / "results.sqlite", resolve_options())  # doctest: +SKIP
     """
     report = RunReport()
+    hooks = hooks or Hooks()
     checkpoints = list({spec.id: spec for plan in plans for spec in plan.checkpoints}.values())
-    runner = extract_all(checkpoints, datasets, cache, options, hooks, report, runner_factory)
+    runner = _start(checkpoints, datasets, cache, options, hooks, report, runner_factory)
     store = ResultStore(store_path)
     report.store = store.path
     units = probe_units(plans, runner.ws.prepared, runner.ws.resolved, options)
-    driver.probe(runner, units, store, hooks or Hooks(), report)
+    driver.survey(runner, extract_units(checkpoints, runner.ws.prepared), units, store, hooks, report)
     for sim in similarity_units(plans, runner.ws.prepared, runner.ws.resolved, options):
         if not all(store.has_similarity(key) for _, _, key in sim.pairs):  # cheap: test features, on the driver
             store.put_similarity(sim.run(runner.ws))
@@ -78,14 +80,20 @@ def extract_all(
     """
     hooks = hooks or Hooks()
     report = report if report is not None else RunReport()
+    runner = _start(checkpoints, datasets, cache, options, hooks, report, runner_factory)
+    driver.extract(runner, extract_units(checkpoints, runner.ws.prepared), hooks, report)
+    report.notes += cache.repaired
+    return runner
+
+
+def _start(checkpoints: Sequence[CheckpointSpec], datasets: Sequence[DatasetSpec], cache: FeatureCache, options: RunOptions,
+           hooks: Hooks, report: RunReport, runner_factory: RunnerFactory | None) -> Runner:
+    """Check every input (nothing is written or scheduled before), then make the runner."""
     check_heavy(checkpoints, options)
     with remembered_hashes(cache.root / HASHES_FILE):  # a local dataset's files are hashed once, not every run
         prepared, resolved = prepare_inputs(checkpoints, datasets, options, report)
-    cache.check_writable()
-    runner = (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
-    driver.extract(runner, extract_units(checkpoints, prepared), hooks, report)
-    report.notes += cache.repaired
-    return runner
+        cache.check_writable()  # inside: a first run's hashes and metadata are remembered once the folder exists
+    return (runner_factory or LocalRunner)(Workspace(cache, options, prepared, resolved, _progress_adapter(hooks)), hooks)
 
 
 def check_heavy(checkpoints: Sequence[CheckpointSpec], options: RunOptions) -> None:

@@ -84,7 +84,8 @@ class Workspace:
 
     def checkpoint(self, spec: CheckpointSpec) -> ResolvedCheckpoint:
         if spec.id not in self.resolved:
-            self.resolved[spec.id] = resolve(spec, offline=self.options.offline, image_size=self.options.image_size)
+            with remembered_hashes(self.source.cache.root / HASHES_FILE):  # weights' hashes, timm's configs
+                self.resolved[spec.id] = resolve(spec, offline=self.options.offline, image_size=self.options.image_size)
         return self.resolved[spec.id]
 
     def comparison_features(self, comp: Comparison, spec: DatasetSpec, fingerprint: str) -> _ComparisonData:
@@ -166,18 +167,25 @@ class ProbeUnit:
     comparison: Comparison
     dataset: DatasetSpec
     fingerprint: str
-    probe: type[Probe]
+    probe_name: str  # the class (``probe``) is looked up when the unit runs: deciding a row is stored imports none
     setting: Setting
     options: RunOptions
     row_key: str
     group: str  # every row of this comparison on this dataset (they share features): the unit two runs claim
     kind: str = ""  # the family's pretraining kind (recorded in the row's provenance for the report)
+    # the class when it was already loaded where the units were made (a plug-in, or a probe registered in a notebook):
+    # it travels with the unit to a Ray worker, where that registration is not; a shipped probe is looked up by name
+    probe_class: type[Probe] | None = None
+
+    @property
+    def probe(self) -> type[Probe]:
+        return self.probe_class or PROBES.get(self.probe_name)
 
     @property
     def name(self) -> str:
         label = f" {self.setting.label}" if self.setting.label else ""
         seed = f" seed {self.setting.seed}" if self.setting.seed is not None else ""
-        return f"{self.probe.name}{label}{seed} probe · {self.comparison.name} · {self.dataset.id}"
+        return f"{self.probe_name}{label}{seed} probe · {self.comparison.name} · {self.dataset.id}"
 
     def run(self, ws: Workspace) -> ResultRow:
         """Fit and score the probe on the cached member features; returns the row (the caller stores it)."""
@@ -341,11 +349,11 @@ def probe_units(
     for plan in plans:
         for ds in prepared.values():
             for comp in plan.comparisons:
-                todo = [(PROBES.get(p), s) for p in options.probes for s in PROBES.get(p).settings(options.probe_config)
-                        if comp.combine in PROBES.get(p).combines and controlled(comp, PROBES.info(p), options)]
-                keys = [row_key(_row_payload(comp, ds, p.name, s, options, resolved)) for p, s in todo]
+                todo = [(p, s) for p in options.probes for s in PROBES.settings(p, options.probe_config)
+                        if comp.combine in PROBES.info(p).combines and controlled(comp, PROBES.info(p), options)]
+                keys = [row_key(_row_payload(comp, ds, p, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
                 out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
-                                  group, plan.kind)
+                                  group, plan.kind, PROBES.loaded(p))
                         for (p, s), k in zip(todo, keys, strict=True)]
     return out

@@ -9,16 +9,18 @@ never silently replaced by a random initialisation.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..digests import file_sha256
+from ..digests import file_sha256, remembered
 from ..errors import NotCachedError, ZooSurveyError, ZooSurveyFailure
 from ..sources.checkpoints import KeyMap, PackageSource
 from .hub import download_file, hub_call, not_cached_hint
@@ -98,7 +100,23 @@ def resolve(spec: CheckpointSpec, *, offline: bool = False, image_size: int | No
     )
 
 
+@lru_cache(maxsize=1)
+def timm_version() -> str:
+    """The installed timm's version, read from its metadata (importing timm costs a second)."""
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
 def _timm_cfg(spec: CheckpointSpec, name: str) -> dict[str, Any]:
+    """timm's pretrained config of tag ``name`` (or of the architecture), remembered per timm version in the cache's
+    memo (:func:`~zoo_survey.digests.remembered`), so a cached run does not import timm for it."""
+    key = {"memo": "timm-pretrained-cfg", "timm": timm_version(), "arch": spec.arch, "name": name}
+    return dict(remembered(key, lambda: _timm_cfg_now(spec, name)))
+
+
+def _timm_cfg_now(spec: CheckpointSpec, name: str) -> dict[str, Any]:
     import timm
 
     if not timm.is_model(spec.arch):
@@ -116,7 +134,17 @@ def _timm_cfg(spec: CheckpointSpec, name: str) -> dict[str, Any]:
 
 def _preprocessing(cfg: Mapping[str, Any], spec: CheckpointSpec, image_size: int | None) -> Preprocessing:
     """timm's ``resolve_data_config`` on the pretrained config, with the entry's ``preprocess`` overrides
-    and ``--image-size`` as its arguments (timm's defaults fill what neither gives)."""
+    and ``--image-size`` as its arguments (timm's defaults fill what neither gives); remembered per (timm version,
+    config, overrides, image size) in the cache's memo."""
+    key = {"memo": "preprocessing", "timm": timm_version(), "cfg": dict(cfg),
+           "preprocess": spec.preprocess.model_dump(mode="json"), "image_size": image_size}
+    got = remembered(key, lambda: asdict(_preprocessing_now(cfg, spec, image_size)))
+    return Preprocessing(input_size=int(got["input_size"]), interpolation=str(got["interpolation"]),
+                         crop_pct=float(got["crop_pct"]), crop_mode=str(got["crop_mode"]),
+                         mean=_rgb(got["mean"]), std=_rgb(got["std"]))
+
+
+def _preprocessing_now(cfg: Mapping[str, Any], spec: CheckpointSpec, image_size: int | None) -> Preprocessing:
     from timm.data import resolve_data_config
 
     over = spec.preprocess

@@ -1,0 +1,361 @@
+"""Batched multinomial L2 logistic regression: many problems, one L-BFGS each, solved together (issue 20).
+
+A *problem* is one feature matrix (a :class:`Group`), one ``C`` and a start. Problems are laid out as
+``(G, P)``: G matrices, each with up to P problems (its C values, or its paths). Every iteration costs
+two passes over each matrix, shared by all its problems: the search direction's logits
+``Z @ D`` (one ``(n, d) x (d, P*k)`` GEMM per matrix, ``bmm`` over matrices) and the gradient
+``Z^T G``. The line search needs no pass: along a direction the logits are ``L + t A``, so every trial
+step is elementwise.
+
+Each problem keeps its own L-BFGS history (memory 20), its own step (backtracking Armijo from 1, the
+first step scaled to ``min(1, 1/|g|_1)`` as torch's LBFGS does) and its own stopping rule: max
+|gradient| <= its tol (scikit-learn's), ``max_iter``, or a step that no longer changes the objective.
+A problem that stops is frozen (its step is 0) and, once no problem of a slot needs it, dropped: the
+batch shrinks as problems converge.
+
+Padding, exact in exact arithmetic and in floats (no term changes): matrices of another size are padded
+with zero rows (row weight 0: no loss, no gradient) and zero columns (the weight on a zero column has
+gradient ``lam * w``, so from 0 it stays exactly 0); problems with fewer classes get logit -inf on the
+missing ones (probability 0, gradient 0). What is *not* bit-identical to a problem solved alone is the
+rounding: a GEMM or a sum over a padded or wider batch may add in another order, so a batched solution
+differs from a lone one at float32 rounding (relative 1e-6 on the coefficients) and the paths of two
+solves may part where the stopping rule is borderline. The survey therefore always solves the same batch
+for a row, whatever runner asked for it (see ``fewshot.py``), and rows stay bit-identical across runners
+and thread counts (issue 22).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+HISTORY = 20  # L-BFGS memory, as the sequential solver had
+ARMIJO = 1e-4
+MAX_BACKTRACKS = 40
+REFRESH = 25
+# Solve in the row space only when there are this many times more columns than rows: the decomposition (a float64
+# Gram matrix and its eigenvectors) costs about as many flops as the iterations it saves when d is close to n.
+REDUCE_ABOVE = 2.0  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
+
+
+def tensor(a: np.ndarray, device: Any):
+    """A float32 copy in torch's own memory (64-byte aligned, as MKL's reproducible paths want), not a view of
+    numpy's buffer, whose alignment depends on how the caller allocated it."""
+    import torch
+
+    return torch.tensor(np.asarray(a, dtype=np.float32), device=device)
+
+
+@dataclass
+class Group:
+    """One standardized training matrix, in the basis the solver works in.
+
+    With far fewer rows than columns (``reduce``, d > 2 n) the solver works on ``Z = X V`` (V: the row space of X, from
+    the float64 Gram matrix's eigenvectors), which is exact for L2-regularized models: the optimal
+    weights are a combination of the training rows. ``to_features`` maps weights back.
+    """
+
+    Z: Any  # (n, r) float32 tensor
+    y: Any  # (n,) int64 tensor: class indices
+    n_classes: int
+    V: Any = None  # (d, r) or None
+
+    @classmethod
+    def build(cls, Xs: np.ndarray, y: np.ndarray, n_classes: int, device: Any, reduce: bool = True) -> Group:
+        import torch
+
+        dev = torch.device(device)
+        X = tensor(Xs, dev)
+        n, d = X.shape
+        V = None
+        if reduce and d > REDUCE_ABOVE * n:
+            # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840); X = U S V^T, V = X^T U / S.
+            X64 = X.double()
+            ev, U = torch.linalg.eigh(X64 @ X64.T)
+            keep = ev > ev.max() * 1e-12
+            S = ev[keep].sqrt()
+            U = U[:, keep]
+            V = ((X64.T @ U) / S).float().contiguous()
+            X = (U * S).float().contiguous()
+        return cls(X, torch.as_tensor(np.asarray(y), device=dev), n_classes, V)
+
+    def project(self, Xs: np.ndarray):
+        X = tensor(Xs, self.Z.device)
+        return X if self.V is None else X @ self.V
+
+    def to_features(self, W) -> np.ndarray:
+        return (W if self.V is None else self.V @ W).cpu().numpy()
+
+
+@dataclass
+class Path:
+    """Problems on one group solved one after another, each warm-started from the previous one's solution
+    (a regularization path); the first from ``start`` (W, b in the group's basis) or zero."""
+
+    group: int
+    Cs: Sequence[float]
+    tol: float
+    max_iter: int
+    start: tuple[Any, Any] | None = None
+
+
+Solution = tuple[Any, Any, int]  # W (r, k), b (k,), L-BFGS iterations
+
+
+def solve_paths(groups: Sequence[Group], paths: Sequence[Path]) -> list[list[Solution]]:
+    """Every path's solutions, in its order of C. Step j solves every path's j-th C in one batch; groups of
+    different row counts go in separate batches (padding rows costs passes), the rest are padded."""
+    out: list[list[Solution]] = [[] for _ in paths]
+    steps = max((len(p.Cs) for p in paths), default=0)
+    for j in range(steps):
+        live = [i for i, p in enumerate(paths) if len(p.Cs) > j]
+        by_rows: dict[int, list[int]] = {}
+        for i in live:
+            by_rows.setdefault(int(groups[paths[i].group].Z.shape[0]), []).append(i)
+        for n in sorted(by_rows):
+            todo = by_rows[n]
+            starts = [out[i][-1][:2] if j else paths[i].start for i in todo]
+            sols = solve(groups, [(paths[i].group, paths[i].Cs[j], paths[i].tol, paths[i].max_iter, s)
+                                  for i, s in zip(todo, starts, strict=True)])
+            for i, s in zip(todo, sols, strict=True):
+                out[i].append(s)
+    return out
+
+
+def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, int, Any]]) -> list[Solution]:
+    """Solve ``(group, C, tol, max_iter, start)`` problems together; returns (W, b, n_iter) for each, in order."""
+    import torch
+
+    used = sorted({p[0] for p in problems})
+    slot_of = {g: i for i, g in enumerate(used)}
+    members: list[list[int]] = [[] for _ in used]
+    for i, p in enumerate(problems):
+        members[slot_of[p[0]]].append(i)
+    G, P = len(used), max(len(m) for m in members)
+    gs = [groups[g] for g in used]
+    dev = gs[0].Z.device
+    n, d, k = (max(int(g.Z.shape[0]) for g in gs), max(int(g.Z.shape[1]) for g in gs), max(g.n_classes for g in gs))
+    if G == 1 and tuple(gs[0].Z.shape) == (n, d):
+        Z = gs[0].Z[None]
+    else:
+        Z = torch.zeros(G, n, d, device=dev)
+        for i, g in enumerate(gs):
+            Z[i, : g.Z.shape[0], : g.Z.shape[1]] = g.Z
+    Y = torch.zeros(G, n, dtype=torch.long, device=dev)
+    rw = torch.zeros(G, n, device=dev)  # 1/n on a group's rows (the mean), 0 on padding
+    cbias = torch.zeros(G, k, device=dev)  # -inf on classes a group does not have
+    for i, g in enumerate(gs):
+        m = g.Z.shape[0]
+        Y[i, :m] = g.y
+        rw[i, :m] = 1.0 / m
+        cbias[i, g.n_classes:] = float("-inf")
+    ids = torch.full((G, P), -1, dtype=torch.long)
+    lam = torch.zeros(G, P, device=dev)
+    tol = torch.zeros(G, P, device=dev)
+    max_iter = torch.zeros(G, P, dtype=torch.long, device=dev)
+    theta = torch.zeros(G, P, d * k + k, device=dev)
+    for gi, mem in enumerate(members):
+        g = gs[gi]
+        for pi, i in enumerate(mem):
+            _, C, t, mi, start = problems[i]
+            ids[gi, pi] = i
+            lam[gi, pi] = 1.0 / (C * g.Z.shape[0])
+            tol[gi, pi], max_iter[gi, pi] = t, mi
+            if start is not None:
+                W0 = torch.zeros(d, k, device=dev)
+                W0[: g.Z.shape[1], : g.n_classes] = torch.as_tensor(start[0], device=dev)
+                theta[gi, pi, : d * k] = W0.reshape(-1)
+                theta[gi, pi, d * k : d * k + g.n_classes] = torch.as_tensor(start[1], device=dev)
+    W_out, n_iter_out = _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, len(problems), d, k)
+    sols: list[Solution] = []
+    for i, p in enumerate(problems):
+        g = groups[p[0]]
+        th = W_out[i]
+        W = th[: d * k].view(d, k)[: g.Z.shape[1], : g.n_classes].clone()
+        b = th[d * k : d * k + g.n_classes].clone()
+        sols.append((W, b, int(n_iter_out[i])))
+    return sols
+
+
+class _State:
+    """The batch being solved, laid out (G, P, ...); rebuilt smaller as problems stop."""
+
+    Z: Any
+    Y: Any
+    rw: Any
+    cbias: Any
+    ids: Any
+    active: Any
+    lam: Any
+    tol: Any
+    max_iter: Any
+    theta: Any
+    L: Any
+    g: Any
+    f: Any
+    S: Any
+    Yh: Any
+    rho: Any
+    gamma: Any
+    n_iter: Any
+
+    def __init__(self, **tensors: Any):
+        self.__dict__.update(tensors)
+
+    def take(self, gi, order) -> None:
+        """Keep groups ``gi`` and, in each, the problems ``order`` (G', P')."""
+        import torch
+
+        rows = torch.arange(len(gi), device=gi.device)[:, None]
+        for name in ("Z", "Y", "rw", "cbias"):
+            setattr(self, name, getattr(self, name)[gi])
+        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "g", "f", "S", "Yh", "rho", "gamma", "n_iter"):
+            t = getattr(self, name)
+            setattr(self, name, t[gi.to(t.device)][rows.to(t.device), order.to(t.device)])
+        L = self.L[gi]
+        self.L = L.gather(2, order[:, None, :, None].expand(L.shape[0], L.shape[1], order.shape[1], L.shape[3]))
+
+
+def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, k: int):
+    import torch
+
+    G, P, D = theta.shape
+    dev = theta.device
+    m = HISTORY
+    s = _State(Z=Z, Y=Y, rw=rw, cbias=cbias, ids=ids.to(dev), active=ids.to(dev) >= 0, lam=lam, tol=tol, max_iter=max_iter,
+               theta=theta)
+    s.L = _logits(s.Z, s.theta, d, k)
+    s.f, s.g = _loss_grad(s, d, k)
+    s.S = torch.zeros(G, P, m, D, device=dev)
+    s.Yh = torch.zeros(G, P, m, D, device=dev)
+    s.rho = torch.zeros(G, P, m, device=dev)
+    s.gamma = torch.zeros(G, P, device=dev)  # 0: no curvature pair yet (first step scaled instead)
+    s.n_iter = torch.zeros(G, P, dtype=torch.long, device=dev)
+    W_out = torch.zeros(count, D, device=dev)
+    n_iter_out = torch.zeros(count, dtype=torch.long)
+    s.active &= s.g.abs().amax(-1) > s.tol  # already optimal: 0 iterations, as torch's LBFGS
+    ptr, it = 0, 0
+    while True:
+        _retire(s, W_out, n_iter_out)
+        if not bool(s.active.any()):
+            break
+        it += 1
+        act = s.active
+        # Two-loop recursion over the pairs written so far, newest first; a skipped pair has rho = 0 (no effect).
+        q = -s.g
+        alphas = []
+        for j in range(min(it - 1, m)):
+            slot = (ptr - 1 - j) % m
+            a = s.rho[..., slot] * (s.S[..., slot, :] * q).sum(-1)
+            q = q - a[..., None] * s.Yh[..., slot, :]
+            alphas.append((slot, a))
+        first = s.gamma == 0
+        r = q * torch.where(first, 1.0, s.gamma)[..., None]
+        for slot, a in reversed(alphas):
+            bcoef = s.rho[..., slot] * (s.Yh[..., slot, :] * r).sum(-1)
+            r = r + (a - bcoef)[..., None] * s.S[..., slot, :]
+        direction = r
+        gd = (s.g * direction).sum(-1)
+        bad = gd >= 0  # not a descent direction (rounding): restart that problem from steepest descent
+        if bool((bad & act).any()):
+            direction = torch.where(bad[..., None], -s.g, direction)
+            gd = torch.where(bad, -(s.g * s.g).sum(-1), gd)
+            s.rho = torch.where(bad[..., None], 0.0, s.rho)
+            s.gamma = torch.where(bad, 0.0, s.gamma)
+            first = s.gamma == 0
+        t0 = torch.where(first, torch.clamp(1.0 / s.g.abs().sum(-1).clamp_min(1e-30), max=1.0), torch.ones_like(gd))
+        t = torch.where(act, t0, 0.0)
+        # Line search along the direction: logits L + t A, no further pass over Z.
+        A = _logits(s.Z, direction, d, k)
+        W = s.theta[..., : d * k]
+        DW = direction[..., : d * k]
+        w_d, d_d = (W * DW).sum(-1), (DW * DW).sum(-1)
+        w_w = (W * W).sum(-1)
+        pending = act.clone()
+        f_new = s.f.clone()
+        for _ in range(MAX_BACKTRACKS):
+            phi = _ce(s, s.L + t[:, None, :, None] * A) + 0.5 * s.lam * (w_w + 2 * t * w_d + t * t * d_d)
+            ok = pending & (phi <= s.f + ARMIJO * t * gd)
+            f_new = torch.where(ok, phi, f_new)
+            pending &= ~ok
+            if not bool(pending.any()):
+                break
+            t = torch.where(pending, t * 0.5, t)
+        failed = pending  # no decrease found: stop where it stands
+        t = torch.where(failed | ~act, 0.0, t)
+        step = t[..., None] * direction
+        s.theta = s.theta + step
+        s.L = s.L + t[:, None, :, None] * A
+        if it % REFRESH == 0:
+            s.L = _logits(s.Z, s.theta, d, k)
+        f_old = s.f
+        s.f = torch.where(act & ~failed, f_new, s.f)
+        g_old = s.g
+        _, s.g = _loss_grad(s, d, k, with_loss=False)
+        s.g = torch.where((act & ~failed)[..., None], s.g, g_old)
+        yv = s.g - g_old
+        sy = (step * yv).sum(-1)
+        keep = act & ~failed & (sy > 1e-10)
+        s.S[..., ptr, :] = torch.where(keep[..., None], step, 0.0)
+        s.Yh[..., ptr, :] = torch.where(keep[..., None], yv, 0.0)
+        s.rho[..., ptr] = torch.where(keep, 1.0 / torch.where(keep, sy, 1.0), 0.0)
+        s.gamma = torch.where(keep, sy / (yv * yv).sum(-1).clamp_min(1e-30), s.gamma)
+        ptr = (ptr + 1) % m
+        s.n_iter = s.n_iter + act.long()
+        done = (s.g.abs().amax(-1) <= s.tol) | (s.n_iter >= s.max_iter) | failed | (act & (s.f == f_old) & (t > 0))
+        s.active = act & ~done
+    return W_out, n_iter_out
+
+
+def _retire(s: _State, W_out, n_iter_out) -> None:
+    """Write out the problems that stopped, then shrink the batch to the groups and slots still needed."""
+    import torch
+
+    stopped = (~s.active) & (s.ids >= 0)
+    if bool(stopped.any()):
+        W_out[s.ids[stopped]] = s.theta[stopped]
+        n_iter_out[s.ids[stopped].cpu()] = s.n_iter[stopped].cpu()
+        s.ids = torch.where(stopped, -1, s.ids)
+    keep_g = s.active.any(1)
+    if not bool(keep_g.any()):
+        return
+    count = int(s.active.sum(1).max())
+    if bool(keep_g.all()) and count == s.active.shape[1]:
+        return
+    gi = keep_g.nonzero()[:, 0]
+    order = torch.argsort((~s.active[gi]).to(torch.int8), dim=1, stable=True)[:, :count]
+    s.take(gi, order)
+
+
+def _logits(Z, theta, d: int, k: int):
+    """(G, n, P, k): every problem's logits on its group's rows (one bmm: (n, d) x (d, P*k) per group)."""
+    G, P, _ = theta.shape
+    W = theta[..., : d * k].reshape(G, P, d, k).permute(0, 2, 1, 3).reshape(G, d, P * k)
+    return (Z @ W).view(G, Z.shape[1], P, k) + theta[..., d * k :][:, None]
+
+
+def _ce(s: _State, L):
+    """(G, P): the row-weighted cross-entropy of logits L."""
+    logp = (L + s.cbias[:, None, None, :]).log_softmax(-1)
+    picked = logp.gather(-1, s.Y[:, :, None, None].expand(L.shape[0], L.shape[1], L.shape[2], 1))[..., 0]
+    return -(picked * s.rw[:, :, None]).sum(1)
+
+
+def _loss_grad(s: _State, d: int, k: int, with_loss: bool = True):
+    import torch
+
+    logp = (s.L + s.cbias[:, None, None, :]).log_softmax(-1)
+    G, n, P, _ = logp.shape
+    target = s.Y[:, :, None, None].expand(G, n, P, 1)
+    f = None
+    if with_loss:
+        f = -(logp.gather(-1, target)[..., 0] * s.rw[:, :, None]).sum(1) + 0.5 * s.lam * (s.theta[..., : d * k] ** 2).sum(-1)
+    p = logp.exp_()
+    p.scatter_add_(-1, target, torch.full((1, 1, 1, 1), -1.0, device=p.device).expand(G, n, P, 1))
+    Gm = p * s.rw[:, :, None, None]  # (G, n, P, k): softmax - one-hot, weighted by row
+    gW = (s.Z.transpose(1, 2) @ Gm.reshape(G, n, P * k)).view(G, -1, P, k).permute(0, 2, 1, 3).reshape(G, P, -1)
+    gW = gW + s.lam[..., None] * s.theta[..., : d * k]
+    return f, torch.cat([gW, Gm.sum(1)], -1)
