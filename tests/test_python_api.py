@@ -82,7 +82,7 @@ def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, mo
     with sqlite3.connect(out_dir / "results.sqlite") as con:
         before = con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall()
     done, imported = _cli_modules(*run)
-    assert "0 result row(s) written, 5 already done; 0 forward batch(es) run" in done.stdout
+    assert "0 result row(s) written, 7 already done; 0 forward batch(es) run" in done.stdout  # 5 + 2 width controls
     assert imported == []
     with sqlite3.connect(out_dir / "results.sqlite") as con:  # the same rows: keys, accuracies, predictions
         assert con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall() == before
@@ -93,7 +93,7 @@ def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, mo
     assert (out_dir / "report.md").is_file()
     # --device auto on a machine without a GPU driver decides 'cpu' without torch as well
     done, imported = _cli_modules(*[a if a != "cpu" else "auto" for a in run])
-    assert "5 already done" in done.stdout
+    assert "7 already done" in done.stdout
     from zoo_survey.features.extract import _GPU_DRIVER_PATHS
 
     if not any(Path(p).exists() for p in _GPU_DRIVER_PATHS):
