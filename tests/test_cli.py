@@ -33,11 +33,13 @@ def test_run_then_rerun_then_report(tmp_path, monkeypatch, capsys, tiny_registry
     args = ("run", "--registry", str(tiny_registry), "--out", str(out_dir), *TINY_RUN)
     code, out, err = zoo(monkeypatch, capsys, *args)
     assert code == 0, err
-    assert "single vs ensemble" in out and "5 result row(s) written" in out
+    assert "single vs ensemble" in out and "7 result row(s) written" in out  # 5 models + 2 width-matched controls
     with sqlite3.connect(out_dir / "results.sqlite") as con:
         rows = con.execute("SELECT comparison, role, top1, feature_dim, provenance FROM results").fetchall()
     roles = sorted(r[1] for r in rows)
-    assert roles == ["baseline", "ensemble", "ensemble-avg", "member", "member"]
+    assert roles == ["baseline", "ensemble", "ensemble-avg", "member", "member", "width-pca", "width-random"]
+    base_dim = next(r[3] for r in rows if r[1] == "baseline")
+    assert {r[3] for r in rows if r[1] == "width-random"} == {base_dim}  # held to the single's width
     ens = next(r for r in rows if r[1] == "ensemble")
     assert ens[0] == "test_convnext.hub+test_vit.hub" and ens[3] == 128  # the two smallest, 64 + 64 dims
     assert all(0.0 <= r[2] <= 1.0 for r in rows)
@@ -45,7 +47,7 @@ def test_run_then_rerun_then_report(tmp_path, monkeypatch, capsys, tiny_registry
 
     code, out, err = zoo(monkeypatch, capsys, *args)
     assert code == 0, err
-    assert "0 result row(s) written, 5 already done; 0 forward batch(es) run" in out
+    assert "0 result row(s) written, 7 already done; 0 forward batch(es) run" in out
 
     for fmt in ("md", "csv", "html"):
         code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(out_dir), "--format", fmt)

@@ -48,6 +48,7 @@ def _assert_same_rows(a: Path, b: Path) -> None:
     ra, rb = _rows(a), _rows(b)
     assert ra and set(ra) == set(rb)
     assert {r.probe for r in ra.values()} == {"linear", "knn", "fewshot"}
+    assert {"width-pca", "width-random"} <= {r.role for r in ra.values()}  # the controls' projections too (issue 19)
     for key, x in ra.items():
         y = rb[key]
         assert x.predictions is not None and y.predictions is not None

@@ -13,39 +13,16 @@ from zoo_survey.probes.logme import logme
 
 
 def _reference(f: np.ndarray, y: np.ndarray) -> float:
-    """The published implementation (D <= N branch), transcribed: an eigendecomposition of F^T F."""
-    f = f.astype(np.float64)
-    fh, f = f, f.T
-    D, N = f.shape
-    v, s, vh = np.linalg.svd(f @ fh, full_matrices=True)
-    out = []
-    for c in np.unique(y):
-        y_ = (y == c).astype(np.float64)
-        alpha, beta = 1.0, 1.0
-        lam = alpha / beta
-        tmp = vh @ (f @ y_)
-        for _ in range(11):
-            gamma = (s / (s + lam)).sum()
-            m = v @ (tmp * beta / (alpha + beta * s))
-            alpha_de = (m * m).sum()
-            alpha = gamma / (alpha_de + 1e-5)
-            res = y_ - fh @ m
-            beta_de = (res * res).sum()
-            beta = (N - gamma) / (beta_de + 1e-5)
-            new_lam = alpha / beta
-            if np.abs(new_lam - lam) / lam < 0.01:
-                break
-            lam = new_lam
-        ev = (D / 2.0 * np.log(alpha) + N / 2.0 * np.log(beta) - 0.5 * np.sum(np.log(alpha + beta * s))
-              - beta / 2.0 * (beta_de + 1e-5) - alpha / 2.0 * (alpha_de + 1e-5) - N / 2.0 * np.log(2 * np.pi))
-        out.append(ev / N)
-    return float(np.mean(out))
+    """The published implementation's default variant (``LogME._fit_fixed_point``), ported in test_controls."""
+    from test_controls import _reference_fixed_point
+
+    return _reference_fixed_point(f, y)
 
 
 @pytest.mark.parametrize(("n", "d"), [(300, 20), (120, 60)])
 def test_matches_the_reference(n, d):
     rng = np.random.default_rng(n)
-    y = rng.integers(0, 4, n)
+    y = np.arange(n) % 4  # every class present: the reference scores classes 0..max(y)
     X = np.eye(4)[y] @ rng.normal(size=(4, d)) + rng.normal(size=(n, d))
     assert logme(X, y) == pytest.approx(_reference(X, y), rel=1e-6)
 
@@ -69,7 +46,8 @@ def test_logme_rows_and_report(tmp_path, monkeypatch, capsys, tiny_registry, cac
     assert code == 0, err
     with sqlite3.connect(out_dir / "results.sqlite") as con:
         rows = con.execute("SELECT probe, top1, score FROM results").fetchall()
-    assert sorted(r[0] for r in rows) == ["linear"] * 5 + ["logme"] * 4  # no LogME of averaged outputs
+    # no LogME of averaged outputs nor of the width-matched controls (linear rows: 5 models + 2 controls)
+    assert sorted(r[0] for r in rows) == ["linear"] * 7 + ["logme"] * 4
     assert all(r[1] is None and r[2] is not None for r in rows if r[0] == "logme")
     zoo(monkeypatch, capsys, "report", "--out", str(out_dir))
     md = (out_dir / "report.md").read_text()

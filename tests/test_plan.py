@@ -15,8 +15,14 @@ def test_default_is_largest_baseline_against_the_k_smallest():
     plan = plan_family(REG.family("efficientnet-lite"), 2)
     assert plan.baseline.name == "tf_efficientnet_lite2.pypi"
     assert [m.id for m in plan.ensemble.members] == ["tf_efficientnet_lite0.pypi", "tf_efficientnet_lite1.pypi"]
-    assert [c.role for c in plan.comparisons] == ["baseline", "member", "member", "ensemble", "ensemble-avg"]
-    assert [c.combine for c in plan.comparisons[-2:]] == ["concat", "average"]
+    assert [c.role for c in plan.comparisons] == ["baseline", "member", "member", "ensemble", "ensemble-avg",
+                                                  "width-pca", "width-random"]
+    assert [c.combine for c in plan.comparisons[3:]] == ["concat", "average", "concat", "concat"]
+    # the width-matched controls: the ensemble's members, projected to the baseline's width
+    assert [(c.project, c.width_of, c.members) for c in plan.comparisons[-2:]] == [
+        ("pca", plan.baseline.members[0], plan.ensemble.members), ("random", plan.baseline.members[0], plan.ensemble.members)]
+    assert [c.role for c in plan_family(REG.family("efficientnet-lite"), 1).comparisons] == [
+        "baseline", "member", "ensemble", "ensemble-avg"]  # one member: nothing to project
     assert sum(m.feature_dim for m in plan.ensemble.members) == 2560
     assert plan.ensemble.params_m == pytest.approx(4.65 + 5.42)
 

@@ -132,12 +132,12 @@ def test_pretrained_family_validates_and_runs_through_the_survey(tmp_path, monke
            "--max-test", "60", "--probes", "linear", "--grid", "0.1,1", "--device", "cpu", "-o", str(tmp_path / "survey"))
     code, stdout, err = zoo(monkeypatch, capsys, *run, "--members", "cat2")
     assert code == 0, err
-    assert "test_resnet.timecat-cat2-1+test_resnet.timecat-cat2-2" in stdout and "5 result row(s) written" in stdout
+    assert "test_resnet.timecat-cat2-1+test_resnet.timecat-cat2-2" in stdout and "7 result row(s) written" in stdout  # + 2 width controls
     # Budget by pretraining compute: the two halves fit CAT1's budget exactly; the wide single (4x the compute) does not.
     code, stdout, err = zoo(monkeypatch, capsys, *run, "-k", "2", "--strategy", "budget", "--budget-by", "pretrain")
     assert code == 0, err
     assert "ensemble of 2 (budget): test_resnet.timecat-cat2-1+test_resnet.timecat-cat2-2" in stdout
-    assert "0 result row(s) written, 5 already done" in stdout
+    assert "0 result row(s) written, 7 already done" in stdout
 
     # Rerun of the same pretrain command: nothing trains, the weights stay as they were.
     before = (out / "timecat-test_resnet" / "timecat-cat1.safetensors").read_bytes()

@@ -72,7 +72,9 @@ def test_a_probe_registered_in_a_test_runs_and_reports(toys, tmp_path, monkeypat
         rows = con.execute("SELECT probe, role, top1, score FROM results ORDER BY probe, role").fetchall()
     centroid = [r for r in rows if r[0] == "centroid"]
     width = [r for r in rows if r[0] == "width"]
-    assert sorted(r[1] for r in centroid) == ["baseline", "ensemble", "ensemble-avg", "member", "member"]
+    # a paired accuracy probe: the width-matched controls get its rows too
+    assert sorted(r[1] for r in centroid) == ["baseline", "ensemble", "ensemble-avg", "member", "member", "width-pca",
+                                              "width-random"]
     assert all(0 <= r[2] <= 1 and r[3] is None for r in centroid)
     # a score probe that does not combine by averaging gets no ensemble-avg row; its score is the width
     assert sorted(r[1] for r in width) == ["baseline", "ensemble", "member", "member"]

@@ -82,7 +82,7 @@ def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, mo
     with sqlite3.connect(out_dir / "results.sqlite") as con:
         before = con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall()
     done, imported = _cli_modules(*run)
-    assert "0 result row(s) written, 5 already done; 0 forward batch(es) run" in done.stdout
+    assert "0 result row(s) written, 7 already done; 0 forward batch(es) run" in done.stdout  # 5 + 2 width controls
     assert imported == []
     with sqlite3.connect(out_dir / "results.sqlite") as con:  # the same rows: keys, accuracies, predictions
         assert con.execute("SELECT row_key, top1, predictions FROM results ORDER BY row_key").fetchall() == before
@@ -93,7 +93,7 @@ def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, mo
     assert (out_dir / "report.md").is_file()
     # --device auto on a machine without a GPU driver decides 'cpu' without torch as well
     done, imported = _cli_modules(*[a if a != "cpu" else "auto" for a in run])
-    assert "5 already done" in done.stdout
+    assert "7 already done" in done.stdout
     from zoo_survey.features.extract import _GPU_DRIVER_PATHS
 
     if not any(Path(p).exists() for p in _GPU_DRIVER_PATHS):
@@ -124,15 +124,15 @@ def test_survey_gives_the_rows_the_cli_writes(tmp_path, monkeypatch, capsys, tin
 
     res = zs.survey(**TINY, registry=tiny_registry, out=api_out)
     assert forwards == [] and res.forward_batches == 0  # the same cache keys as the CLI's
-    assert (res.written, res.skipped, res.store) == (5, 0, api_out / "results.sqlite")
-    assert "5 row(s)" in repr(res) and "tiny" in repr(res)
+    assert (res.written, res.skipped, res.store) == (7, 0, api_out / "results.sqlite")  # 5 models + 2 width controls
+    assert "7 row(s)" in repr(res) and "tiny" in repr(res)
 
     df = res.to_pandas()
     with sqlite3.connect(cli_out / "results.sqlite") as con:
         cli_rows = sorted(con.execute("SELECT row_key, top1 FROM results").fetchall())
-    assert len(df) == 5
+    assert len(df) == 7
     assert sorted(zip(df["row_key"], df["top1"], strict=True)) == cli_rows  # row keys and top-1, exactly
-    assert sorted(df["role"]) == ["baseline", "ensemble", "ensemble-avg", "member", "member"]
+    assert sorted(df["role"]) == ["baseline", "ensemble", "ensemble-avg", "member", "member", "width-pca", "width-random"]
     for col in ("provenance.revisions", "provenance.dataset_fingerprint", "hparams.C", "members", "top1"):
         assert col in df.columns
     assert not any(c in df.columns for c in ("provenance", "hparams", "predictions"))
@@ -150,7 +150,7 @@ def test_survey_gives_the_rows_the_cli_writes(tmp_path, monkeypatch, capsys, tin
     assert "<table" in res._repr_html_()
 
     again = zs.survey(**TINY, registry=tiny_registry, out=api_out)  # a rerun: everything stored
-    assert (again.written, again.skipped, again.forward_batches) == (0, 5, 0)
+    assert (again.written, again.skipped, again.forward_batches) == (0, 7, 0)
 
 
 def test_features_extract_once_then_read_the_cache(tiny_registry, cache_env, forwards):

@@ -57,7 +57,7 @@ def test_json_has_the_report_sections_and_every_row(filled, monkeypatch, capsys)
     code, out, err = zoo(monkeypatch, capsys, "report", "--out", str(filled), "--format", "json")
     report = json.loads((filled / "report.json").read_text())
     rows = report["rows"]
-    assert len(rows) == 5 + 5 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
+    assert len(rows) == 5 + 2 + 5 * 2 * 2 and {"top1", "provenance", "setting", "seed"} <= set(rows[0])
     titles = [s["title"] for s in report["sections"]]
     assert {"Budgets", "Few-shot", "Across architectures", "Revisions", "Every row"} <= set(titles)
     (every,) = report["sections"][titles.index("Every row")]["tables"]
@@ -151,7 +151,7 @@ def test_member_diversity_is_computed_stored_and_reported(filled, monkeypatch, c
     members = set(line.ensemble.members)
     among = [s.cka for s in sims if s.a in members and s.b in members]
     summary = next(ln for ln in md.splitlines() if ln.startswith("| unstated | tiny | linear | 1 |")).split(" | ")
-    assert summary[9] == f"{among[0]:.3f}"  # the members' mean CKA, in the first section (the tiny family states no kind)
+    assert summary[11] == f"{among[0]:.3f}"  # the members' mean CKA, in the first section (the tiny family states no kind)
     code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(filled.parent / "user-registry"), "--out",
                          str(filled), *TINY_RUN, "--probes", "linear,fewshot", "--shots", "1,3", "--seeds", "2")
     assert code == 0 and len(store.similarity()) == 3  # a rerun computes nothing again

@@ -32,10 +32,11 @@ def test_the_units_cover_every_row_once(survey):
     reg, plan, report = survey
     prepared, resolved = prepare_inputs(plan.checkpoints, [reg.dataset("digits")], OPTS)
     units = probe_units([plan], prepared, resolved, OPTS)
-    # 5 comparisons x (linear + 2 few-shot seeds) + logme on the 4 that are not output-averaged
-    assert len(units) == 5 * 3 + 4 == len(report.rows) == len({u.row_key for u in units})
+    # 5 comparisons x (linear + 2 few-shot seeds) + logme on the 4 that are not output-averaged + the 2 width-matched
+    # controls' linear rows
+    assert len(units) == 5 * 3 + 4 + 2 == len(report.rows) == len({u.row_key for u in units})
     assert {u.row_key for u in units} == {r.row_key for r in report.rows}
-    assert len({u.group for u in units}) == 5  # one claim per comparison on the dataset
+    assert len({u.group for u in units}) == 5 + 2  # one claim per comparison on the dataset (controls included)
     ext = extract_units(plan.checkpoints, prepared)
     assert [(u.checkpoint.id, u.split) for u in ext[:3]] == [(plan.checkpoints[0].id, s) for s in SPLITS]
 

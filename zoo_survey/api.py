@@ -263,7 +263,7 @@ def _with_options(func: Callable[..., Any], *, drop: Sequence[str] = (), extra: 
 
 
 _with_options(prepare_survey, drop=("probes", "cuda"))
-_with_options(features, drop=("probes", "grid", "shots", "seeds", "fewshot_val", "cuda"))
+_with_options(features, drop=("probes", "grid", "shots", "seeds", "fewshot_val", "cuda", "width_controls"))
 survey.__signature__ = inspect.signature(prepare_survey).replace(  # type: ignore[attr-defined]
     parameters=[p for p in inspect.signature(prepare_survey).parameters.values() if p.name != "cuda"]
     + [inspect.Parameter("hooks", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Hooks | None")],

@@ -171,6 +171,10 @@ def run(
         help="How few-shot chooses C: shots (cross-validation within the k examples per class, no other labels; "
         "1-shot uses a fixed C) or full (on the whole validation split: the earlier protocol, rows labelled k-shot+val).")
     ] = "shots",
+    width_controls: Annotated[bool, typer.Option(
+        "--width-controls/--no-width-controls",
+        help="Probe each ensemble's width-matched controls: its concatenation projected to the single's feature width "
+        "by PCA (fitted on train) and by a seeded random projection (docs/statistics.md).")] = True,
     format: ListFormatOpt = None,
     *,
     flags: dict[str, Any],
@@ -200,6 +204,7 @@ def run(
         compile=f["compile"], bad_images=f["bad_images"], feature_output=f["features"] or f["feature_output"], pixel_route=f["preprocess"],
         offline=f["offline"], allow_heavy=f["allow_heavy"], grid=parse_list(grid, "grid", float) if grid is not None else None,
         shots=parse_list(shots, "shots", int), seeds=seeds, fewshot_val=fewshot_val, cuda=on_ray,
+        width_controls=width_controls,
     )
     for plan in job.plans:
         console.print(

@@ -32,3 +32,27 @@ def weight_blocks(blocks: Mapping[str, Sequence[np.ndarray]]) -> dict[str, np.nd
         for s in blocks:
             out[s].append(((blocks[s][i] - mean) / std * scale).astype(np.float32))
     return {s: np.concatenate(b, axis=1) for s, b in out.items()}
+
+
+def standardized_blocks(blocks: Sequence[np.ndarray], fit: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """What a probe sees, for scores that have no probe (LogME, CKA): every member's block standardized with the
+    statistics of its rows in ``fit`` (default: the block itself) and scaled by 1/sqrt(width), side by side. One
+    block (a single model) gets the same rule, so a single and a concatenation are scored like for like: the linear
+    probe standardizes a single model's columns, :func:`weight_blocks` a concatenation's blocks; neither score is
+    invariant to per-column scale (the 1/sqrt(width) of one block is a global scale, which LogME's evidence and
+    CKA ignore).
+
+    >>> X = np.array([[0.0, 10.0], [2.0, 30.0]])
+    >>> standardized_blocks([X]).round(3).tolist()
+    [[-0.707, -0.707], [0.707, 0.707]]
+    """
+    fit = blocks if fit is None else fit
+    if len(fit) != len(blocks):
+        raise ValueError(f"{len(blocks)} blocks but statistics for {len(fit)}")
+    out = []
+    for b, f in zip(blocks, fit, strict=True):
+        f = np.asarray(f, dtype=np.float64)
+        mean, std = f.mean(0), f.std(0)
+        std[std < 1e-6] = 1.0
+        out.append((np.asarray(b, dtype=np.float64) - mean) / std / np.sqrt(f.shape[1]))
+    return np.concatenate(out, axis=1)

@@ -2,7 +2,11 @@
 
 No training: for each class, a one-vs-rest Bayesian ridge regression's evidence is
 maximized over (alpha, beta) by fixed-point iteration, in closed form from one SVD of
-the features, and the per-class evidences are averaged. Higher means the features
+the features, and the per-class evidences are averaged: the reference code's default
+variant (thuml/LogME ``_fit_fixed_point``). A survey row scores every model on the
+probes' standardization (:func:`.combine.standardized_blocks`): LogME is not invariant
+to per-column scale, so raw single features against weighted ensemble blocks compared
+two scales. Higher means the features
 should transfer better; use it to rank checkpoints before paying for probes.
 """
 
@@ -21,11 +25,15 @@ from .base import (
     score_outcome,
     validate_features,
 )
-from .combine import weight_blocks
+from .combine import standardized_blocks
 
 
-def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
-    """LogME score of features ``X`` (n x d) for labels ``y``; the reference algorithm, via a thin SVD.
+def logme(X, y, max_iter: int = 11, tol: float = 1e-3) -> float:
+    """LogME score of features ``X`` (n x d) for labels ``y``: the reference's default algorithm, ``LogME._fit``
+    = ``_fit_fixed_point`` of thuml/LogME (You et al., "Ranking and Tuning Pre-trained Models", 2021), via a thin
+    SVD. Not the ICML 2021 variant (``_fit_icml``): that one's log-determinant sums over all d eigenvalues of
+    X^T X, this one's over the min(n, d) nonzero ones, so the two differ whenever d > n (tests/test_controls.py
+    checks this function against a numpy port of the reference's ``_fit_fixed_point``).
 
     >>> rng = np.random.default_rng(0); y = rng.integers(0, 3, 200)
     >>> logme(np.eye(3)[y] + 0.1 * rng.normal(size=(200, 3)), y) > logme(rng.normal(size=(200, 3)), y)
@@ -39,30 +47,27 @@ def logme(X, y, max_iter: int = 11, tol: float = 0.01) -> float:
     X = X.astype(np.float64)
     n, d = X.shape
     U, S, _ = np.linalg.svd(X, full_matrices=False)
-    s = S**2  # eigenvalues of X^T X; the other d - r are zero
-    r = len(s)
+    keep = S > 1e-10  # the reference's rank cut (its truncated_svd)
+    U, S = U[:, keep], S[keep]
+    sigma = S**2  # the nonzero eigenvalues of X^T X
     evidences = []
     for c in classes:
         t = (y == c).astype(np.float64)
-        proj = U.T @ t  # t's coordinates in the column space of X
+        x2 = (U.T @ t) ** 2  # t's squared coordinates in the column space of X
+        res_x2 = float((t * t).sum() - x2.sum())  # the part of t outside it
         alpha, beta = 1.0, 1.0
-        lam = alpha / beta
         for _ in range(max_iter):
-            gamma = float((s / (s + lam)).sum())
-            z = beta * S * proj / (alpha + beta * s)  # the posterior mean in the right-singular basis
-            alpha_de = float((z * z).sum())
-            alpha = gamma / (alpha_de + 1e-5)
-            res = t - U @ (S * z)
-            beta_de = float((res * res).sum())
-            beta = (n - gamma) / (beta_de + 1e-5)
-            new_lam = alpha / beta
-            if abs(new_lam - lam) / lam < tol:
+            lam = alpha / beta
+            gamma = float((sigma / (sigma + lam)).sum())
+            m2 = float((sigma * x2 / (lam + sigma) ** 2).sum())  # ||posterior mean||^2
+            res2 = float((x2 / (1 + sigma / lam) ** 2).sum()) + res_x2  # ||t - X m||^2
+            alpha = gamma / (m2 + 1e-5)
+            beta = (n - gamma) / (res2 + 1e-5)
+            if abs(alpha / beta - lam) / lam <= tol:
                 break
-            lam = new_lam
-        log_det = float(np.log(alpha + beta * s).sum()) + (d - r) * np.log(alpha)
         evidence = (
-            d / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta) - 0.5 * log_det
-            - beta / 2.0 * (beta_de + 1e-5) - alpha / 2.0 * (alpha_de + 1e-5) - n / 2.0 * np.log(2 * np.pi)
+            d / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta) - 0.5 * float(np.log(alpha + beta * sigma).sum())
+            - beta / 2.0 * res2 - alpha / 2.0 * m2 - n / 2.0 * np.log(2 * np.pi)
         )
         evidences.append(evidence / n)
     return float(np.mean(evidences))
@@ -92,6 +97,9 @@ class LogMEProbe(Probe, declared="logme"):
 
     @classmethod
     def run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
-        X = weight_blocks(data.blocks)
-        est = cls().fit(X["train"], data.labels["train"], X_val=X["val"], y_val=data.labels["val"])
+        # Like for like (issue 19): every model, single or concatenated, standardized as the probes see it, with the
+        # statistics of the rows it scores (train+val, the linear probe's refit rule), each block scaled 1/sqrt(width).
+        X = standardized_blocks([np.concatenate([tr, va]) for tr, va in zip(data.blocks["train"], data.blocks["val"],
+                                                                               strict=True)])
+        est = cls().fit(X, np.concatenate([data.labels["train"], data.labels["val"]]))
         return score_outcome(data, est.score_)

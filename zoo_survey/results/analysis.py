@@ -33,12 +33,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..probes import PROBES
 from ..probes.protocol import Presentation, ProbeInfo
 from .stats import (
     ALPHA,
     PairedDifference,
+    PooledDifference,
     bh,
+    crossed_difference,
     equivalent,
     holm,
     kendall_tau,
@@ -54,6 +58,9 @@ if TYPE_CHECKING:  # pandas loads with the first frame, so `zoo-survey --help` s
     import pandas as pd
 
 VERDICTS = ("ensemble better", "not significant", "equivalent", "single better")
+# The width-matched controls (issue 19; survey/plan.py CONTROL_ROLES): column prefix -> the rows' role. Each is the
+# concatenation projected to the single's feature width, paired against the single like the ensemble is.
+CONTROLS = {"pca": "width-pca", "random": "width-random"}
 
 
 FLOAT_SUFFIXES = ("_pct", "_pts", "_p", "cka", "diversity", "_m", "gmacs", "seconds", "emacs", "score", "tau")
@@ -85,7 +92,7 @@ def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _get(d: PairedDifference | None, field: str) -> float | None:
+def _get(d: PairedDifference | PooledDifference | None, field: str) -> float | None:
     """``d.<field>`` (delta, low, high, p_value), or None without a paired difference."""
     return None if d is None else float(getattr(d, field))
 
@@ -151,6 +158,12 @@ class ComparisonLine:
     ensemble: ResultRow | None  # concatenated features
     members: tuple[ResultRow, ...]
     averaged: ResultRow | None = None  # output averaging of per-member probes
+    width_pca: ResultRow | None = None  # the concatenation projected to the single's width: PCA (train only)
+    width_random: ResultRow | None = None  # ... a seeded Gaussian projection
+
+    def control(self, how: str) -> ResultRow | None:
+        """The width-matched control row ``how`` (a key of :data:`CONTROLS`), or None."""
+        return {"pca": self.width_pca, "random": self.width_random}[how]
 
     @property
     def delta(self) -> float | None:
@@ -167,6 +180,11 @@ class ComparisonLine:
     def averaged_paired(self) -> PairedDifference | None:
         """Ensemble (averaged outputs) minus single, paired over the test images."""
         return pair(self.baseline, self.averaged)
+
+    @cached_property
+    def controls_paired(self) -> dict[str, PairedDifference | None]:
+        """Each width-matched control minus single, paired over the test images (the gain that survives matching)."""
+        return {how: pair(self.baseline, self.control(how)) for how in CONTROLS}
 
 
 def pair(single: ResultRow | None, other: ResultRow | None) -> PairedDifference | None:
@@ -193,7 +211,8 @@ def comparison_lines(rows: Sequence[ResultRow]) -> list[ComparisonLine]:
         ens = newest("ensemble")
         wanted = set(ens.members) if ens else set()
         members = tuple(r for r in rs if r.role == "member" and (not wanted or r.comparison in wanted))
-        lines.append(ComparisonLine(fam, ds, probe, newest("baseline"), ens, members, newest("ensemble-avg")))
+        lines.append(ComparisonLine(fam, ds, probe, newest("baseline"), ens, members, newest("ensemble-avg"),
+                                    newest(CONTROLS["pca"]), newest(CONTROLS["random"])))
     return lines
 
 
@@ -231,6 +250,8 @@ COMPARISON_COLUMNS = (
     "averaged_difference_pts", "averaged_ci_low_pts", "averaged_ci_high_pts", "averaged_mcnemar_p", "averaged_mcnemar_q",
     "averaged_verdict",
     "single_params_m", "ensemble_params_m", "single_gmacs", "ensemble_gmacs", "single_feature_dim", "ensemble_feature_dim",
+    *(f"{how}_{c}" for how in CONTROLS for c in ("top1_pct", "feature_dim", "difference_pts", "ci_low_pts", "ci_high_pts",
+                                                  "mcnemar_p", "mcnemar_q", "verdict")),
 )
 
 
@@ -244,13 +265,24 @@ def comparison_of(lines: Sequence[ComparisonLine], margin: float | None = None) 
     95% interval (Newcombe), McNemar p, its Benjamini–Hochberg q across every paired difference of ``lines``
     (concatenated and averaged), the smallest difference the test images could detect (80% power) and the verdict
     (by q; ``equivalent`` within ``margin``, a fraction, by TOST), the same for averaged outputs, the best member,
-    and each side's costs. ``difference_pts`` is of the rows' top-1; the interval and p-value pair their predictions
+    and each side's costs; then per width-matched control (``pca_*``, ``random_*``: the concatenation projected to the
+    single's width) its top-1, width, and its difference to the single with interval, p, q (in the same BH family) and
+    verdict. ``difference_pts`` is of the rows' top-1; the interval and p-value pair their predictions
     image by image (NaN without them). A missing side is None (its numbers NaN)."""
-    ps = [_get(d, "p_value") for ln in lines for d in (ln.paired, ln.averaged_paired)]
+    ps = [_get(d, "p_value") for ln in lines for d in (ln.paired, ln.averaged_paired, *ln.controls_paired.values())]
     qs = iter(_adjusted(ps, bh))
     out = []
     for ln in lines:
         q, qa = next(qs), next(qs)
+        controls: dict[str, Any] = {}
+        for how, dc in ln.controls_paired.items():
+            qc, r = next(qs), ln.control(how)
+            controls.update({
+                f"{how}_top1_pct": _pts(r.top1 if r else None), f"{how}_feature_dim": r.feature_dim if r else None,
+                f"{how}_difference_pts": _pts(_get(dc, "delta")), f"{how}_ci_low_pts": _pts(_get(dc, "low")),
+                f"{how}_ci_high_pts": _pts(_get(dc, "high")), f"{how}_mcnemar_p": _num(_get(dc, "p_value")),
+                f"{how}_mcnemar_q": _num(qc), f"{how}_verdict": verdict_of(dc, qc, margin),
+            })
         b, e, avg, d, da = ln.baseline, ln.ensemble, ln.averaged, ln.paired, ln.averaged_paired
         out.append({
             "family": ln.family, "dataset": ln.dataset, "probe": ln.probe,
@@ -268,14 +300,19 @@ def comparison_of(lines: Sequence[ComparisonLine], margin: float | None = None) 
             "single_params_m": b.params_m if b else None, "ensemble_params_m": e.params_m if e else None,
             "single_gmacs": b.gflops if b else None, "ensemble_gmacs": e.gflops if e else None,
             "single_feature_dim": b.feature_dim if b else None, "ensemble_feature_dim": e.feature_dim if e else None,
+            **controls,
         })
-    return _frame(out, COMPARISON_COLUMNS, ints=("single_feature_dim", "ensemble_feature_dim"),
-                  categories={"verdict": VERDICTS, "averaged_verdict": VERDICTS})
+    return _frame(out, COMPARISON_COLUMNS,
+                  ints=("single_feature_dim", "ensemble_feature_dim", *(f"{how}_feature_dim" for how in CONTROLS)),
+                  categories={"verdict": VERDICTS, "averaged_verdict": VERDICTS,
+                              **{f"{how}_verdict": VERDICTS for how in CONTROLS}})
 
 
 ANSWER_COLUMNS = ("pretraining", "family", "probe", "datasets", "mean_difference_pts", "ci_low_pts", "ci_high_pts",
                   "bootstrap_p", "p_holm", "detectable_pts", "verdict", "wins", "ties", "losses", "member_cka",
-                  "member_single_cka")
+                  "member_single_cka",
+                  *(f"{how}_{c}" for how in CONTROLS for c in ("difference_pts", "ci_low_pts", "ci_high_pts",
+                                                                "bootstrap_p", "p_holm")))
 
 
 def answer_frame(rows: Sequence[ResultRow], similarity: Sequence[SimilarityRow] = ()) -> pd.DataFrame:
@@ -289,7 +326,9 @@ def answer_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRo
     the bootstrap's two-sided p, that p Holm-adjusted across the families (which decides the verdict) and the
     smallest mean difference it could detect (80% power); the datasets won, tied and lost by McNemar's p Holm-adjusted
     across the family's datasets; and the mean linear CKA between the members and between each member and the single
-    (means over datasets; NaN without similarity rows)."""
+    (means over datasets; NaN without similarity rows). Then, per width-matched control (``pca_*``, ``random_*``), the
+    same pooled gain of the control over the single with its interval and Holm-adjusted p (across the families): how
+    much of the gain survives when the concatenation is held to the single's width (NaN where a dataset lacks it)."""
     primary = primary_probe(lines)
     groups: dict[str, list[ComparisonLine]] = {}
     for ln in lines:
@@ -309,7 +348,15 @@ def answer_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRo
         ckas = [cka_of(ln, similarity) for ln in lns]
         kind = next((r.provenance.get("family_kind") for ln in lns for r in (ln.baseline, ln.ensemble) if r), None)
         member, single = _mean([m for m, _ in ckas if m is not None]), _mean([b for _, b in ckas if b is not None])
+        controls: dict[str, Any] = {}
+        for how in CONTROLS:
+            got = [(ln.baseline.correct, c.correct) for ln in lns if ln.baseline and (c := ln.control(how))]
+            both = [(a, b) for a, b in got if a is not None and b is not None]
+            pc = pooled_difference(both) if both and len(both) == len(lns) else None
+            controls.update({f"{how}_difference_pts": _pts(_get(pc, "delta")), f"{how}_ci_low_pts": _pts(_get(pc, "low")),
+                             f"{how}_ci_high_pts": _pts(_get(pc, "high")), f"{how}_bootstrap_p": _num(_get(pc, "p_value"))})
         out.append({
+            **controls,
             "pretraining": kind or "unstated", "family": fam, "probe": primary or "", "datasets": len(lns),
             "mean_difference_pts": _pts(delta), "ci_low_pts": _pts(low), "ci_high_pts": _pts(high),
             "bootstrap_p": _num(p_boot), "detectable_pts": _pts(detect),
@@ -317,6 +364,10 @@ def answer_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRo
             "member_cka": _num(member), "member_single_cka": _num(single),
         })
     boot_ps = [None if math.isnan(float(f["bootstrap_p"])) else float(f["bootstrap_p"]) for f in out]
+    for how in CONTROLS:
+        control_ps = [None if math.isnan(float(f[f"{how}_bootstrap_p"])) else float(f[f"{how}_bootstrap_p"]) for f in out]
+        for f, q in zip(out, _adjusted(control_ps, holm), strict=True):
+            f[f"{how}_p_holm"] = _num(q)
     for f, q in zip(out, _adjusted(boot_ps, holm), strict=True):
         f["p_holm"] = _num(q)
         f["verdict"] = None if q is None else "not significant" if not q < ALPHA else (
@@ -419,34 +470,55 @@ class SeedLine:
     baseline: tuple[float, float] | None  # (mean, half-width)
     ensemble: tuple[float, float] | None
     delta: tuple[float, float] | None  # paired over the seeds both sides have
+    # the paired difference (delta, low, high) with a two-way bootstrap over seeds and test images
+    # (:func:`stats.crossed_difference`); None without every common seed's predictions on the same test images
+    crossed: tuple[float, float, float] | None = None
 
 
 def seed_lines(rows: Sequence[ResultRow], probe: str) -> list[SeedLine]:
-    groups: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict[int, ResultRow]]] = {}
     for r in latest_rows(rows):
         if r.probe == probe and r.role in ("baseline", "ensemble") and r.top1 is not None and r.seed is not None:
-            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r.top1
+            groups.setdefault((r.family, r.dataset, r.setting), {}).setdefault(r.role, {})[r.seed] = r
     out = []
     for (fam, ds, setting), sides in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], natural_key(kv[0][2]))):
-        b, e = sides.get("baseline", {}), sides.get("ensemble", {})
+        br, er = sides.get("baseline", {}), sides.get("ensemble", {})
+        b = {k: float(r.top1) for k, r in br.items() if r.top1 is not None}
+        e = {k: float(r.top1) for k, r in er.items() if r.top1 is not None}
         common = sorted(set(b) & set(e))
         out.append(SeedLine(
             fam, ds, probe, setting, len(common),
             t_interval(list(b.values())) if b else None,
             t_interval(list(e.values())) if e else None,
             paired_interval([b[s] for s in common], [e[s] for s in common]) if common else None,
+            _crossed([br[s] for s in common], [er[s] for s in common]),
         ))
     return out
 
 
+def _crossed(single: Sequence[ResultRow], ensemble: Sequence[ResultRow]) -> tuple[float, float, float] | None:
+    """Seeds x images: the two-way bootstrap of :func:`stats.crossed_difference`, when every seed of both sides kept
+    its predictions on the same test images."""
+    a, b = [r.correct for r in single], [r.correct for r in ensemble]
+    if not a or len({r.test_key for r in (*single, *ensemble)}) != 1:
+        return None
+    got = [x for x in (*a, *b) if x is not None]
+    if len(got) != len(a) + len(b) or len({len(x) for x in got}) != 1:
+        return None
+    return crossed_difference(np.stack(got[:len(a)]), np.stack(got[len(a):]))
+
+
 SEEDS_COLUMNS = ("family", "dataset", "probe", "setting", "seeds", "single_top1_pct", "single_half_width_pct",
-                 "ensemble_top1_pct", "ensemble_half_width_pct", "difference_pts", "difference_half_width_pts")
+                 "ensemble_top1_pct", "ensemble_half_width_pct", "difference_pts", "difference_half_width_pts",
+                 "difference_ci_low_pts", "difference_ci_high_pts")
 
 
 def seeds_frame(rows: Sequence[ResultRow], probe: str | None = None) -> pd.DataFrame:
     """Per (family, dataset, setting) of ``probe`` (default: every probe presented over seeds, in registry order):
     the seeds both sides have, each side's mean top-1 over its seeds (percent) with the half-width of its 95% t
-    interval, and the difference paired over the common seeds (points). A half-width is NaN for one seed; a mean
+    interval, and the difference paired over the common seeds (points) with the half-width of its t interval over
+    seeds (shot sampling only) and ``difference_ci_*``: its 95% interval from a two-way bootstrap over seeds and test
+    images (:func:`stats.crossed_difference`; NaN without stored predictions). A half-width is NaN for one seed; a mean
     is NaN for a missing side."""
     if probe is None:
         present = {r.probe for r in rows}
@@ -462,6 +534,8 @@ def seeds_frame(rows: Sequence[ResultRow], probe: str | None = None) -> pd.DataF
                             ("difference_pts", ln.delta)):
                 half = col.replace("top1", "half_width") if "top1" in col else "difference_half_width_pts"
                 rec[col], rec[half] = (_pts(None), _pts(None)) if ci is None else (_pts(ci[0]), _pts(ci[1]))
+            rec["difference_ci_low_pts"] = _pts(ln.crossed[1] if ln.crossed else None)
+            rec["difference_ci_high_pts"] = _pts(ln.crossed[2] if ln.crossed else None)
             out.append(rec)
     return _frame(out, SEEDS_COLUMNS, ints=("seeds",))
 

@@ -119,7 +119,18 @@ HEADLINE_HEADER = (
     "family", "dataset", "probe", "single", "single top-1", "ensemble", "ensemble top-1", "difference (points)",
     "95% CI", "McNemar p", "BH q", "significant", "averaged top-1", "averaged − single [95% CI]", "best member top-1",
     "single params (M)", "ensemble params (M)", "single GMACs", "ensemble GMACs", "ensemble feature dim",
+    "width-matched PCA − single [95% CI] (q)", "width-matched random − single [95% CI] (q)",
 )
+
+
+def _control(c: dict[str, Any], how: str) -> str:
+    """A width-matched control's difference to the single with its interval, BH q and width: ``+1.2 [-0.3, +2.6]
+    (q 0.09; 1280 dims)``; ``n/a`` without the control's rows."""
+    d = c[f"{how}_difference_pts"]
+    if d is None:
+        return "n/a"
+    return (f"{d:+.1f} {_interval(c[f'{how}_ci_low_pts'], c[f'{how}_ci_high_pts'])} "
+            f"(q {_p_value(c[f'{how}_mcnemar_q'])}; {c[f'{how}_feature_dim']} dims)")
 
 
 def comparison_table(frame: pd.DataFrame, margin: float | None = None) -> Table:
@@ -138,6 +149,7 @@ def comparison_table(frame: pd.DataFrame, margin: float | None = None) -> Table:
             _pct(c["best_member_top1_pct"]), _fixed(c["single_params_m"], 1), _fixed(c["ensemble_params_m"], 1),
             _fixed(c["single_gmacs"], 2), _fixed(c["ensemble_gmacs"], 2),
             "" if c["ensemble_feature_dim"] is None else str(c["ensemble_feature_dim"]),
+            _control(c, "pca"), _control(c, "random"),
         ])
     return Table(HEADLINE_HEADER, out, title="single vs ensemble")
 
@@ -148,7 +160,16 @@ def headline_table(lines: Sequence[ComparisonLine]) -> Table:
 
 
 SUMMARY_HEADER = ("pretraining", "family", "probe", "datasets", "mean difference (points)", "95% CI", "p (Holm)",
-                  "significant", "wins / ties / losses", "mean CKA between members", "mean CKA members–single")
+                  "significant", "wins / ties / losses", "width-matched PCA: gain [95% CI] (p Holm)",
+                  "width-matched random: gain [95% CI] (p Holm)", "mean CKA between members", "mean CKA members–single")
+
+
+def _surviving(f: dict[str, Any], how: str) -> str:
+    """The pooled gain of a width-matched control over the single: ``+0.4 [-1.0, +1.9] (p 0.6)``."""
+    d = f[f"{how}_difference_pts"]
+    if d is None:
+        return "n/a"
+    return f"{d:+.1f} {_interval(f[f'{how}_ci_low_pts'], f[f'{how}_ci_high_pts'])} (p {_p_value(f[f'{how}_p_holm'])})"
 
 
 def summary_table(frame: pd.DataFrame) -> Table:
@@ -158,7 +179,7 @@ def summary_table(frame: pd.DataFrame) -> Table:
         rows.append([f["pretraining"], f["family"], f["probe"], str(f["datasets"]), f"{f['mean_difference_pts']:+.1f}",
                      _interval(f["ci_low_pts"], f["ci_high_pts"]), _p_value(f["p_holm"]),
                      _significant(f["verdict"], f["detectable_pts"]), f"{f['wins']} / {f['ties']} / {f['losses']}",
-                     _cka(f["member_cka"]), _cka(f["member_single_cka"])])
+                     _surviving(f, "pca"), _surviving(f, "random"), _cka(f["member_cka"]), _cka(f["member_single_cka"])])
     return Table(SUMMARY_HEADER, rows, title="across architectures, by pretraining kind")
 
 
@@ -243,15 +264,18 @@ def _ci(mean: float | None, half: float | None, signed: bool = False) -> str:
     return body if half is None else f"{body} ± {half:.1f}"  # no half-width: a single seed
 
 
-SEEDS_HEADER = ("family", "dataset", "setting", "seeds", "single top-1", "ensemble top-1", "difference (paired, points)")
+SEEDS_HEADER = ("family", "dataset", "setting", "seeds", "single top-1", "ensemble top-1",
+                "difference (paired, points)", "95% CI (seeds and images)")
 
 
 def seeds_table(frame: pd.DataFrame) -> Table:
-    """:func:`analysis.seeds_frame` of one probe: means ± the 95% t interval over seeds."""
+    """:func:`analysis.seeds_frame` of one probe: means ± the 95% t interval over seeds, and the difference's
+    interval over seeds and test images."""
     return Table(SEEDS_HEADER, [[s["family"], s["dataset"], s["setting"], str(s["seeds"]),
                                  _ci(s["single_top1_pct"], s["single_half_width_pct"]),
                                  _ci(s["ensemble_top1_pct"], s["ensemble_half_width_pct"]),
-                                 _ci(s["difference_pts"], s["difference_half_width_pts"], signed=True)]
+                                 _ci(s["difference_pts"], s["difference_half_width_pts"], signed=True),
+                                 _interval(s["difference_ci_low_pts"], s["difference_ci_high_pts"])]
                                 for s in _records(frame)])
 
 
@@ -403,13 +427,17 @@ SUMMARY_TEXT = (
     "paired, an independent resample for each draw) and its p, Holm-adjusted across the families, which decides "
     "'significant' (when not, the smallest mean gain it could detect at 80% power, in points); the datasets the "
     "ensemble wins, ties and loses by McNemar's p Holm-adjusted across the family's datasets; and how alike the "
-    "members are (mean linear CKA, debiased, on test features; 1 = the same representation up to rotation and scale). "
-    "See docs/statistics.md."
+    "members are (mean linear CKA, debiased, on test features standardized as the probe sees them; 1 = the same "
+    "representation up to rotation and scale). Width-matched: the same pooled gain when the concatenation is first "
+    "projected to the single's feature width (PCA fitted on train, components not whitened; or a seeded Gaussian "
+    "projection) and probed like any model, on the same test images; what remains of the gain there is not just "
+    "more dimensions. See docs/statistics.md."
 )
 HEADLINE_TEXT = (
     "Each difference is paired over the same test images: its 95% interval is Newcombe's (1998, method 10) for paired "
     "proportions and its p-value McNemar's exact test on the images one side gets right and the other wrong. BH q is "
-    "that p adjusted by Benjamini–Hochberg across every difference in this table (concatenated and averaged); a "
+    "that p adjusted by Benjamini–Hochberg across every difference in this table (concatenated, averaged and the "
+    "width-matched controls); a "
     "difference is significant when q < 0.05. When it is not, the table says the smallest difference these test "
     "images could detect (80% power, points). See docs/statistics.md."
 )
@@ -443,8 +471,10 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
             continue
         if probe.presentation == "over-seeds":
             sections.append(Section(probe.title or probe.name, (
-                f"{_sentence(probe.summary)} Mean over seeds ± the 95% t interval; the difference is paired over seeds "
-                "(same examples on both sides).",), (seeds_table(seeds_frame(rows, probe.name)),)))
+                f"{_sentence(probe.summary)} Mean over seeds ± the 95% t interval over seeds, which covers which "
+                "shots were drawn only; the difference is paired over seeds (same examples on both sides), and its 95% CI "
+                "covers the shots and the test images both (a two-way bootstrap: seeds and images drawn with "
+                "replacement, one image draw for every seed; docs/statistics.md).",), (seeds_table(seeds_frame(rows, probe.name)),)))
         elif probe.presentation == "ranking":
             sections.append(Section(probe.title or probe.name, (
                 f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),

@@ -45,6 +45,7 @@ class RunOptions:
     extract: ExtractOptions = field(default_factory=ExtractOptions)
     cpu_limits: Mapping[str, int] = field(default_factory=dict)  # the CPU limits this run took (empty: none)
     allow_heavy: bool = False  # run multi-GB checkpoints (CheckpointSpec.heavy) on a CPU too
+    width_controls: bool = True  # the width-matched control rows of each ensemble (issue 19; survey/controls.py)
 
     @property
     def probe_config(self) -> ProbeConfig:
@@ -74,10 +75,13 @@ def resolve_options(
     seeds: int = DEFAULT_SEEDS,
     fewshot_val: str = "shots",
     cuda: bool | None = None,
+    width_controls: bool = True,
 ) -> RunOptions:
     """Resolve a run's options; on a CPU without ``full``, :data:`CPU_LIMITS` fill the sizes left unset.
 
     ``cuda``: whether the machines that extract have a GPU (a Ray cluster's answer); ``None``: this one.
+    ``width_controls``: probe each ensemble's width-matched controls too (its concatenation projected to the
+    baseline's width by PCA and by a random projection; docs/statistics.md); False skips those rows.
     """
     dev = resolve_device(device, cuda)
     probe_names = tuple(dict.fromkeys(probes))
@@ -127,6 +131,7 @@ def resolve_options(
         extract=extract,
         cpu_limits=limits,
         allow_heavy=allow_heavy,
+        width_controls=bool(width_controls),
     )
 
 

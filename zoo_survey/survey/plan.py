@@ -16,6 +16,10 @@ Member strategies (``--strategy``):
   are compared up to a relative 1e-9, so k members of 1/k of a budget fit it exactly).
 - ``explicit``: ``--members a,b,c``, or a named ensemble of the family YAML (``--members NAME``).
 
+Besides the ensemble (concatenated) and its output average, a plan holds two width-matched controls
+(:data:`CONTROL_ROLES`): the concatenation projected to the baseline's feature width by PCA fitted on train
+and by a seeded Gaussian projection, each probed like any model (``width_controls=False`` skips their rows).
+
 Every strategy keeps the members independent: no two share a ``lineage`` (one pretraining
 run fine-tuned twice, e.g. ViT-Ti/16 at 224 and 384 px, counts once) unless
 ``allow_same_lineage`` (``--allow-same-lineage``) says otherwise.
@@ -35,6 +39,7 @@ DEFAULT_K = 2
 BUDGET_BY = ("params", "gmacs", "pretrain")
 BUDGET_BY_ALIASES = {"flops": "gmacs"}  # the old name of gmacs (the registry's numbers are multiply-accumulates)
 STRATEGIES: tuple[str, ...] = ("smallest", "same-arch", "budget", "explicit")
+CONTROL_ROLES = {"width-pca": "pca", "width-random": "random"}  # role -> projection (probes/projection.py)
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,13 @@ class Comparison:
     """
 
     name: str
-    role: Literal["baseline", "member", "ensemble", "ensemble-avg"]
+    role: Literal["baseline", "member", "ensemble", "ensemble-avg", "width-pca", "width-random"]
     members: tuple[CheckpointSpec, ...]
     combine: Literal["single", "concat", "average"]
+    # A width-matched control (issue 19): the concatenation projected to ``width_of``'s feature width by
+    # ``project`` ("pca" or "random", :mod:`zoo_survey.probes.projection`); "" for every other comparison.
+    project: str = ""
+    width_of: CheckpointSpec | None = None
 
     @property
     def params_m(self) -> float:
@@ -197,7 +206,10 @@ def plan_family(
     ensemble = Comparison(name, "ensemble", tuple(chosen), "concat")
     averaged = Comparison(f"avg({name})", "ensemble-avg", tuple(chosen), "average")
     base = _single(baseline, "baseline")
-    comparisons = (base, *(_single(c, "member") for c in chosen), ensemble, averaged)
+    controls = tuple(Comparison(f"{how}({name})", role, tuple(chosen), "concat", how,  # type: ignore[arg-type]
+                                baseline)
+                     for role, how in CONTROL_ROLES.items()) if len(chosen) > 1 else ()
+    comparisons = (base, *(_single(c, "member") for c in chosen), ensemble, averaged, *controls)
     return Plan(family.name, strategy, base, ensemble, comparisons, budget_by if strategy == "budget" else None,
                 kind=family.kind or "")
 

@@ -30,12 +30,14 @@ from ..errors import ZooSurveyError, ZooSurveyFailure
 from ..features.cache import HASHES_FILE, FeatureCache
 from ..features.source import FeatureSource
 from ..probes import PROBES
+from ..probes.combine import standardized_blocks
 from ..probes.numerics import fit_threads, numerics
 from ..probes.protocol import MemberFeatures, Setting
 from ..results.stats import linear_cka
 from ..results.store import ResultRow, SimilarityRow, row_key
 from ..zoo.checkpoints import ResolvedCheckpoint, resolve
 from ..zoo.registry import CheckpointSpec, DatasetSpec
+from .controls import control_features, control_key, controlled
 from .options import RunOptions
 from .plan import Comparison, Plan
 
@@ -190,8 +192,11 @@ class ProbeUnit:
         comp, ds = self.comparison, ws.dataset(self.dataset, self.fingerprint)
         data = ws.comparison_features(comp, self.dataset, self.fingerprint)
         with fit_threads():  # every probe, plugins too, with the same thread count on any runner (issue 22)
-            out = self.probe.run(MemberFeatures(data.blocks, data.labels, comp.combine), self.setting,
-                                 self.options.probe_config)
+            feats = MemberFeatures(data.blocks, data.labels, comp.combine)
+            if comp.project:  # a width-matched control: its projection is fitted under the same threads
+                width = ws.source.get(ws.checkpoint(comp.width_of), ds, "train").features.shape[1]  # type: ignore[arg-type]
+                feats = control_features(comp, feats, int(width))
+            out = self.probe.run(feats, self.setting, self.options.probe_config)
         resolved = {m.id: ws.checkpoint(m) for m in comp.members}
         return ResultRow(
             row_key=self.row_key,
@@ -282,8 +287,12 @@ class SimilarityUnit:
         rows = np.arange(len(first.indices))
         if len(rows) > CKA_MAX_ROWS:
             rows = np.sort(np.random.default_rng(CKA_SEED).choice(rows, CKA_MAX_ROWS, replace=False))
-        return [SimilarityRow(key, self.family, ds.spec.id, a, b, linear_cka(feats[a].features[rows], feats[b].features[rows]),
-                              len(rows)) for a, b, key in self.pairs]
+        # Like for like (issue 19): each model's test features standardized as its probe sees them (train+val
+        # statistics, the refit's); linear CKA is not invariant to per-column scale.
+        seen = {m.id: standardized_blocks([feats[m.id].features[rows]], [np.concatenate(
+            [ws.source.get(ws.checkpoint(m), ds, s).features for s in ("train", "val")])]) for m in self.models}
+        return [SimilarityRow(key, self.family, ds.spec.id, a, b, linear_cka(seen[a], seen[b]), len(rows))
+                for a, b, key in self.pairs]
 
 
 def similarity_units(
@@ -299,7 +308,8 @@ def similarity_units(
         for ds in prepared.values():
             key = row_key({"cka": [resolved[m.id].key() for m in models], "extract": [options.extract.key(m.feature_output) for m in models],
                            "fingerprint": ds.fingerprint, "test": ds.splits["test"].indices_digest(),
-                           "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC"})
+                           "max_rows": CKA_MAX_ROWS, "seed": CKA_SEED, "estimator": "linear CKA, debiased HSIC",
+                           "features": "standardized, train+val statistics"})
             out.append(SimilarityUnit(plan.family, models, ds.spec, ds.fingerprint, key))
     return out
 
@@ -324,6 +334,7 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Set
         "splits": {k: [len(s), s.indices_digest()] for k, s in ds.splits.items()},
         "probe": probe,
         "grid": list(options.grid) if options.grid else "default",
+        **control_key(comp, resolved, options),  # width-matched controls only: the projection and the width matched
     }
 
 
@@ -339,7 +350,7 @@ def probe_units(
         for ds in prepared.values():
             for comp in plan.comparisons:
                 todo = [(p, s) for p in options.probes for s in PROBES.settings(p, options.probe_config)
-                        if comp.combine in PROBES.info(p).combines]
+                        if comp.combine in PROBES.info(p).combines and controlled(comp, PROBES.info(p), options)]
                 keys = [row_key(_row_payload(comp, ds, p, s, options, resolved)) for p, s in todo]
                 group = row_key({"unit": sorted(keys)})  # the same for every run of this comparison on this dataset
                 out += [ProbeUnit(plan.family, plan.strategy, plan.budget_by, comp, ds.spec, ds.fingerprint, p, s, options, k,
