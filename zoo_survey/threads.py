@@ -36,7 +36,9 @@ def thread_env(environ: MutableMapping[str, str] | None = None) -> dict[str, str
     environ = os.environ if environ is None else environ
     want = {**WAIT_POLICY}
     if not all(v in environ for v in THREAD_VARS):
-        n = str(usable_cpus())
+        # One user-set count (OMP_NUM_THREADS=1) holds for the other libraries too: MKL at another count would sum
+        # torch's GEMMs in another order than the user asked for.
+        n = next((environ[v] for v in THREAD_VARS if v in environ), None) or str(usable_cpus())
         want.update({v: n for v in THREAD_VARS})
     return {k: v for k, v in want.items() if k not in environ}
 
