@@ -7,7 +7,8 @@
 #   3. the device path's host side alone (pixel-cache read, batch assembly, pinned staging);
 #   4. `zoo-survey extract` of the whole efficientnet-lite family, cold, on all of Fashion-MNIST;
 #   5. CPU vs CUDA features (device path and exact path) and a real CUDA out-of-memory backoff;
-#   6. JPEG sources: nvjpeg against the decoded pixel cache, with parity, on 4,000 photo-sized JPEGs.
+#   6. JPEG sources: nvjpeg against the decoded pixel cache, with parity, on 4,000 photo-sized JPEGs;
+#   7. the probe battery (linear + few-shot, --quick) with the probes on CUDA against on the CPU (issue 20).
 #
 # Run from the repository root on a GPU machine whose python3 has a CUDA torch, torchvision and timm:
 #   bash benchmarks/device_check.sh                  # everything
@@ -71,4 +72,9 @@ timeout 180 "$PY" device_agreement.py --dataset $DS 2>&1 | tail -4 | tee "$OUT/a
 step "6. JPEG sources: nvjpeg against the decoded pixel cache, 4,000 photo-sized JPEGs, lite0 224 px bf16"
 timeout 150 "$PY" jpeg_decode.py --device cuda --dtype bfloat16 --images 4000 2>&1 | tail -5 | tee "$OUT/jpeg.txt" \
     || echo "step 6 failed or timed out"
+step "7. the probe battery on CUDA, then on the CPU, from the same cached features (--quick)"
+for dev in cuda cpu; do
+  timeout 120 "$PY" probe_battery.py --quick --device $dev --cache-dir /tmp/zoo-probe-cache 2>&1 | tail -3 \
+      | tee -a "$OUT/probe_battery.txt" || echo "step 7 ($dev) failed or timed out"
+done
 step "done"
