@@ -238,3 +238,27 @@ def test_the_report_command_does_not_import_pandas():
     code = ("import sys, zoo_survey, zoo_survey.cli, zoo_survey.results.report; "
             "assert 'pandas' not in sys.modules and 'zoo_survey.results.analysis' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_heat_maps_star_is_the_tables_adjusted_verdict():
+    """A difference with McNemar p = 0.039 among others is not significant once BH-adjusted across the report: the heat
+    map's star follows the adjusted q (the comparison table's verdict), not the raw p (it did before)."""
+    import dataclasses
+
+    from zoo_survey.results.analysis import comparison_lines
+    from zoo_survey.results.plots import heatmap_stars
+
+    rows, _ = survey_rows()
+    base, ens = _row(rows, "alpha", "cifar10", "baseline"), _row(rows, "alpha", "cifar10", "ensemble")
+    labels, preds = base.test_labels, base.predictions.copy()
+    wrong, right = np.flatnonzero(preds != labels), np.flatnonzero(preds == labels)
+    preds[wrong[:10]] = labels[wrong[:10]]  # 10 images only the ensemble gets right, 2 only the single: p = 0.0386
+    preds[right[:2]] = (labels[right[:2]] + 1) % 5
+    top1 = float((preds == labels).mean())
+    rows = [dataclasses.replace(r, predictions=preds, top1=top1) if r is ens else r for r in rows]
+    frame = comparison_frame(rows).set_index(["family", "dataset", "probe"])
+    line = frame.loc[("alpha", "cifar10", "linear")]
+    assert line["mcnemar_p"] == pytest.approx(0.0386, abs=1e-4) and line["mcnemar_q"] >= 0.05
+    stars = heatmap_stars(comparison_lines(rows), "linear")
+    assert stars[("alpha", "cifar10")] is False and line["verdict"] == "not significant"
+    assert stars[("alpha", "digits")] is True  # p = 2.5e-7 survives the adjustment

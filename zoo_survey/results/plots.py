@@ -99,10 +99,23 @@ def _wilson(r: ResultRow) -> tuple[float, float] | None:
     return 100 * lo, 100 * hi
 
 
+def heatmap_stars(lines, probe: str) -> dict[tuple[str, str], bool]:
+    """Per (family, dataset) of ``probe``: is the ensemble-minus-single difference significant by the comparison
+    table's rule (McNemar's p, Benjamini-Hochberg-adjusted across every paired difference of ``lines``, below 0.05),
+    so the heat map's star never contradicts the table's verdict."""
+    from .analysis import comparison_of
+    from .stats import ALPHA
+
+    frame = comparison_of(lines)
+    return {(f, d): bool(q < ALPHA) for f, d, pr, q in zip(frame["family"], frame["dataset"], frame["probe"],
+                                                          frame["mcnemar_q"], strict=True) if pr == probe}
+
+
 def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
     """``lines``: report.ComparisonLine items (those of ``probe`` are drawn)."""
     cells = {(ln.family, ln.dataset): 100 * ln.delta for ln in lines if ln.probe == probe and ln.delta is not None}
     paired = {(ln.family, ln.dataset): ln.paired for ln in lines if ln.probe == probe and ln.delta is not None}
+    stars = heatmap_stars(lines, probe)
     if not cells:
         return None
     fams = sorted({f for f, _ in cells})
@@ -122,11 +135,11 @@ def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
             elif pd is None:
                 text, weight = f"{v:+.1f}", "normal"
             else:
-                star = "*" if pd.significant else ""
+                star = "*" if stars.get((f, d)) else ""
                 text, weight = f"{v:+.1f}{star}\n[{100 * pd.low:+.1f}, {100 * pd.high:+.1f}]", "bold" if star else "normal"
             ax.text(j, i, text, ha="center", va="center", fontsize=8, fontweight=weight)
     fig.colorbar(im, ax=ax, label="ensemble − single (points)")
-    ax.set_title(f"{probe} probe: ensemble minus single (* : 95% CI excludes 0)")
+    ax.set_title(f"{probe} probe: ensemble minus single (*: BH-adjusted McNemar q < 0.05)")
     return _save(fig, out_dir, "difference_heatmap")
 
 
