@@ -68,5 +68,5 @@ def test_cache_ls_and_report_tables_pipe(tmp_path, monkeypatch, capsys, tiny_reg
     blocks = out.split("\n\n")
     assert blocks[0].startswith("# across architectures, by pretraining kind\npretraining\tfamily\tprobe\t")  # the answer first
     assert blocks[1].startswith("# single vs ensemble\nfamily\tdataset\tprobe\t")
-    assert any(b.startswith("# every row\n") and len(b.splitlines()) == 2 + 5 for b in blocks)
+    assert any(b.startswith("# every row\n") and len(b.splitlines()) == 2 + 7 for b in blocks)  # 5 + 2 width-matched controls
     assert not (out_dir / "report.tsv").exists()  # printed, not written

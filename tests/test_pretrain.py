@@ -159,7 +159,7 @@ def one_thread():
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {"OMP_NUM_THREADS": "1"}
+    yield {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     torch.set_num_threads(before)
 
 

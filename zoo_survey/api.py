@@ -37,7 +37,6 @@ from .survey.plan import Plan, plan_family
 from .survey.run import extract_all, run_survey
 from .survey.runner import Hooks, NodeTally, RunnerFactory, Timings
 from .survey.units import SPLITS
-from .threads import configure as configure_threads
 from .zoo.registry import DatasetSpec, Registry, load_registry, registry_folders
 
 if TYPE_CHECKING:
@@ -149,8 +148,9 @@ class SurveyJob:
     def run(self, hooks: Hooks | None = None, runner: RunnerFactory | None = None) -> SurveyResult:
         """Extract (through the cache), probe, and store every row; ``runner``: where the units run (default here).
 
-        Sets the thread counts and OpenMP's passive wait first (:func:`zoo_survey.threads.configure`)."""
-        configure_threads()
+        Leaves the calling process's environment and thread counts alone (a notebook's torch is loaded already, and
+        its other work is the caller's); ``zoo-survey`` sets them (:func:`zoo_survey.threads.configure`), and so can a
+        script before it imports torch."""
         report = run_survey(self.plans, self.datasets, self.cache, self.store, self.options, hooks, runner)
         store = report.store or self.store
         return SurveyResult(report.rows, store, ResultStore(store).similarity(), report.written, report.skipped,
