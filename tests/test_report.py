@@ -155,3 +155,27 @@ def test_member_diversity_is_computed_stored_and_reported(filled, monkeypatch, c
     code, out, err = zoo(monkeypatch, capsys, "run", "--registry", str(filled.parent / "user-registry"), "--out",
                          str(filled), *TINY_RUN, "--probes", "linear,fewshot", "--shots", "1,3", "--seeds", "2")
     assert code == 0 and len(store.similarity()) == 3  # a rerun computes nothing again
+
+
+def test_a_second_report_on_the_same_rows_redraws_no_plot_and_new_rows_redraw(filled, monkeypatch, capsys):
+    """Drawing is most of the report's time: the same rows keep the plots (same bytes, same mtime); a changed store
+    (a row gone) draws them again."""
+    import sqlite3
+
+    code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    plots = sorted((filled / "plots").glob("*.png"))
+    assert len(plots) == 4
+    before = {p: p.stat().st_mtime_ns for p in plots}
+    code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in plots} == before
+    with sqlite3.connect(filled / "results.sqlite") as con:
+        con.execute("DELETE FROM results WHERE role = 'member' AND probe = 'fewshot' AND seed = 0")
+    code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    assert all(p.stat().st_mtime_ns != before[p] for p in plots)
+    (filled / "plots" / "difference_heatmap.svg").unlink()  # a plot gone: drawn again
+    code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
+    assert code == 0, err
+    assert (filled / "plots" / "difference_heatmap.svg").is_file()

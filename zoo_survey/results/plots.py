@@ -203,9 +203,52 @@ def gain_vs_diversity(points: Sequence[tuple[str, float, float, float | None, fl
     return _save(fig, out_dir, "gain_vs_diversity")
 
 
+INPUTS_FILE = ".inputs.json"  # what the plots in a folder were drawn from: a rerun of the report on the same rows redraws none
+
+
+def plot_inputs_digest(rows: Sequence[ResultRow], primary: str | None,
+                       diversity: Sequence[tuple[str, float, float, float | None, float | None]]) -> str:
+    """A digest of everything the plots are drawn from: every row's fields and predictions (the paired intervals come
+    from them), the primary probe, the diversity points, and zoo-survey's version (a new version may draw otherwise)."""
+    import hashlib
+    import json
+
+    from .. import __version__
+
+    h = hashlib.sha256(json.dumps([__version__, primary, [list(map(str, d)) for d in diversity]]).encode())
+    for r in sorted(rows, key=lambda r: r.row_key):
+        h.update(json.dumps(r.fields(), sort_keys=True, default=str).encode())
+        for a in (r.predictions, r.test_labels):
+            h.update(b"-" if a is None else a.tobytes())
+    return h.hexdigest()
+
+
 def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
                 diversity: Sequence[tuple[str, float, float, float | None, float | None]] = ()) -> list[Path]:
-    """Every plot the rows allow; each as PNG and SVG in ``out_dir``. Returns the PNG paths."""
+    """Every plot the rows allow; each as PNG and SVG in ``out_dir``. Returns the PNG paths.
+
+    Drawing is most of ``zoo-survey report``'s time; when ``out_dir`` already holds every plot drawn from the same
+    inputs (:func:`plot_inputs_digest`, recorded in ``.inputs.json`` after the last file is written), they are kept
+    and nothing is drawn."""
+    import json
+
+    digest = plot_inputs_digest(rows, primary, diversity)
+    record = out_dir / INPUTS_FILE
+    try:
+        old = json.loads(record.read_text())
+        kept = [out_dir / n for n in old["plots"]]
+        if old["digest"] == digest and all(p.is_file() and p.with_suffix(".svg").is_file() for p in kept):
+            return kept
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no record, or an unreadable one: draw
+    made = _draw_plots(rows, lines, primary, out_dir, diversity)
+    if made:
+        atomic_write(record, lambda f: f.write(json.dumps({"digest": digest, "plots": [p.name for p in made]}).encode()))
+    return made
+
+
+def _draw_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
+                diversity: Sequence[tuple[str, float, float, float | None, float | None]]) -> list[Path]:
     made = []
     if primary is not None:
         made += [accuracy_vs_gmacs(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir),
