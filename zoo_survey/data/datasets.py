@@ -225,7 +225,7 @@ def _idx_shape(path: Path) -> tuple[int, ...]:
     return struct.unpack(">" + "I" * ndim, dims)
 
 
-class IdxImages:
+class IdxImages(ArrayImages):
     """An idx file's images, decompressed on first access: a run whose features are all cached never reads them
     (Fashion-MNIST's 47 MB are a third of a second)."""
 
@@ -242,19 +242,12 @@ class IdxImages:
             self._array = array
         return self._array
 
+    @array.setter
+    def array(self, value: np.ndarray) -> None:
+        self._array = value
+
     def __len__(self) -> int:
         return self.count
-
-    def __getitem__(self, i: int):
-        return self.raw(i).convert("RGB")
-
-    def raw(self, i: int):
-        from PIL import Image
-
-        return Image.fromarray(self.array[i])
-
-    def encoded(self, i: int) -> bytes | None:
-        return None  # decoded arrays: no file to hand over
 
 
 def _fashion_mnist(folder: Path | None) -> Raw:
