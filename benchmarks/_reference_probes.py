@@ -24,8 +24,8 @@ from zoo_survey.probes.base import (
     best_choice,
     check_fit,
     fit_threads,
+    probe_estimator,
     validate_labelled,
-    weight_blocks,
     with_validation,
 )
 from zoo_survey.probes.fewshot import sample_shots, shots_of, stratified_folds
@@ -51,17 +51,16 @@ class RefLinearProbe(ClassifierProbe, declared="linear"):
                 classes = est.classes_
             assert classes is not None
             return _outcome(data, np.mean(probas, axis=0), classes, {"members": hps}, notes)
-        X = weight_blocks(b)
-        est = _classifier(cls.build(config, standardize=data.combine == "single")).fit(
-            X["train"], y["train"], X_val=X["val"], y_val=y["val"])
+        X, est = probe_estimator(cls, data, config)  # the product's protocol: concatenations standardized by the probe
+        est = _classifier(est).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,
                         est.hparams(), list(est.warnings_))
 
 
 
     @classmethod
-    def build(cls, config: ProbeConfig, standardize: bool) -> RefLinearProbe:
-        return cls(grid=config.grid, device=config.device, standardize=standardize)
+    def build(cls, config: ProbeConfig, standardize: bool, block_widths: tuple[int, ...] | None = None) -> RefLinearProbe:
+        return cls(grid=config.grid, device=config.device, standardize=standardize, block_widths=block_widths)
 
     def __init__(
         self,
@@ -74,6 +73,7 @@ class RefLinearProbe(ClassifierProbe, declared="linear"):
         standardize: bool = True,
         sweep_tol: float | None = None,
         validation_fraction: float = 0.2,
+        block_widths: tuple[int, ...] | None = None,
     ):
         self.grid = grid
         self.search = search
@@ -84,6 +84,7 @@ class RefLinearProbe(ClassifierProbe, declared="linear"):
         self.standardize = standardize  # False: the caller scaled the columns (ensembles weight member blocks)
         self.sweep_tol = sweep_tol  # the sweep only ranks C by val accuracy: default 10 x tol; the refit uses tol
         self.validation_fraction = validation_fraction  # carved from (X, y) when fit gets no X_val
+        self.block_widths = block_widths  # a concatenation's member widths: blocks scaled by 1/sqrt(width)
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -115,6 +116,8 @@ class RefLinearProbe(ClassifierProbe, declared="linear"):
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         std[std < 1e-6] = 1.0
+        if self.block_widths is not None:
+            std = std * np.repeat(np.sqrt(np.asarray(self.block_widths, dtype=std.dtype)), self.block_widths)
         return mean, std
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> RefLinearProbe:
@@ -313,6 +316,7 @@ class RefFewShotProbe(RefLinearProbe, declared="fewshot"):
         standardize: bool = True,
         sweep_tol: float | None = None,
         validation_fraction: float = 0.2,
+        block_widths: tuple[int, ...] | None = None,
     ):
         self.select = select
         self.grid = grid
@@ -323,6 +327,7 @@ class RefFewShotProbe(RefLinearProbe, declared="fewshot"):
         self.standardize = standardize
         self.sweep_tol = sweep_tol
         self.validation_fraction = validation_fraction  # select="full" without X_val: carved from (X, y)
+        self.block_widths = block_widths
 
     @classmethod
     def settings(cls, config: ProbeConfig) -> tuple[Setting, ...]:
@@ -330,9 +335,9 @@ class RefFewShotProbe(RefLinearProbe, declared="fewshot"):
         return tuple(Setting(f"{k}-shot{suffix}", seed) for k in config.shots for seed in range(config.seeds))
 
     @classmethod
-    def build(cls, config: ProbeConfig, standardize: bool) -> RefFewShotProbe:
+    def build(cls, config: ProbeConfig, standardize: bool, block_widths: tuple[int, ...] | None = None) -> RefFewShotProbe:
         return cls(select=config.fewshot_val, grid=config.grid or FEWSHOT_GRID, device=config.device,
-                   standardize=standardize)
+                   standardize=standardize, block_widths=block_widths)
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> RefFewShotProbe:
         """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
@@ -360,7 +365,7 @@ class RefFewShotProbe(RefLinearProbe, declared="fewshot"):
                 held = folds == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 cv = RefLinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
-                                 tol=10 * self.tol, standardize=self.standardize)._fit(
+                                 tol=10 * self.tol, standardize=self.standardize, block_widths=self.block_widths)._fit(
                     *check_fit(X[~held], y[~held], X[held], y[held]), grid, refit=False)
                 for c, n in cv.val_correct_.items():
                     correct[c] += n

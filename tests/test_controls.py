@@ -292,3 +292,71 @@ def test_the_cli_runs_the_controls_by_default_and_skips_them_on_request(tmp_path
     zoo(monkeypatch, capsys, "report", "--out", str(tmp_path / "on"))
     md = (tmp_path / "on" / "report.md").read_text()
     assert "width-matched PCA: gain [95% CI] (p Holm)" in md and "width-matched random − single" in md
+
+
+# --------------------------------------------------------------------------- refit: one statistics rule for all models
+
+
+def _shifted_val_blocks(seed: int = 0):
+    """Two members of 6 columns each, 3 classes; the validation rows are scaled x3 and shifted, so train-only and
+    train+val statistics differ a lot."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(3, 12)) * 0.35
+    out, labels = {}, {}
+    for s, n in (("train", 240), ("val", 120), ("test", 300)):
+        y = np.arange(n) % 3
+        X = means[y] + rng.normal(size=(n, 12))
+        if s == "val":
+            X = X * 3.0 + 2.0
+        out[s], labels[s] = [X[:, :6].astype(np.float32), X[:, 6:].astype(np.float32)], y
+    return out, labels
+
+
+def test_a_concatenation_is_refitted_on_train_val_statistics_like_a_single_model():
+    """Issue 19 item 6: the refit re-standardizes a concatenation's columns on train+val, as a single model's; before,
+    its blocks kept train-only statistics (weighted before the probe, never re-standardized)."""
+    from zoo_survey.probes.base import probe_estimator
+
+    blocks, labels = _shifted_val_blocks()
+    data = MemberFeatures(blocks, labels, "concat")
+    X, est = probe_estimator(LinearProbe, data, ProbeConfig())
+    assert est.block_widths == (6, 6) and est.standardize
+    est.fit(X["train"], labels["train"], X_val=X["val"], y_val=labels["val"])
+    both = np.concatenate([X["train"], X["val"]])
+    np.testing.assert_allclose(est.mean_, both.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(est.std_, both.std(0) * np.sqrt(6), rtol=1e-5)
+    # The single model's rule, on the same matrix: the same statistics, without the block weights.
+    single = LinearProbe().fit(X["train"], labels["train"], X_val=X["val"], y_val=labels["val"])
+    np.testing.assert_allclose(est.std_ / single.std_, np.sqrt(6), rtol=1e-5)
+    np.testing.assert_allclose(est.mean_, single.mean_, rtol=1e-5, atol=1e-5)
+
+
+def test_equal_width_blocks_are_a_single_model_with_its_grid_scaled():
+    """With equal widths w the block weight 1/sqrt(w) is one global scale: the concatenation's probe at C equals a
+    single model's probe on the same columns at C / w (the L2 penalty absorbs the scale). Same statistics rule for
+    both, so the same chosen C and the same test predictions; with the old rule (train-only block statistics at the
+    refit) the two differ on data whose validation rows are shifted."""
+    blocks, labels = _shifted_val_blocks(1)
+    grid = tuple(float(c) for c in np.logspace(-3, 2, 11))
+    concat = MemberFeatures(blocks, labels, "concat")
+    single = MemberFeatures({s: [np.concatenate(b, axis=1)] for s, b in blocks.items()}, labels, "single")
+    with fit_threads():
+        a = LinearProbe.run(concat, Setting(), ProbeConfig(grid=grid))
+        b = LinearProbe.run(single, Setting(), ProbeConfig(grid=tuple(c / 6 for c in grid)))
+    assert np.isclose(a.hparams["C"] / 6, b.hparams["C"])
+    assert np.mean(a.predictions == b.predictions) >= 0.99
+    # The old rule on the same data: blocks weighted with train statistics and not re-standardized at the refit.
+    old = LinearProbe(grid=grid, standardize=False)
+    W = weight_blocks(blocks)
+    with fit_threads():
+        old.fit(W["train"], labels["train"], X_val=W["val"], y_val=labels["val"])
+    assert np.mean(old.predict(W["test"]) == b.predictions) < np.mean(a.predictions == b.predictions)
+
+
+def test_block_widths_must_cover_the_columns():
+    from zoo_survey.probes.base import ProbeInputError
+
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    y = np.arange(40) % 2
+    with pytest.raises(ProbeInputError, match="add up to the 5 feature columns"):
+        LinearProbe(block_widths=(2, 2)).fit(X, y, X_val=X, y_val=y)

@@ -43,7 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ..errors import ZooSurveyError
-from .combine import weight_blocks
+from .combine import probe_inputs
 from .numerics import FIT_THREADS, fit_threads, numerics  # noqa: F401 - re-exported
 from .protocol import (  # noqa: F401 - the light declarations, re-exported where probes have always found them
     DECLARED,
@@ -161,6 +161,7 @@ class Probe(BaseEstimator):
     rank_against: ClassVar[str | None] = None  # "ranking": the probe whose top-1 the scores are ranked against
     setting_axis: ClassVar[str] = "setting"  # "over-seeds": what a setting label's leading number counts (plot axis)
     combines: ClassVar[tuple[str, ...]] = ("single", "concat", "average")
+    concat_input: ClassVar[str] = "weighted"  # "raw": the probe standardizes a concatenation itself (ProbeInfo)
 
     n_features_in_: int
     warnings_: tuple[str, ...] = ()
@@ -182,7 +183,8 @@ class Probe(BaseEstimator):
 
     @classmethod
     def build(cls, config: ProbeConfig, standardize: bool) -> Probe:
-        """A fresh estimator for the run's options; ``standardize=False`` for pre-weighted ensemble blocks."""
+        """A fresh estimator for the run's options; ``standardize=False`` for pre-weighted ensemble blocks. A probe
+        declared with ``concat_input="raw"`` also takes ``block_widths`` (a concatenation's member widths)."""
         return cls()
 
     @classmethod
@@ -234,9 +236,8 @@ class ClassifierProbe(ClassifierMixin, Probe):
             probas = [est.predict_proba(b["test"][i]) for i, est in enumerate(ests)]
             notes = [w for est in ests for w in est.warnings_]
             return _outcome(data, np.mean(probas, axis=0), ests[-1].classes_, {"members": [e.hparams() for e in ests]}, notes)
-        X = weight_blocks(b)
-        est = _classifier(cls.build(config, standardize=data.combine == "single")).fit(
-            X["train"], y["train"], X_val=X["val"], y_val=y["val"])
+        X, est = probe_estimator(cls, data, config)
+        est = _classifier(est).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,
                         est.hparams(), list(est.warnings_))
 
@@ -261,6 +262,17 @@ class ClassifierProbe(ClassifierMixin, Probe):
         X, y = validate_labelled(X, y)
         m = classification_metrics(self.predict_proba(X), y, self.classes_)
         return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], self.hparams(), tuple(self.warnings_))
+
+
+def probe_estimator(cls: type[Probe], data: MemberFeatures, config: ProbeConfig) -> tuple[dict[str, np.ndarray], Probe]:
+    """One matrix per split for a single model or a concatenation (:func:`.combine.probe_inputs`), and a fresh
+    estimator for it: a single model's columns standardized by the probe; a concatenation's either weighted
+    beforehand or, for a probe that takes them raw, standardized by the probe and weighted by ``block_widths``; a
+    one-block concatenation (a width-matched control's projection) is pre-weighted and not standardized again."""
+    X, widths = probe_inputs(data.blocks, cls.concat_input)
+    if widths is not None:
+        return X, cls.build(config, standardize=True, block_widths=widths)  # type: ignore[call-arg]
+    return X, cls.build(config, standardize=data.combine == "single")
 
 
 def _classifier(est: Probe) -> ClassifierProbe:

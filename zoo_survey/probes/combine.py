@@ -34,6 +34,28 @@ def weight_blocks(blocks: Mapping[str, Sequence[np.ndarray]]) -> dict[str, np.nd
     return {s: np.concatenate(b, axis=1) for s, b in out.items()}
 
 
+def probe_inputs(blocks: Mapping[str, Sequence[np.ndarray]], concat_input: str = "weighted"
+                 ) -> tuple[dict[str, np.ndarray], tuple[int, ...] | None]:
+    """One matrix per split for a probe, and the member widths when the probe weights the blocks itself.
+
+    One block (a single model, or a width-matched control's pre-weighted projection) goes as it is. Several: side by
+    side as they are with their widths (``concat_input="raw"``: the linear probes standardize every column on the rows
+    they fit, train for the sweep and train+val for the refit, exactly as they do a single model's, then scale each
+    block by 1/sqrt(width)); or weighted here on the train rows (:func:`weight_blocks`) for a probe that does not
+    standardize (kNN, NCM).
+
+    >>> X = np.ones((3, 2), dtype=np.float32)
+    >>> Xs, widths = probe_inputs({"train": [X, X[:, :1]], "val": [X, X[:, :1]], "test": [X, X[:, :1]]}, "raw")
+    >>> Xs["train"].shape, widths
+    ((3, 3), (2, 1))
+    """
+    if len(blocks["train"]) == 1:
+        return {s: b[0] for s, b in blocks.items()}, None
+    if concat_input == "raw":
+        return {s: np.concatenate(b, axis=1) for s, b in blocks.items()}, tuple(int(b.shape[1]) for b in blocks["train"])
+    return weight_blocks(blocks), None
+
+
 def standardized_blocks(blocks: Sequence[np.ndarray], fit: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """What a probe sees, for scores that have no probe (LogME, CKA): every member's block standardized with the
     statistics of its rows in ``fit`` (default: the block itself) and scaled by 1/sqrt(width), side by side. One

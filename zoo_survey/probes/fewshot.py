@@ -36,8 +36,8 @@ from .base import (
     best_choice,
     check_fit,
     fit_threads,
+    probe_estimator,
     validate_labelled,
-    weight_blocks,
     with_validation,
 )
 from .linear import Job, LinearProbe, sweep_many
@@ -115,6 +115,7 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         standardize: bool = True,
         sweep_tol: float | None = None,
         validation_fraction: float = 0.2,
+        block_widths: tuple[int, ...] | None = None,
     ):
         self.select = select
         self.grid = grid
@@ -125,6 +126,7 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         self.standardize = standardize
         self.sweep_tol = sweep_tol
         self.validation_fraction = validation_fraction  # select="full" without X_val: carved from (X, y)
+        self.block_widths = block_widths  # a concatenation's member widths (see LinearProbe)
 
     @classmethod
     def settings(cls, config: ProbeConfig) -> tuple[Setting, ...]:
@@ -132,9 +134,9 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         return tuple(Setting(f"{k}-shot{suffix}", seed) for k in config.shots for seed in range(config.seeds))
 
     @classmethod
-    def build(cls, config: ProbeConfig, standardize: bool) -> FewShotProbe:
+    def build(cls, config: ProbeConfig, standardize: bool, block_widths: tuple[int, ...] | None = None) -> FewShotProbe:
         return cls(select=config.fewshot_val, grid=config.grid or FEWSHOT_GRID, device=config.device,
-                   standardize=standardize)
+                   standardize=standardize, block_widths=block_widths)
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> FewShotProbe:
         """``select="full"``: sweep C on (X_val, y_val). ``select="shots"``: ignore them; choose C within (X, y)."""
@@ -184,18 +186,19 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
     def _run_batch(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, ProbeOutcome]:
         plans, ests, fits = [], [], []
         for st in settings:
-            # Sample first: ensemble block weights then come from the k-shot examples alone.
+            # Sample first: every column's statistics then come from the k-shot examples alone (each fold's, in CV).
             idx, notes = sample_shots(data.labels["train"], shots_of(st), st.seed or 0)
             d = data.train_rows(idx)
             b, y = d.blocks, d.labels
             if d.combine == "average":  # one probe per member, probabilities averaged
                 tests = list(b["test"])
                 fits += [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(tests))]
+                mine = [cls.build(config, standardize=True) for _ in tests]
             else:
-                X = weight_blocks(b)
+                X, est = probe_estimator(cls, d, config)
                 tests = [validate_labelled(X["test"], y["test"])[0]]
                 fits.append((X["train"], y["train"], X["val"], y["val"]))
-            mine = [cls.build(config, standardize=d.combine != "concat") for _ in tests]
+                mine = [est]
             plans.append((st, d, notes, mine, tests))
             ests += mine
         cls.fit_many(ests, fits)
@@ -247,7 +250,7 @@ def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) 
                 held = fold_of == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 fold = LinearProbe(grid=tuple(grid), search="full", refit=False, device=e.device, max_iter=e.max_iter,
-                                   tol=10 * e.tol, standardize=e.standardize)
+                                   tol=10 * e.tol, standardize=e.standardize, block_widths=e.block_widths)
                 folds.append(Job(fold, check_fit(X[~held], y[~held], X[held], y[held]), grid, False))
             e.selection_ = f"{n_folds}-fold CV within the shots"
         else:

@@ -43,8 +43,8 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 
 
     @classmethod
-    def build(cls, config: ProbeConfig, standardize: bool) -> LinearProbe:
-        return cls(grid=config.grid, device=config.device, standardize=standardize)
+    def build(cls, config: ProbeConfig, standardize: bool, block_widths: tuple[int, ...] | None = None) -> LinearProbe:
+        return cls(grid=config.grid, device=config.device, standardize=standardize, block_widths=block_widths)
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         standardize: bool = True,
         sweep_tol: float | None = None,
         validation_fraction: float = 0.2,
+        block_widths: tuple[int, ...] | None = None,
     ):
         self.grid = grid
         self.search = search
@@ -67,6 +68,10 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         self.standardize = standardize  # False: the caller scaled the columns (ensembles weight member blocks)
         self.sweep_tol = sweep_tol  # the sweep only ranks C by val accuracy: default 10 x tol; the refit uses tol
         self.validation_fraction = validation_fraction  # carved from (X, y) when fit gets no X_val
+        # A concatenation's member widths, in column order: after standardizing, each block's columns are scaled by
+        # 1/sqrt(width), so every member has the same total variance; the refit re-standardizes on train+val, as for
+        # a single model (issue 19: the same statistics rule for both).
+        self.block_widths = block_widths
 
     # -- helpers
     def _grid(self) -> np.ndarray:
@@ -80,12 +85,21 @@ class LinearProbe(ClassifierProbe, declared="linear"):
         return np.sort(grid)
 
     def _standardize(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The probe's input is ``(X - mean) / std``: each column standardized on the rows it is fitted on, and with
+        ``block_widths`` each block's columns also divided by sqrt(width) (folded into ``std``)."""
         if not self.standardize:
             return np.zeros(X.shape[1], X.dtype), np.ones(X.shape[1], X.dtype)
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         std[std < 1e-6] = 1.0
+        if self.block_widths is not None:
+            std = std * np.repeat(np.sqrt(np.asarray(self.block_widths, dtype=std.dtype)), self.block_widths)
         return mean, std
+
+    def _check_blocks(self, n_features: int) -> None:
+        if self.block_widths is not None and (sum(self.block_widths) != n_features or min(self.block_widths, default=0) < 1):
+            raise ProbeInputError(f"block_widths {list(self.block_widths)} must be positive and add up to the "
+                                  f"{n_features} feature columns")
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> LinearProbe:
         """Sweep ``C`` on (X_val, y_val), then refit on train+val with the best ``C`` (``refit=True``)."""
@@ -165,6 +179,7 @@ def sweep_many(jobs: Sequence[Job]) -> None:
             raise ProbeInputError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
         if est.max_iter < 1:
             raise ProbeInputError(f"max_iter must be at least 1, got {est.max_iter}")
+        est._check_blocks(X.shape[1])
         job.mean, job.std = est._standardize(X)
         job.group = Group.build((X - job.mean) / job.std, np.searchsorted(classes, y), len(classes), est.device)
         groups.append(job.group)

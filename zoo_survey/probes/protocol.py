@@ -116,6 +116,11 @@ class ProbeInfo:
     rank_against: str | None = None  # "ranking": the probe whose top-1 the scores are ranked against
     setting_axis: str = "setting"  # "over-seeds": what a setting label's leading number counts (plot axis)
     combines: tuple[str, ...] = ("single", "concat", "average")
+    # How a concatenation's member blocks reach the probe: "weighted" (standardized with the train rows' statistics
+    # and scaled by 1/sqrt(width) before the probe, :func:`.combine.weight_blocks`) or "raw" (side by side as they
+    # are, with their widths: the probe standardizes every column on the rows it fits, as it does a single model's,
+    # train for the sweep and train+val for the refit, then scales each block by 1/sqrt(width)).
+    concat_input: str = "weighted"
     target: str = field(default="", compare=False)  # "module:Class", imported on the first fit
 
     def declarations(self) -> dict[str, Any]:
@@ -131,11 +136,11 @@ class ProbeInfo:
 
 DECLARED: dict[str, ProbeInfo] = {p.name: p for p in (
     ProbeInfo("linear", "L2 logistic regression, C swept on val, refit on train+val (Kornblith et al. 2019)",
-              target="zoo_survey.probes.linear:LinearProbe"),
+              concat_input="raw", target="zoo_survey.probes.linear:LinearProbe"),
     ProbeInfo("knn", "weighted cosine kNN (DINO's eval), k chosen on val", target="zoo_survey.probes.neighbors:KNNProbe"),
     ProbeInfo("ncm", "nearest class mean, cosine", target="zoo_survey.probes.neighbors:NCMProbe"),
     ProbeInfo("fewshot", "the linear probe on k examples per class, over several seeds", presentation="over-seeds",
-              title="Few-shot", setting_axis="examples per class (k)", target="zoo_survey.probes.fewshot:FewShotProbe"),
+              title="Few-shot", setting_axis="examples per class (k)", concat_input="raw", target="zoo_survey.probes.fewshot:FewShotProbe"),
     ProbeInfo("logme", "LogME transferability score (no training), ranked against the linear probe", yields="score",
               presentation="ranking", title="Transferability (LogME)", rank_against="linear", combines=("single", "concat"),
               target="zoo_survey.probes.logme:LogMEProbe"),

@@ -46,9 +46,9 @@ CONTROL_ROLES = {"width-pca": "pca", "width-random": "random"}  # role -> projec
 class Comparison:
     """One model or ensemble as the probes see it.
 
-    ``concat``: members' features side by side, each member's block standardized with
-    train statistics and scaled by 1/sqrt(its width), so every member weighs the same
-    whatever its feature dimension. ``average``: one probe per member, class
+    ``concat``: members' features side by side, every column standardized as a single
+    model's (train statistics for the sweep, train+val for the refit) and each member's block
+    scaled by 1/sqrt(its width), so every member weighs the same whatever its feature dimension. ``average``: one probe per member, class
     probabilities averaged (output averaging).
     """
 

@@ -335,6 +335,10 @@ def _row_payload(comp: Comparison, ds: PreparedDataset, probe: str, setting: Set
         "probe": probe,
         "grid": list(options.grid) if options.grid else "default",
         **control_key(comp, resolved, options),  # width-matched controls only: the projection and the width matched
+        # A concatenation the probe standardizes itself, refit on train+val like a single model (issue 19); rows of the
+        # earlier rule (blocks weighted on train only) keep their keys and are not mistaken for these.
+        **({"blocks": "probe-standardized"} if comp.combine == "concat" and len(comp.members) > 1
+           and PROBES.info(probe).concat_input == "raw" else {}),
     }
 
 
