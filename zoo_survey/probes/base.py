@@ -127,21 +127,19 @@ def validate_labelled(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def classification_metrics(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str, float | None]:
     """top-1, mean per-class accuracy (over the classes present in ``y``), and top-5 when there are more than 5 classes."""
-    import warnings
-
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score
-
     pred = classes[np.argmax(proba, axis=1)]
-    with warnings.catch_warnings():  # a predicted class absent from y: sklearn warns, and averages over y's classes
-        warnings.simplefilter("ignore", UserWarning)
-        per_class = balanced_accuracy_score(y, pred)
+    hit = pred == y
+    # scikit-learn's balanced_accuracy_score, in the same order of operations (each class's recall, then their mean over
+    # the classes present in y; a predicted class absent from y counts for nothing), at a tenth of its cost a row.
+    present, of = np.unique(y, return_inverse=True)
+    per_class = float(np.mean(np.bincount(of, weights=hit, minlength=len(present)) / np.bincount(of, minlength=len(present))))
     top5 = None
     if len(classes) > 5:
         # Not sklearn's top_k_accuracy_score: it breaks ties (kNN's many zero votes) toward the higher class index,
         # this toward the lower, so the survey's top-5 would change.
         top = classes[np.argsort(-proba, axis=1)[:, :5]]
         top5 = float((top == y[:, None]).any(axis=1).mean())
-    return {"top1": float(accuracy_score(y, pred)), "mean_per_class": per_class, "top5": top5}
+    return {"top1": float(np.mean(hit)), "mean_per_class": per_class, "top5": top5}
 
 
 class Probe(BaseEstimator):
@@ -270,9 +268,14 @@ def probe_estimator(cls: type[Probe], data: MemberFeatures, config: ProbeConfig)
     beforehand or, for a probe that takes them raw, standardized by the probe and weighted by ``block_widths``; a
     one-block concatenation (a width-matched control's projection) is pre-weighted and not standardized again."""
     X, widths = probe_inputs(data.blocks, cls.concat_input)
+    return X, estimator_for(cls, config, data.combine, widths)
+
+
+def estimator_for(cls: type[Probe], config: ProbeConfig, combine: str, widths: tuple[int, ...] | None) -> Probe:
+    """:func:`probe_estimator`'s estimator, for inputs :func:`.combine.probe_inputs` gave ``widths``."""
     if widths is not None:
-        return X, cls.build(config, standardize=True, block_widths=widths)  # type: ignore[call-arg]
-    return X, cls.build(config, standardize=data.combine == "single")
+        return cls.build(config, standardize=True, block_widths=widths)  # type: ignore[call-arg]
+    return cls.build(config, standardize=combine == "single")
 
 
 def _classifier(est: Probe) -> ClassifierProbe:

@@ -35,10 +35,16 @@ import numpy as np
 HISTORY = 20  # L-BFGS memory, as the sequential solver had
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
-REFRESH = 25
+REFRESH = 25  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
 # Solve in the row space only when there are this many times more columns than rows: the decomposition (a float64
 # Gram matrix and its eigenvectors) costs about as many flops as the iterations it saves when d is close to n.
-REDUCE_ABOVE = 2.0  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
+REDUCE_ABOVE = 2.0
+# Groups of other shapes share a batch, padded, while that costs under PAD_RATIO times their own work, or under
+# SMALL_WORK multiply-adds a pass (an iteration's fixed cost). Padding every few-shot fold to the largest (k = 25)
+# was slower (2.2 s against 1.4 s a comparison); these merge the small ones only (1.39 s against 1.42 s).
+PAD_RATIO = 2.0
+SMALL_WORK = 4e6
+SHRINK_BELOW = 0.75  # the batch is rebuilt smaller once its live problems fill no more than this share of it
 
 
 def tensor(a: np.ndarray, device: Any):
@@ -53,15 +59,21 @@ def tensor(a: np.ndarray, device: Any):
 class Group:
     """One standardized training matrix, in the basis the solver works in.
 
-    With far fewer rows than columns (``reduce``, d > 2 n) the solver works on ``Z = X V`` (V: the row space of X, from
-    the float64 Gram matrix's eigenvectors), which is exact for L2-regularized models: the optimal
-    weights are a combination of the training rows. ``to_features`` maps weights back.
+    With far fewer rows than columns (``reduce``, d > 2 n) the solver works on ``Z = X V = U S`` (X = U S V^T; U and S
+    from the float64 Gram matrix X X^T = U S^2 U^T), which is exact for L2-regularized models: the optimal weights are
+    a combination of the training rows. V = X^T U / S is never formed (d x r, the costliest product of a few-shot
+    fold): other rows are projected as (Xs X^T) U / S and weights mapped back as X^T (U / S) W.
     """
 
     Z: Any  # (n, r) float32 tensor
     y: Any  # (n,) int64 tensor: class indices
     n_classes: int
-    V: Any = None  # (d, r) or None
+    X64: Any = None  # (n, d) float64: the training rows, when reduced
+    US: Any = None  # (n, r) float64: U / S, when reduced
+
+    @property
+    def reduced(self) -> bool:
+        return self.X64 is not None
 
     @classmethod
     def build(cls, Xs: np.ndarray, y: np.ndarray, n_classes: int, device: Any, reduce: bool = True) -> Group:
@@ -70,24 +82,29 @@ class Group:
         dev = torch.device(device)
         X = tensor(Xs, dev)
         n, d = X.shape
-        V = None
-        if reduce and d > REDUCE_ABOVE * n:
-            # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840); X = U S V^T, V = X^T U / S.
-            X64 = X.double()
-            ev, U = torch.linalg.eigh(X64 @ X64.T)
-            keep = ev > ev.max() * 1e-12
-            S = ev[keep].sqrt()
-            U = U[:, keep]
-            V = ((X64.T @ U) / S).float().contiguous()
-            X = (U * S).float().contiguous()
-        return cls(X, torch.as_tensor(np.asarray(y), device=dev), n_classes, V)
+        yt = torch.as_tensor(np.asarray(y), device=dev)
+        if not (reduce and d > REDUCE_ABOVE * n):
+            return cls(X, yt, n_classes)
+        # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840).
+        X64 = X.double()
+        ev, U = torch.linalg.eigh(X64 @ X64.T)
+        keep = ev > ev.max() * 1e-12
+        S = ev[keep].sqrt()
+        U = U[:, keep]
+        return cls((U * S).float().contiguous(), yt, n_classes, X64, U / S)
 
     def project(self, Xs: np.ndarray):
+        """Rows in the solver's basis: as they are, or X V = (X X_train^T) U / S."""
         X = tensor(Xs, self.Z.device)
-        return X if self.V is None else X @ self.V
+        return X if not self.reduced else ((X.double() @ self.X64.T) @ self.US).float()
 
     def to_features(self, W) -> np.ndarray:
-        return (W if self.V is None else self.V @ W).cpu().numpy()
+        """Weights (r, k) in feature space (d, k): V W = X_train^T (U / S) W."""
+        return (W if not self.reduced else self.X64.T @ (self.US @ W.double())).float().cpu().numpy()
+
+    def from_features(self, W):
+        """Weights (d, k) in the solver's basis (r, k): V^T W (exact for weights in the training rows' span)."""
+        return W if not self.reduced else (self.US.T @ (self.X64 @ W.to(self.X64))).float()
 
 
 @dataclass
@@ -105,18 +122,45 @@ class Path:
 Solution = tuple[Any, Any, int]  # W (r, k), b (k,), L-BFGS iterations
 
 
+def batches(groups: Sequence[Group], problems: Sequence[int]) -> list[list[int]]:
+    """The problems (indices into ``groups``) split into batches solved together: groups of one shape always share a
+    batch; groups of other shapes join it, padded, while the padded work stays under PAD_RATIO times the unpadded
+    work or under SMALL_WORK multiply-adds a pass (there an iteration costs its fixed overhead, whatever the size)."""
+    def work(n: int, d: int, k: int) -> int:
+        return n * d * k
+
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i in problems:
+        by_shape.setdefault(tuple(groups[i].Z.shape), []).append(i)
+    out: list[list[int]] = []
+    merged: list[int] = []
+    for shape in sorted(by_shape):
+        trial = merged + by_shape[shape]
+        n, d, k = (max(int(groups[i].Z.shape[0]) for i in trial), max(int(groups[i].Z.shape[1]) for i in trial),
+                   max(groups[i].n_classes for i in trial))
+        padded = len(trial) * work(n, d, k)
+        plain = sum(work(int(groups[i].Z.shape[0]), int(groups[i].Z.shape[1]), groups[i].n_classes) for i in trial)
+        if merged and padded > max(PAD_RATIO * plain, SMALL_WORK):
+            out.append(merged)
+            trial = by_shape[shape]
+        merged = trial
+    if merged:
+        out.append(merged)
+    return out
+
+
 def solve_paths(groups: Sequence[Group], paths: Sequence[Path]) -> list[list[Solution]]:
-    """Every path's solutions, in its order of C. Step j solves every path's j-th C in one batch; groups of
-    different row counts go in separate batches (padding rows costs passes), the rest are padded."""
+    """Every path's solutions, in its order of C. Step j solves every path's j-th C in a few batches
+    (:func:`batches`: groups of other shapes padded together while padding costs less than the iterations it saves)."""
     out: list[list[Solution]] = [[] for _ in paths]
     steps = max((len(p.Cs) for p in paths), default=0)
     for j in range(steps):
         live = [i for i, p in enumerate(paths) if len(p.Cs) > j]
-        by_rows: dict[int, list[int]] = {}
+        of_group: dict[int, list[int]] = {}
         for i in live:
-            by_rows.setdefault(int(groups[paths[i].group].Z.shape[0]), []).append(i)
-        for n in sorted(by_rows):
-            todo = by_rows[n]
+            of_group.setdefault(paths[i].group, []).append(i)
+        for batch in batches(groups, sorted(of_group)):
+            todo = [i for g in batch for i in of_group[g]]
             starts = [out[i][-1][:2] if j else paths[i].start for i in todo]
             sols = solve(groups, [(paths[i].group, paths[i].Cs[j], paths[i].tol, paths[i].max_iter, s)
                                   for i, s in zip(todo, starts, strict=True)])
@@ -165,8 +209,8 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
             lam[gi, pi] = 1.0 / (C * g.Z.shape[0])
             tol[gi, pi], max_iter[gi, pi] = t, mi
             if start is not None:
-                W0 = torch.zeros(d, k, device=dev)
-                W0[: g.Z.shape[1], : g.n_classes] = torch.as_tensor(start[0], device=dev)
+                W0 = torch.zeros(k, d, device=dev)  # class-major: theta holds W^T (k, d), row after row
+                W0[: g.n_classes, : g.Z.shape[1]] = torch.as_tensor(start[0], device=dev).T
                 theta[gi, pi, : d * k] = W0.reshape(-1)
                 theta[gi, pi, d * k : d * k + g.n_classes] = torch.as_tensor(start[1], device=dev)
     W_out, n_iter_out = _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, len(problems), d, k)
@@ -174,7 +218,7 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
     for i, p in enumerate(problems):
         g = groups[p[0]]
         th = W_out[i]
-        W = th[: d * k].view(d, k)[: g.Z.shape[1], : g.n_classes].clone()
+        W = th[: d * k].view(k, d)[: g.n_classes, : g.Z.shape[1]].T.contiguous()
         b = th[d * k : d * k + g.n_classes].clone()
         sols.append((W, b, int(n_iter_out[i])))
     return sols
@@ -212,11 +256,9 @@ class _State:
         rows = torch.arange(len(gi), device=gi.device)[:, None]
         for name in ("Z", "Y", "rw", "cbias"):
             setattr(self, name, getattr(self, name)[gi])
-        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "g", "f", "S", "Yh", "rho", "gamma", "n_iter"):
+        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "L", "g", "f", "S", "Yh", "rho", "gamma", "n_iter"):
             t = getattr(self, name)
             setattr(self, name, t[gi.to(t.device)][rows.to(t.device), order.to(t.device)])
-        L = self.L[gi]
-        self.L = L.gather(2, order[:, None, :, None].expand(L.shape[0], L.shape[1], order.shape[1], L.shape[3]))
 
 
 def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, k: int):
@@ -277,7 +319,7 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
         pending = act.clone()
         f_new = s.f.clone()
         for _ in range(MAX_BACKTRACKS):
-            phi = _ce(s, s.L + t[:, None, :, None] * A) + 0.5 * s.lam * (w_w + 2 * t * w_d + t * t * d_d)
+            phi = _ce(s, s.L + t[..., None, None] * A) + 0.5 * s.lam * (w_w + 2 * t * w_d + t * t * d_d)
             ok = pending & (phi <= s.f + ARMIJO * t * gd)
             f_new = torch.where(ok, phi, f_new)
             pending &= ~ok
@@ -288,7 +330,7 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
         t = torch.where(failed | ~act, 0.0, t)
         step = t[..., None] * direction
         s.theta = s.theta + step
-        s.L = s.L + t[:, None, :, None] * A
+        s.L = s.L + t[..., None, None] * A
         if it % REFRESH == 0:
             s.L = _logits(s.Z, s.theta, d, k)
         f_old = s.f
@@ -311,7 +353,8 @@ def _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, 
 
 
 def _retire(s: _State, W_out, n_iter_out) -> None:
-    """Write out the problems that stopped, then shrink the batch to the groups and slots still needed."""
+    """Write out the problems that stopped; shrink the batch to the groups and slots still needed once it is worth a
+    copy of every state tensor (:data:`SHRINK_BELOW`)."""
     import torch
 
     stopped = (~s.active) & (s.ids >= 0)
@@ -323,39 +366,44 @@ def _retire(s: _State, W_out, n_iter_out) -> None:
     if not bool(keep_g.any()):
         return
     count = int(s.active.sum(1).max())
-    if bool(keep_g.all()) and count == s.active.shape[1]:
-        return
+    G, P = s.active.shape
+    if int(keep_g.sum()) * count > SHRINK_BELOW * G * P:
+        return  # stopped problems stay in place, frozen (step 0), until the batch would shrink by a quarter
+
     gi = keep_g.nonzero()[:, 0]
     order = torch.argsort((~s.active[gi]).to(torch.int8), dim=1, stable=True)[:, :count]
     s.take(gi, order)
 
 
 def _logits(Z, theta, d: int, k: int):
-    """(G, n, P, k): every problem's logits on its group's rows (one bmm: (n, d) x (d, P*k) per group)."""
+    """(G, P, k, n): every problem's logits on its group's rows, class-major (one bmm per group: (P*k, d) x (d, n)).
+    Class-major because the softmax over k then runs along rows of n contiguous values: torch's log_softmax over a
+    last dimension of 10 is ~15x slower on the CPU than over a leading one."""
     G, P, _ = theta.shape
-    W = theta[..., : d * k].reshape(G, P, d, k).permute(0, 2, 1, 3).reshape(G, d, P * k)
-    return (Z @ W).view(G, Z.shape[1], P, k) + theta[..., d * k :][:, None]
+    W = theta[..., : d * k].reshape(G, P * k, d)
+    return (W @ Z.transpose(1, 2)).view(G, P, k, Z.shape[1]) + theta[..., d * k :][..., None]
 
 
 def _ce(s: _State, L):
     """(G, P): the row-weighted cross-entropy of logits L."""
-    logp = (L + s.cbias[:, None, None, :]).log_softmax(-1)
-    picked = logp.gather(-1, s.Y[:, :, None, None].expand(L.shape[0], L.shape[1], L.shape[2], 1))[..., 0]
-    return -(picked * s.rw[:, :, None]).sum(1)
+    logp = (L + s.cbias[:, None, :, None]).log_softmax(2)
+    G, P, _, n = logp.shape
+    picked = logp.gather(2, s.Y[:, None, None, :].expand(G, P, 1, n))[:, :, 0, :]
+    return -(picked * s.rw[:, None, :]).sum(-1)
 
 
 def _loss_grad(s: _State, d: int, k: int, with_loss: bool = True):
     import torch
 
-    logp = (s.L + s.cbias[:, None, None, :]).log_softmax(-1)
-    G, n, P, _ = logp.shape
-    target = s.Y[:, :, None, None].expand(G, n, P, 1)
+    logp = (s.L + s.cbias[:, None, :, None]).log_softmax(2)
+    G, P, _, n = logp.shape
+    target = s.Y[:, None, None, :].expand(G, P, 1, n)
     f = None
     if with_loss:
-        f = -(logp.gather(-1, target)[..., 0] * s.rw[:, :, None]).sum(1) + 0.5 * s.lam * (s.theta[..., : d * k] ** 2).sum(-1)
+        f = -(logp.gather(2, target)[:, :, 0, :] * s.rw[:, None, :]).sum(-1) + 0.5 * s.lam * (s.theta[..., : d * k] ** 2).sum(-1)
     p = logp.exp_()
-    p.scatter_add_(-1, target, torch.full((1, 1, 1, 1), -1.0, device=p.device).expand(G, n, P, 1))
-    Gm = p * s.rw[:, :, None, None]  # (G, n, P, k): softmax - one-hot, weighted by row
-    gW = (s.Z.transpose(1, 2) @ Gm.reshape(G, n, P * k)).view(G, -1, P, k).permute(0, 2, 1, 3).reshape(G, P, -1)
+    p.scatter_add_(2, target, torch.full((1, 1, 1, 1), -1.0, device=p.device).expand(G, P, 1, n))
+    Gm = p * s.rw[:, None, None, :]  # (G, P, k, n): softmax - one-hot, weighted by row
+    gW = (Gm.view(G, P * k, n) @ s.Z).view(G, P, k * d)  # class-major, as theta holds W
     gW = gW + s.lam[..., None] * s.theta[..., : d * k]
-    return f, torch.cat([gW, Gm.sum(1)], -1)
+    return f, torch.cat([gW, Gm.sum(-1)], -1)

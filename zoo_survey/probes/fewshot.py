@@ -35,11 +35,13 @@ from .base import (
     _outcome,
     best_choice,
     check_fit,
+    estimator_for,
     fit_threads,
     probe_estimator,
     validate_labelled,
     with_validation,
 )
+from .combine import probe_inputs
 from .linear import Job, LinearProbe, sweep_many
 from .protocol import SELECTIONS
 
@@ -185,6 +187,11 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
     @classmethod
     def _run_batch(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, ProbeOutcome]:
         plans, ests, fits = [], [], []
+        shared = None
+        if data.combine != "average" and cls.concat_input == "raw":
+            # Raw inputs commute with picking train rows: side by side (and the test rows checked) once, not per setting.
+            X_all, widths = probe_inputs(data.blocks, "raw")
+            shared = (X_all, widths, validate_labelled(X_all["test"], data.labels["test"])[0])
         for st in settings:
             # Sample first: every column's statistics then come from the k-shot examples alone (each fold's, in CV).
             idx, notes = sample_shots(data.labels["train"], shots_of(st), st.seed or 0)
@@ -194,6 +201,11 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
                 tests = list(b["test"])
                 fits += [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(tests))]
                 mine = [cls.build(config, standardize=True) for _ in tests]
+            elif shared is not None:
+                X_all, widths, test = shared
+                tests = [test]
+                fits.append((X_all["train"][idx], y["train"], X_all["val"], y["val"]))
+                mine = [estimator_for(cls, config, d.combine, widths)]
             else:
                 X, est = probe_estimator(cls, d, config)
                 tests = [validate_labelled(X["test"], y["test"])[0]]
@@ -251,7 +263,8 @@ def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) 
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 fold = LinearProbe(grid=tuple(grid), search="full", refit=False, device=e.device, max_iter=e.max_iter,
                                    tol=10 * e.tol, standardize=e.standardize, block_widths=e.block_widths)
-                folds.append(Job(fold, check_fit(X[~held], y[~held], X[held], y[held]), grid, False))
+                # Rows of checked arrays: no second check (every class is in both parts: n_folds <= per_class).
+                folds.append(Job(fold, (X[~held], y[~held], X[held], y[held], classes), grid, False))
             e.selection_ = f"{n_folds}-fold CV within the shots"
         else:
             e.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"

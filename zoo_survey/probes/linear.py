@@ -270,7 +270,5 @@ def _restandardize(job: Job, solution: tuple[Any, Any], new: Group) -> tuple[Any
     W = torch.as_tensor(job.group.to_features(solution[0]))  # (d, k) in the train-standardized space
     W_new = W * torch.as_tensor(job.std / est.std_, dtype=W.dtype)[:, None]
     b_new = solution[1].cpu() + torch.as_tensor((est.mean_ - job.mean) / job.std, dtype=W.dtype) @ W
-    if new.V is not None:
-        W_new = new.V.cpu().T @ W_new  # into the refit's row space (exact when the start lies in it)
-    return W_new, b_new
+    return new.from_features(W_new.to(new.Z.device)), b_new  # into the refit's basis (exact when the start lies in it)
 

@@ -29,13 +29,12 @@ def fit_threads() -> Iterator[None]:
         yield
         return
     import torch
-    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(FIT_THREADS)
     _DEPTH += 1
     try:
-        with threadpool_limits(FIT_THREADS):
+        with _controller().limit(limits=FIT_THREADS):
             yield
     finally:
         _DEPTH -= 1
@@ -43,6 +42,19 @@ def fit_threads() -> Iterator[None]:
 
 
 _DEPTH = 0  # fit_threads() blocks open in this process (the settings are process-wide)
+_SCANNED: list[Any] = []  # [threadpoolctl controller, len(sys.modules) when it scanned]
+
+
+def _controller() -> Any:
+    """threadpoolctl's view of the BLAS and OpenMP libraries loaded, scanned again only when modules were imported
+    since (a new extension module is how a new native library arrives); a scan costs ~2 ms, a row's fit ~0.1 s."""
+    import sys
+
+    from threadpoolctl import ThreadpoolController
+
+    if not _SCANNED or _SCANNED[1] != len(sys.modules):
+        _SCANNED[:] = [ThreadpoolController(), len(sys.modules)]
+    return _SCANNED[0]
 
 
 def numerics(device: str) -> dict[str, Any]:
