@@ -147,13 +147,15 @@ def _comparison(combine="single"):
 
 @pytest.mark.parametrize("combine", ["single", "concat", "average"])
 def test_fewshot_rows_are_the_same_whichever_setting_is_asked_first(combine):
-    from zoo_survey.probes import fewshot
+    from zoo_survey.probes import base, fewshot
 
     data, config = _comparison(combine), ProbeConfig(shots=(1, 5), seeds=2)
     settings = FewShotProbe.settings(config)
     fewshot._MEMO.clear()
+    base._FITS.clear()
     forward = {s: FewShotProbe.run(data, s, config) for s in settings}
     fewshot._MEMO.clear()
+    base._FITS.clear()
     backward = {s: FewShotProbe.run(data, s, config) for s in reversed(settings)}
     for s in settings:
         assert np.array_equal(forward[s].predictions, backward[s].predictions)
@@ -165,7 +167,7 @@ def test_fewshot_rows_are_the_same_whichever_setting_is_asked_first(combine):
         assert (alone.predictions == forward[s].predictions).mean() >= 0.95
 
 
-def test_output_averaging_fits_the_members_together_as_they_would_alone():
+def test_output_averaging_fits_each_member_as_it_would_alone():
     data, config = _comparison("average"), ProbeConfig(grid=(0.01, 0.1, 1.0, 10.0))
     out = LinearProbe.run(data, Setting(), config)
     b, y = data.blocks, data.labels
@@ -175,3 +177,33 @@ def test_output_averaging_fits_the_members_together_as_they_would_alone():
     ref = RefLinearProbe.run(data, Setting(), config)
     assert out.hparams == ref.hparams
     assert (out.predictions == ref.predictions).mean() >= 0.95
+
+
+@pytest.mark.parametrize("probe", [LinearProbe, FewShotProbe])
+def test_an_averaged_ensemble_reuses_its_members_own_fits_and_gets_the_same_bits_without_them(probe, monkeypatch):
+    """Output averaging averages each member's single-model fit. After the members' own rows it fits nothing; in a
+    fresh process (another Ray worker) it fits them itself, the same way, so its row is bit for bit the same."""
+    from zoo_survey.probes import base, fewshot, linear
+
+    data = _comparison("average")
+    config = ProbeConfig(grid=(0.01, 0.1, 1.0, 10.0), shots=(1, 5), seeds=2)
+    setting = probe.settings(config)[-1]
+    base._FITS.clear()
+    fewshot._MEMO.clear()
+    cold = probe.run(data, setting, config)
+    base._FITS.clear()
+    fewshot._MEMO.clear()
+    singles = [probe.run(data.member(i), setting, config) for i in range(2)]
+    calls = []
+    real = linear.sweep_many
+    monkeypatch.setattr(linear, "sweep_many", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    monkeypatch.setattr(fewshot, "sweep_many", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    warm = probe.run(data, setting, config)
+    assert calls == []  # nothing fitted: the members' fits were the single rows'
+    assert np.array_equal(warm.predictions, cold.predictions) and warm.top1 == cold.top1
+    assert warm.hparams == cold.hparams == {"members": [s.hparams for s in singles]}
+    base._FITS.clear()
+    fewshot._MEMO.clear()
+    again = probe.run(data, setting, config)
+    assert calls  # this time the members were fitted
+    assert np.array_equal(again.predictions, cold.predictions)

@@ -32,7 +32,9 @@ and ``predict_proba``, and is registered with ``PROBES.register(MyProbe)``. A sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,6 +44,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from ..digests import arrays_digest
 from ..errors import ZooSurveyError
 from .combine import probe_inputs
 from .numerics import FIT_THREADS, fit_threads, numerics  # noqa: F401 - re-exported
@@ -227,17 +230,31 @@ class ClassifierProbe(ClassifierMixin, Probe):
 
     @classmethod
     def _run(cls, data: MemberFeatures, setting: Setting, config: ProbeConfig) -> ProbeOutcome:
-        b, y = data.blocks, data.labels
-        if data.combine == "average":  # output averaging: one probe per member (fitted together), probabilities averaged
-            ests = [_classifier(cls.build(config, standardize=True)) for _ in b["train"]]
-            ests = type(ests[0]).fit_many(ests, [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(ests))])
-            probas = [est.predict_proba(b["test"][i]) for i, est in enumerate(ests)]
-            notes = [w for est in ests for w in est.warnings_]
-            return _outcome(data, np.mean(probas, axis=0), ests[-1].classes_, {"members": [e.hparams() for e in ests]}, notes)
+        y = data.labels
+        if data.combine == "average":  # output averaging: each member's own single-model fit, probabilities averaged
+            fits = [cls._single_fit(data.member(i), config) for i in range(len(data.blocks["train"]))]
+            return _outcome(data, np.mean([f.proba for f in fits], axis=0), fits[-1].classes,
+                            {"members": [f.hparams for f in fits]}, [w for f in fits for w in f.warnings])
+        if data.combine == "single":
+            f = cls._single_fit(data, config)
+            return _outcome(data, f.proba, f.classes, f.hparams, list(f.warnings))
         X, est = probe_estimator(cls, data, config)
         est = _classifier(est).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,
                         est.hparams(), list(est.warnings_))
+
+    @classmethod
+    def _single_fit(cls, data: MemberFeatures, config: ProbeConfig) -> MemberFit:
+        """One model's fit (a single comparison's row, or an averaged ensemble's member), remembered by content: an
+        averaged ensemble reuses its members' rows' fits when this process made them, and computes the very same
+        ones otherwise (so the same bits either way)."""
+        def fit() -> MemberFit:
+            b, y = data.blocks, data.labels
+            est = _classifier(cls.build(config, standardize=True)).fit(b["train"][0], y["train"], X_val=b["val"][0],
+                                                                         y_val=y["val"])
+            return MemberFit(est.predict_proba(validate_labelled(b["test"][0], y["test"])[0]), est.classes_,
+                             est.hparams(), tuple(est.warnings_))
+        return remembered((cls, config, "full", features_key(data)), fit)
 
     def fit(self, X, y, *, X_val=None, y_val=None) -> ClassifierProbe:
         raise NotImplementedError
@@ -260,6 +277,44 @@ class ClassifierProbe(ClassifierMixin, Probe):
         X, y = validate_labelled(X, y)
         m = classification_metrics(self.predict_proba(X), y, self.classes_)
         return ProbeResult(m["top1"], m["mean_per_class"], m["top5"], self.hparams(), tuple(self.warnings_))
+
+
+@dataclass(frozen=True)
+class MemberFit:
+    """What a row keeps of one model's fitted probe: test class probabilities (columns in ``classes`` order), the
+    chosen hyper-parameters and warnings; few-shot adds the shots' positions and the sampling notes."""
+
+    proba: np.ndarray
+    classes: np.ndarray
+    hparams: dict[str, Any]
+    warnings: tuple[str, ...]
+    shots: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+
+
+# Recent single-model fits, by probe class, options and feature content (see ClassifierProbe._single_fit). A few
+# suffice: a survey probes a comparison's members just before the ensembles made of them.
+_FITS: OrderedDict[tuple, Any] = OrderedDict()
+FITS_KEPT = 8
+
+
+def remembered(key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or what it gave for ``key`` lately in this process."""
+    if key in _FITS:
+        _FITS.move_to_end(key)
+        return _FITS[key]
+    value = compute()
+    _FITS[key] = value
+    while len(_FITS) > FITS_KEPT:
+        _FITS.popitem(last=False)
+    return value
+
+
+def features_key(data: MemberFeatures) -> str:
+    """A digest of a comparison's features and labels (shapes, dtypes and bytes) and its combination rule."""
+    arrays = [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+    shapes = ";".join(f"{a.dtype}{a.shape}" for a in arrays)
+    return f"{data.combine}:{shapes}:{arrays_digest(*arrays, length=32)}"
 
 
 def probe_estimator(cls: type[Probe], data: MemberFeatures, config: ProbeConfig) -> tuple[dict[str, np.ndarray], Probe]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from ..digests import arrays_digest
 from .base import (
     MemberFeatures,
+    MemberFit,
     ProbeConfig,
     ProbeInputError,
     ProbeOutcome,
@@ -36,8 +38,10 @@ from .base import (
     best_choice,
     check_fit,
     estimator_for,
+    features_key,
     fit_threads,
     probe_estimator,
+    remembered,
     validate_labelled,
     with_validation,
 )
@@ -186,42 +190,51 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 
     @classmethod
     def _run_batch(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, ProbeOutcome]:
+        """Every setting's outcome. A single model's fits are remembered (:func:`~.base.remembered`); an averaged
+        ensemble averages its members' own single-model fits, reused when this process made them."""
+        if data.combine == "concat":
+            per = [cls._fit_batch(data, settings, config)]
+        else:
+            members = [data] if data.combine == "single" else [data.member(i) for i in range(len(data.blocks["train"]))]
+            per = [remembered((cls, config, tuple(settings), features_key(m)), partial(cls._fit_batch, m, settings, config))
+                   for m in members]
+        out = {}
+        for st in settings:
+            fits = [p[st] for p in per]
+            hp = {"members": [f.hparams for f in fits]} if data.combine == "average" else fits[0].hparams
+            shots = fits[0].shots
+            assert shots is not None
+            o = _outcome(data.train_rows(shots), np.mean([f.proba for f in fits], axis=0), fits[-1].classes, hp,
+                         [w for f in fits for w in f.warnings])
+            out[st] = replace(o, warnings=o.warnings + fits[0].notes)
+        return out
+
+    @classmethod
+    def _fit_batch(cls, data: MemberFeatures, settings: Sequence[Setting], config: ProbeConfig) -> dict[Setting, MemberFit]:
+        """One model's (or a concatenation's) fits for every setting, in one batched solve."""
         plans, ests, fits = [], [], []
-        shared = None
-        if data.combine != "average" and cls.concat_input == "raw":
-            # Raw inputs commute with picking train rows: side by side (and the test rows checked) once, not per setting.
-            X_all, widths = probe_inputs(data.blocks, "raw")
-            shared = (X_all, widths, validate_labelled(X_all["test"], data.labels["test"])[0])
+        # Raw inputs commute with picking train rows: side by side (and the test rows checked) once, not per setting.
+        X_all: dict[str, np.ndarray] | None = None
+        widths: tuple[int, ...] | None = None
+        if not (data.combine == "concat" and len(data.blocks["train"]) > 1 and cls.concat_input != "raw"):
+            X_all, widths = probe_inputs(data.blocks, cls.concat_input)  # else: weighted on each setting's shots, below
+        test = None if X_all is None else validate_labelled(X_all["test"], data.labels["test"])[0]
         for st in settings:
             # Sample first: every column's statistics then come from the k-shot examples alone (each fold's, in CV).
             idx, notes = sample_shots(data.labels["train"], shots_of(st), st.seed or 0)
-            d = data.train_rows(idx)
-            b, y = d.blocks, d.labels
-            if d.combine == "average":  # one probe per member, probabilities averaged
-                tests = list(b["test"])
-                fits += [(b["train"][i], y["train"], b["val"][i], y["val"]) for i in range(len(tests))]
-                mine = [cls.build(config, standardize=True) for _ in tests]
-            elif shared is not None:
-                X_all, widths, test = shared
-                tests = [test]
+            y = {**data.labels, "train": data.labels["train"][idx]}
+            if X_all is not None:
                 fits.append((X_all["train"][idx], y["train"], X_all["val"], y["val"]))
-                mine = [estimator_for(cls, config, d.combine, widths)]
+                est, t = estimator_for(cls, config, data.combine, widths), test
             else:
-                X, est = probe_estimator(cls, d, config)
-                tests = [validate_labelled(X["test"], y["test"])[0]]
+                X, est = probe_estimator(cls, data.train_rows(idx), config)
                 fits.append((X["train"], y["train"], X["val"], y["val"]))
-                mine = [est]
-            plans.append((st, d, notes, mine, tests))
-            ests += mine
+                t = validate_labelled(X["test"], y["test"])[0]
+            plans.append((st, idx, tuple(notes), est, t))
+            ests.append(est)
         cls.fit_many(ests, fits)
-        out = {}
-        for st, d, notes, mine, tests in plans:
-            probas = [e.predict_proba(t) for e, t in zip(mine, tests, strict=True)]
-            warnings = [w for e in mine for w in e.warnings_]
-            hp = {"members": [e.hparams() for e in mine]} if d.combine == "average" else mine[0].hparams()
-            o = _outcome(d, np.mean(probas, axis=0), mine[-1].classes_, hp, warnings)
-            out[st] = replace(o, warnings=o.warnings + tuple(notes))
-        return out
+        return {st: MemberFit(e.predict_proba(t), e.classes_, e.hparams(), tuple(e.warnings_), idx, notes)
+                for st, idx, notes, e, t in plans}
 
 
 # The last comparison's few-shot outcomes, every setting (one per process: the rows of one comparison and dataset

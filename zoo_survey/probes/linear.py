@@ -10,7 +10,7 @@ The solver is the batched engine (:mod:`.batched`): full-batch L-BFGS in torch (
 CUDA), one per problem, with scikit-learn's objective and stopping rule (mean log-loss +
 ||W||^2 / (2 C n); max |gradient| <= tol). The coarse values go along the path from strong to
 weak regularization, each warm-started from the previous; the fine neighbours are one batch,
-and so are the members of an averaged ensemble and the folds of few-shot (:func:`sweep_many`).
+and so are the folds of few-shot and the estimators of :meth:`LinearProbe.fit_many` (:func:`sweep_many`).
 The sweep, which only ranks C by validation accuracy, stops at 10 x tol; the refit that is
 tested starts from the sweep's solution and stops at tol. When there are far fewer samples than
 dimensions (concatenated ensembles, few-shot) it solves in the data's row space, which is exact
@@ -109,7 +109,7 @@ class LinearProbe(ClassifierProbe, declared="linear"):
     @classmethod
     def fit_many(cls, estimators: Sequence[LinearProbe], data: Sequence[tuple[Any, Any, Any, Any]]) -> list[LinearProbe]:
         """Fit several estimators, each on its own ``(X, y, X_val, y_val)``, in one batched solve: what each
-        ``fit`` would give, up to float32 rounding (output averaging fits its members this way)."""
+        ``fit`` would give, up to float32 rounding."""
         with fit_threads():
             sweep_many([Job(e, with_validation(*d, e.validation_fraction), e._grid(), e.refit)
                         for e, d in zip(estimators, data, strict=True)])
@@ -135,7 +135,7 @@ class LinearProbe(ClassifierProbe, declared="linear"):
 
 # How the coarse values of one sweep are solved: "batch" (every coarse C at once, cold, one L-BFGS each) or
 # "path" (one after another, warm-started from the previous C). Sweeps of several problems (few-shot folds,
-# averaged members) always batch across problems; see docs/probes.md for the measurements behind the choice.
+# fit_many) always batch across problems; see docs/probes.md for the measurements behind the choice.
 COARSE = "path"
 MANY = "path"
 

@@ -66,6 +66,10 @@ class MemberFeatures:
         blocks = {**self.blocks, "train": [b[idx] for b in self.blocks["train"]]}
         return replace(self, blocks=blocks, labels={**self.labels, "train": self.labels["train"][idx]})
 
+    def member(self, i: int) -> MemberFeatures:
+        """Member ``i``'s features alone, as its own single-model comparison sees them (output averaging)."""
+        return MemberFeatures({s: [b[i]] for s, b in self.blocks.items()}, self.labels, "single")
+
     @property
     def width(self) -> int:
         return sum(b.shape[1] for b in self.blocks["train"])
