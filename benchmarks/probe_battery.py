@@ -42,17 +42,20 @@ from zoo_survey.survey.units import probe_units  # noqa: E402
 REFERENCE = {"linear": RefLinearProbe, "fewshot": RefFewShotProbe}
 
 
-def phase(units, ws, engine: str) -> tuple[float, dict[str, object]]:
-    """Seconds for every unit's probe, and each row's outcome."""
-    out = {}
+def phase(units, ws, engine: str) -> tuple[float, dict[str, object], dict[str, float]]:
+    """Seconds for every unit's probe, each row's outcome, and the seconds per probe and combination rule."""
+    out, parts = {}, {}
     t = time.perf_counter()
     for u in units:
         data = ws.comparison_features(u.comparison, u.dataset, u.fingerprint)
         probe = u.probe if engine == "batched" else REFERENCE[u.probe.name]
+        t0 = time.perf_counter()
         with fit_threads():
             out[u.row_key] = probe.run(MemberFeatures(data.blocks, data.labels, u.comparison.combine), u.setting,
                                        u.options.probe_config)
-    return time.perf_counter() - t, out
+        part = f"{u.probe.name}/{u.comparison.combine}"
+        parts[part] = parts.get(part, 0.0) + time.perf_counter() - t0
+    return time.perf_counter() - t, out, {k: round(v, 2) for k, v in sorted(parts.items())}
 
 
 def warm(units, ws) -> None:
@@ -100,8 +103,8 @@ def main() -> None:
     for u in units:
         runner.ws.comparison_features(u.comparison, u.dataset, u.fingerprint)
     warm(units, runner.ws)
-    new_s, new = phase(units, runner.ws, "batched")
-    ref_s, ref = phase(units, runner.ws, "reference")
+    new_s, new, new_parts = phase(units, runner.ws, "batched")
+    ref_s, ref, ref_parts = phase(units, runner.ws, "reference")
     diffs = np.array([abs(new[k].top1 - ref[k].top1) * 100 for k in new])
     same_C = np.mean([chosen_C(new[k].hparams) == chosen_C(ref[k].hparams) for k in new])
     worst = max(new, key=lambda k: abs(new[k].top1 - ref[k].top1))
@@ -117,6 +120,8 @@ def main() -> None:
     counts = ", ".join(f"{n}: {v['rows']}" for n, v in by_probe.items())
     print(f"{len(units)} rows ({counts}); features {extract_s:.1f}s")
     print(f"probe phase: batched {new_s:.1f}s, reference {ref_s:.1f}s: {ref_s / new_s:.2f}x")
+    for k in ref_parts:  # averaged rows reuse the members' own fits in the product (0 s after the members' rows)
+        print(f"  {k}: batched {new_parts.get(k, 0):.1f}s, reference {ref_parts[k]:.1f}s")
     print(f"top-1 difference: max {diffs.max():.2f} points ({worst_u.name}), mean |diff| {diffs.mean():.3f} points")
     for n, v in by_probe.items():
         print(f"  {n}: max {v['max_diff_points']:.2f}, mean {v['mean_abs_diff_points']:.3f} points, same C {v['same_C']:.0%}")
@@ -127,7 +132,7 @@ def main() -> None:
         "batched_s": round(new_s, 2), "reference_s": round(ref_s, 2), "ratio": round(ref_s / new_s, 2),
         "max_top1_diff_points": round(float(diffs.max()), 2), "mean_abs_top1_diff_points": round(float(diffs.mean()), 3),
         "same_C_share": round(float(same_C), 3), "answers_equal": not flipped, "answers_differ": flipped,
-        "by_probe": by_probe, "extract_s": round(extract_s, 1),
+        "by_probe": by_probe, "extract_s": round(extract_s, 1), "batched_parts_s": new_parts, "reference_parts_s": ref_parts,
     }))
 
 
