@@ -207,3 +207,22 @@ def test_an_averaged_ensemble_reuses_its_members_own_fits_and_gets_the_same_bits
     again = probe.run(data, setting, config)
     assert calls  # this time the members were fitted
     assert np.array_equal(again.predictions, cold.predictions)
+
+
+def test_the_row_space_basis_projects_and_maps_back_exactly():
+    """d > 4 n: the solver works on Z = U S and never forms V; projecting the training rows gives Z again, and weights
+    mapped to features and back are unchanged (they lie in the rows' span); with fewer columns nothing is reduced."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 200)).astype(np.float32)
+    y = np.arange(30) % 3
+    with fit_threads():
+        g = Group.build(X, y, 3, "cpu")
+        assert g.reduced and tuple(g.Z.shape) == (30, 30)
+        assert torch.allclose(g.project(X), g.Z, atol=1e-4)
+        W = torch.as_tensor(rng.normal(size=(30, 3)), dtype=torch.float32)
+        Wf = g.to_features(W)
+        assert Wf.shape == (200, 3)
+        assert torch.allclose(g.from_features(torch.as_tensor(Wf)), W, atol=1e-4)
+        # the logits are the same in either basis
+        assert torch.allclose(g.Z @ W, torch.as_tensor(X) @ torch.as_tensor(Wf), atol=1e-3)
+        assert not Group.build(X[:, :100], y, 3, "cpu").reduced  # 100 columns, 30 rows: under 4x

@@ -25,7 +25,7 @@ def _split(X, y):
     return (X[:a], y[:a]), (X[a:b], y[a:b]), (X[b:], y[b:])
 
 
-@pytest.mark.parametrize(("d", "n"), [(40, 600), (300, 200)])  # n > d, and n < d (row-space solve)
+@pytest.mark.parametrize(("d", "n"), [(40, 600), (300, 200), (700, 200)])  # n > d, n < d, and d > 4 n (row space)
 def test_accuracy_matches_sklearn_at_the_chosen_C(d, n):
     X, y = _blobs(n=n, d=d)
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)
