@@ -198,23 +198,25 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
         Y[i, :m] = g.y
         rw[i, :m] = 1.0 / m
         cbias[i, g.n_classes:] = float("-inf")
-    ids = torch.full((G, P), -1, dtype=torch.long)
-    lam = torch.zeros(G, P, device=dev)
-    tol = torch.zeros(G, P, device=dev)
-    max_iter = torch.zeros(G, P, dtype=torch.long, device=dev)
+    # Per-problem scalars as Python lists, one tensor each (not one small write per problem and field).
+    ids_l, lam_l, tol_l, it_l = ([[fill] * P for _ in range(G)] for fill in (-1, 0.0, 0.0, 0))
     theta = torch.zeros(G, P, d * k + k, device=dev)
     for gi, mem in enumerate(members):
         g = gs[gi]
+        r, nc = int(g.Z.shape[1]), g.n_classes
         for pi, i in enumerate(mem):
             _, C, t, mi, start = problems[i]
-            ids[gi, pi] = i
-            lam[gi, pi] = 1.0 / (C * g.Z.shape[0])
-            tol[gi, pi], max_iter[gi, pi] = t, mi
-            if start is not None:
-                W0 = torch.zeros(k, d, device=dev)  # class-major: theta holds W^T (k, d), row after row
-                W0[: g.n_classes, : g.Z.shape[1]] = torch.as_tensor(start[0], device=dev).T
-                theta[gi, pi, : d * k] = W0.reshape(-1)
-                theta[gi, pi, d * k : d * k + g.n_classes] = torch.as_tensor(start[1], device=dev)
+            ids_l[gi][pi], lam_l[gi][pi], tol_l[gi][pi], it_l[gi][pi] = i, 1.0 / (C * g.Z.shape[0]), t, mi
+            if start is not None:  # class-major: theta holds W^T (k, d), row after row
+                W0 = torch.as_tensor(start[0], device=dev).T
+                if (r, nc) == (d, k):
+                    theta[gi, pi, : d * k] = W0.reshape(-1)
+                else:
+                    theta[gi, pi, : d * k].view(k, d)[:nc, :r] = W0
+                theta[gi, pi, d * k : d * k + nc] = torch.as_tensor(start[1], device=dev)
+    ids = torch.tensor(ids_l, dtype=torch.long)
+    lam, tol = torch.tensor(lam_l, device=dev), torch.tensor(tol_l, device=dev)
+    max_iter = torch.tensor(it_l, dtype=torch.long, device=dev)
     W_out, n_iter_out = _lbfgs(Z, Y, rw, cbias, lam, tol, max_iter, theta, ids, len(problems), d, k)
     sols: list[Solution] = []
     for i, p in enumerate(problems):
