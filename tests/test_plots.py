@@ -13,7 +13,7 @@ from test_report import filled  # noqa: F401 - the fixture: a tiny run's output 
 
 from zoo_survey.errors import ZooSurveyError
 from zoo_survey.results import plots
-from zoo_survey.results.analysis import latest_rows
+from zoo_survey.results.analysis import diversity_records, latest_rows
 from zoo_survey.results.report import comparison_lines, diversity_of, diversity_points, primary_probe, write_report
 from zoo_survey.results.stats import _crossed_draws, crossed_difference
 from zoo_survey.results.store import ResultStore
@@ -25,7 +25,9 @@ def _inputs(out_dir: Path):
     store = ResultStore(out_dir / "results.sqlite", create=False)
     rows = store.rows()
     lines = comparison_lines(rows)
-    return latest_rows(rows), lines, primary_probe(lines), diversity_points(diversity_of(lines, store.similarity()))
+    points = diversity_points(diversity_of(lines, store.similarity()))
+    assert points and diversity_points(diversity_records(lines, store.similarity())) == points  # the same, sans pandas
+    return latest_rows(rows), lines, primary_probe(lines), points
 
 
 def _pid_of_each_plot(monkeypatch, record: Path) -> None:

@@ -35,6 +35,7 @@ from .analysis import (
     comparison_lines,
     comparison_of,
     diversity_of,
+    diversity_records,
     every_row_frame,
     latest_rows,
     mixed_numerics_frame,
@@ -187,11 +188,13 @@ DIVERSITY_HEADER = ("family", "dataset", "ensemble − single (points)", "95% CI
                     "1 − mean member CKA", "mean CKA members–single")
 
 
-def diversity_points(frame: pd.DataFrame) -> list[tuple[str, float, float, float | None, float | None]]:
+def diversity_points(frame: pd.DataFrame | Sequence[dict[str, Any]]) -> list[tuple[str, float, float, float | None, float | None]]:
     """(family · dataset, 1 − mean member CKA, gain, interval) in points, for the diversity plot, from
-    :func:`analysis.diversity_frame`."""
+    :func:`analysis.diversity_frame` or its records (:func:`analysis.diversity_records`, no pandas)."""
+    records = [{k: None if isinstance(v, float) and v != v else v for k, v in d.items()} for d in frame] \
+        if isinstance(frame, list | tuple) else _records(frame)
     return [(f"{d['family']} · {d['dataset']}", d["member_diversity"], d["difference_pts"], d["ci_low_pts"], d["ci_high_pts"])
-            for d in _records(frame) if d["member_cka"] is not None]
+            for d in records if d["member_cka"] is not None]
 
 
 def diversity_table(frame: pd.DataFrame) -> Table:
@@ -517,7 +520,7 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
         drawn: Callable[[], list[Path]] = lambda: []  # noqa: E731
         if fmt in ("md", "html"):  # drawn in worker processes while the tables are built here
             drawn = start_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
-                                diversity_points(diversity_of(lines, similarity)))
+                                diversity_points(diversity_records(lines, similarity)))
 
         def wait_for_plots() -> list[Path]:
             plots.extend(drawn())
