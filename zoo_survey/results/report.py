@@ -191,8 +191,8 @@ DIVERSITY_HEADER = ("family", "dataset", "ensemble − single (points)", "95% CI
 def diversity_points(frame: pd.DataFrame | Sequence[dict[str, Any]]) -> list[tuple[str, float, float, float | None, float | None]]:
     """(family · dataset, 1 − mean member CKA, gain, interval) in points, for the diversity plot, from
     :func:`analysis.diversity_frame` or its records (:func:`analysis.diversity_records`, no pandas)."""
-    records = [{k: None if isinstance(v, float) and v != v else v for k, v in d.items()} for d in frame] \
-        if isinstance(frame, list | tuple) else _records(frame)
+    records: list[dict[str, Any]] = [{k: None if isinstance(v, float) and v != v else v for k, v in d.items()}
+                                     for d in frame] if isinstance(frame, list | tuple) else _records(frame)
     return [(f"{d['family']} · {d['dataset']}", d["member_diversity"], d["difference_pts"], d["ci_low_pts"], d["ci_high_pts"])
             for d in records if d["member_cka"] is not None]
 
