@@ -50,13 +50,15 @@ def test_plots_drawn_in_workers_are_the_plots_drawn_here(filled, tmp_path, monke
     monkeypatch.setattr(plots, "plot_workers", lambda jobs: 0)
     here = plots.write_plots(rows, lines, primary, tmp_path / "here", diversity)
     monkeypatch.setattr(plots, "plot_workers", lambda jobs: 2)
+    monkeypatch.setattr(plots, "HERE_FIRST", 0.0)  # this process draws its share too (it has no tables to build)
     finish = plots.start_plots(rows, lines, primary, tmp_path / "workers", diversity)
     forked = finish()
     assert [p.name for p in here] == [p.name for p in forked] == [f"{n}.png" for n in NAMES]
     pids = [line.split() for line in record.read_text().splitlines()]
-    assert {pid for _, pid in pids[:4]} == {str(os.getpid())}  # the first four: drawn here
-    workers = {pid for _, pid in pids[4:]}
-    assert len(pids) == 8 and len(workers) == 2 and str(os.getpid()) not in workers  # then in two workers
+    assert len(pids) == 8 and {pid for _, pid in pids[:4]} == {str(os.getpid())}  # the first four: drawn here
+    drawn_by = {name: pid for name, pid in pids[4:]}
+    assert len(drawn_by) == 4 and len(set(drawn_by.values())) == 3  # then by two workers and this process
+    assert drawn_by["accuracy_vs_gmacs"] == drawn_by["seed_curves"] == str(os.getpid())  # here: 1st and 4th
     for a, b in zip(here, forked, strict=True):
         assert a.read_bytes() == b.read_bytes()  # the same pixels (the PNG has no date; the SVG has one)
         with Image.open(b) as im:
@@ -100,8 +102,10 @@ def test_no_workers_on_one_cpu_or_beside_other_threads(monkeypatch):
 
     monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 1)
     assert plots.plot_workers(4) == 0
+    monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 2)
+    assert plots.plot_workers(4) == 1  # one worker beside this process
     monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 8)
-    assert plots.plot_workers(4) == 4 and plots.plot_workers(1) == 0
+    assert plots.plot_workers(4) == 3 and plots.plot_workers(1) == 0
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()

@@ -285,10 +285,10 @@ def _plot_jobs(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: P
 
 
 def plot_workers(jobs: int) -> int:
-    """Worker processes to draw ``jobs`` plots in: one per usable CPU (at most one per plot), forked, so they start
-    with everything this process has imported and read. None (the plots are drawn in this process) on one CPU, where
-    fork is not the usual way to start a process (Linux only), or while other threads run here (a forked child
-    gets a copy of their locks, perhaps held)."""
+    """Worker processes to draw ``jobs`` plots in besides this one: one per usable CPU but this process's (at most
+    one per plot but one), forked, so they start with everything this process has imported and read. None (every
+    plot drawn here) on one CPU, where fork is not the usual way to start a process (Linux only), or while other
+    threads run here (a forked child gets a copy of their locks, perhaps held)."""
     import sys
     import threading
 
@@ -296,14 +296,20 @@ def plot_workers(jobs: int) -> int:
 
     if jobs < 2 or not sys.platform.startswith("linux") or threading.active_count() > 1:
         return 0
-    return min(jobs, usable_cpus()) if usable_cpus() > 1 else 0
+    return max(0, min(jobs, usable_cpus()) - 1)
+
+
+# What this process has to do besides its share of the plots (the report's tables, about 0.5 s), in the jobs' unit
+# (a panel: about 0.12 s for its PNG and SVG).
+HERE_FIRST = 4.0
 
 
 def _run(jobs: list[Job]) -> Callable[[], list[Path | None]]:
-    """Start ``jobs`` in :func:`plot_workers` forked processes, the costliest first, each worker given about the same
-    cost; returns a function that waits for them and returns each job's result, in order. A job a worker did not
-    report (it failed, or the worker died) is run again here: its error, if any, is raised from this process, as
-    one clear line, like any other."""
+    """Start ``jobs`` in :func:`plot_workers` forked processes and this one, the costliest first, each process given
+    about the same cost (this one counting :data:`HERE_FIRST` for the tables it builds meanwhile); returns a function
+    that draws this process's share, waits for the workers and returns each job's result, in order. A job a worker
+    did not report (it failed, or the worker died) is run again here: its error, if any, is raised from this
+    process, as one clear line, like any other."""
     workers = plot_workers(len(jobs))
     if not workers:
         return lambda: [job() for _, job in jobs]
@@ -311,8 +317,10 @@ def _run(jobs: list[Job]) -> Callable[[], list[Path | None]]:
     import multiprocessing
     import sys
 
-    bins: list[list[int]] = [[] for _ in range(workers)]
-    load = [0.0] * workers
+    import matplotlib.figure  # noqa: F401 - imported once, here: the workers inherit it
+
+    bins: list[list[int]] = [[] for _ in range(workers + 1)]  # bins[0]: this process's
+    load = [HERE_FIRST] + [0.0] * workers
     for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][0]):
         w = load.index(min(load))
         bins[w].append(i)
@@ -323,9 +331,9 @@ def _run(jobs: list[Job]) -> Callable[[], list[Path | None]]:
     started = []
     gc.freeze()  # the workers' garbage collector leaves what they inherit alone: no copy of every page it would touch
     try:
-        for mine in bins:
+        for theirs in bins[1:]:
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=([(i, jobs[i][1]) for i in mine], send), daemon=True)
+            proc = ctx.Process(target=_worker, args=([(i, jobs[i][1]) for i in theirs], send), daemon=True)
             proc.start()
             send.close()
             started.append((proc, receive))
@@ -333,7 +341,7 @@ def _run(jobs: list[Job]) -> Callable[[], list[Path | None]]:
         gc.unfreeze()
 
     def wait() -> list[Path | None]:
-        done: dict[int, Path | None] = {}
+        done: dict[int, Path | None] = {i: jobs[i][1]() for i in bins[0]}
         for proc, receive in started:
             try:
                 while True:
