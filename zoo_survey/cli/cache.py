@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..data import pixels
 from ..document import Table
 from ..features.cache import EntryInfo, FeatureCache, cache_root, gc_execute, gc_plan, scan
 from .app import cache_app, console
@@ -27,6 +26,8 @@ def _entries_table(entries: Sequence[EntryInfo], title: str) -> Table:
 
 def _scan(cache: FeatureCache, verify: bool = False) -> list[EntryInfo]:
     """Feature entries, then the pixel cache's (decoded dataset splits)."""
+    from ..data import pixels  # here, not at the top: every command imports this module, and pixels costs 0.2 s
+
     return scan(cache, verify=verify) + pixels.scan(cache.root, verify=verify)
 
 
@@ -65,6 +66,8 @@ def cache_gc(
     """Remove corrupt entries, abandoned partial entries and temporary files: shows a plan, --yes executes it."""
     fmt = resolve_format(format, console)
     cache = FeatureCache(cache_root(cache_dir))
+    from ..data import pixels
+
     plan = gc_plan(cache) + pixels.gc_plan(cache.root)
     if not plan:
         say(f"Nothing to clean in {cache.root}.", fmt)

@@ -20,16 +20,18 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.pixels import BAD, Pixels, decode_bytes
 from ..errors import ZooSurveyError, shown
 from ..threads import usable_cpus
 from ..zoo.checkpoints import forward_feature_output
 from ..zoo.registry import FEATURE_OUTPUTS
 from .preprocess import DeviceTransform, decode_jpegs
+
+if TYPE_CHECKING:  # data.pixels (with the dataset sources) costs 0.1 s: commands that extract nothing skip it
+    from ..data.pixels import Pixels
 
 # --feature-output: each entry's own (its `feature_output:`, pre_logits unless it says otherwise), or one for every entry.
 FEATURE_OUTPUT_CHOICES: tuple[str, ...] = ("entry", *FEATURE_OUTPUTS)
@@ -201,6 +203,8 @@ def pixel_batches(pixels: Pixels, rows: Sequence[int], batch_size: int, pin: boo
     """
     import torch
 
+    from ..data.pixels import BAD
+
     order = np.asarray(rows, np.int64)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -286,6 +290,8 @@ def _jpeg_images(staged: _Staged, device) -> list[tuple[np.ndarray, Any]]:
             except Exception:  # noqa: BLE001 - then the host's decoder, which names what is wrong
                 pass
             try:
+                from ..data.pixels import decode_bytes
+
                 images.append(torch.from_numpy(np.array(decode_bytes(bytes(d), max_short_side=1 << 30))).permute(2, 0, 1).to(device))
             except Exception as e:  # noqa: BLE001 - any decoder error: a bad row, reported by the caller
                 staged.errors[int(p)] = f"{type(e).__name__}: {e}"

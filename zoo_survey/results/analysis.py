@@ -388,6 +388,12 @@ def diversity_frame(rows: Sequence[ResultRow], similarity: Sequence[SimilarityRo
 def diversity_of(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow]) -> pd.DataFrame:
     """Per (family, dataset) of the primary probe with any CKA: the gain and its interval (points), the mean CKA
     between members, ``member_diversity`` = 1 − that, and the mean CKA between each member and the single."""
+    return _frame(diversity_records(lines, similarity), DIVERSITY_COLUMNS)
+
+
+def diversity_records(lines: Sequence[ComparisonLine], similarity: Sequence[SimilarityRow]) -> list[dict[str, Any]]:
+    """:func:`diversity_of`'s rows as dicts, numbers as floats (NaN: missing), without pandas: the report's plots
+    start from them before pandas is imported."""
     primary = primary_probe(lines)
     out = []
     for ln in lines:
@@ -403,7 +409,7 @@ def diversity_of(lines: Sequence[ComparisonLine], similarity: Sequence[Similarit
             "member_cka": _num(among), "member_diversity": _num(None if among is None else 1 - among),
             "member_single_cka": _num(to_single),
         })
-    return _frame(out, DIVERSITY_COLUMNS)
+    return out
 
 
 BUDGET_COLUMNS = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..files import atomic_write
@@ -23,14 +23,16 @@ from ..probes import PROBES
 from .stats import t_interval, wilson_interval
 from .store import ResultRow
 
+DPI = 110
+PAD_INCHES = 0.1  # around the drawn content (savefig's bbox_inches="tight" default)
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figure(figsize: tuple[float, float]):
+    """A bare matplotlib Figure, drawn by Agg (PNG) and the SVG backend when saved. Not pyplot: pyplot imports a
+    backend chooser and keeps every figure in a global registry to close (0.1 s of the report's first draw)."""
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=figsize, dpi=DPI)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -48,10 +50,16 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def _save(fig, out_dir: Path, name: str) -> Path:
+    """Write ``fig`` as PNG and SVG, each cropped to what is drawn (titles, labels and legends included).
+
+    The crop is measured once and used for both files: ``bbox_inches="tight"`` measures anew for every file, after a
+    draw that renders nothing (together, half of drawing the plots). No artist here moves when drawn (the legends
+    stay inside their axes), so the extents need no draw first. Measured with Agg's text metrics, the SVG's crop is a
+    few points wider than the SVG backend's own measure would be."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    bbox = fig.get_tightbbox().padded(PAD_INCHES)
     for ext in ("png", "svg"):
-        atomic_write(out_dir / f"{name}.{ext}", functools.partial(fig.savefig, format=ext, dpi=110, bbox_inches="tight"))
-    _pyplot().close(fig)
+        atomic_write(out_dir / f"{name}.{ext}", functools.partial(fig.savefig, format=ext, dpi=DPI, bbox_inches=bbox))
     return out_dir / f"{name}.png"
 
 
@@ -60,8 +68,8 @@ def accuracy_vs_gmacs(rows: Sequence[ResultRow], probe: str, out_dir: Path) -> P
     datasets = sorted({r.dataset for r in full})
     if not datasets:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+    fig = _figure((4.2 * len(datasets), 3.6))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         pts = [(r.gflops, 100 * r.top1, r.role, _wilson(r)) for r in full if r.dataset == ds and r.top1 is not None]
         for role, marker, colour, label in (
@@ -122,8 +130,8 @@ def difference_heatmap(lines, probe: str, out_dir: Path) -> Path | None:
     dss = sorted({d for _, d in cells})
     grid = [[cells.get((f, d), math.nan) for d in dss] for f in fams]
     lim = max(abs(v) for v in cells.values()) or 1.0
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(dss), 1.2 + 0.8 * len(fams)))
+    fig = _figure((1.6 + 1.8 * len(dss), 1.2 + 0.8 * len(fams)))
+    ax = fig.subplots()
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(len(dss)), dss, rotation=30, ha="right")
     ax.set_yticks(range(len(fams)), fams)
@@ -159,8 +167,8 @@ def seed_curves(rows: Sequence[ResultRow], probe: str, axis: str, out_dir: Path)
     keys = sorted({(r.family, r.dataset) for r in fs})
     if not keys:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig = _figure((4.2 * len(keys), 3.4))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, (fam, ds) in zip(axes[0], keys, strict=True):
         for role, colour in (("baseline", "#1f77b4"), ("ensemble", "#d62728")):
             by_x: dict[float, list[float]] = {}
@@ -189,8 +197,8 @@ def gain_vs_diversity(points: Sequence[tuple[str, float, float, float | None, fl
     """``points``: (label, 1 − mean member CKA, gain, interval low, high) per family and dataset, in points."""
     if not points:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    fig = _figure((5.6, 4.0))
+    ax = fig.subplots()
     for label, x, y, lo, hi in points:
         err = None if lo is None or hi is None else [[y - lo], [hi - y]]
         ax.errorbar([x], [y], yerr=err, fmt="o", capsize=3, color="#d62728")
@@ -230,6 +238,14 @@ def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: 
     Drawing is most of ``zoo-survey report``'s time; when ``out_dir`` already holds every plot drawn from the same
     inputs (:func:`plot_inputs_digest`, recorded in ``.inputs.json`` after the last file is written), they are kept
     and nothing is drawn."""
+    return start_plots(rows, lines, primary, out_dir, diversity)()
+
+
+def start_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
+                diversity: Sequence[tuple[str, float, float, float | None, float | None]] = ()) -> Callable[[], list[Path]]:
+    """:func:`write_plots` begun: the plots are drawn in worker processes (:func:`plot_workers`) while the caller
+    goes on (``write_report`` builds the report's tables meanwhile); the returned function waits for them and
+    returns the PNG paths. With no worker to use, it draws them itself when called."""
     import json
 
     digest = plot_inputs_digest(rows, primary, diversity)
@@ -238,22 +254,116 @@ def write_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: 
         old = json.loads(record.read_text())
         kept = [out_dir / n for n in old["plots"]]
         if old["digest"] == digest and all(p.is_file() and p.with_suffix(".svg").is_file() for p in kept):
-            return kept
+            return lambda: kept
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no record, or an unreadable one: draw
-    made = _draw_plots(rows, lines, primary, out_dir, diversity)
-    if made:
-        atomic_write(record, lambda f: f.write(json.dumps({"digest": digest, "plots": [p.name for p in made]}).encode()))
-    return made
+    wait = _run(_plot_jobs(rows, lines, primary, out_dir, diversity))
+
+    def finish() -> list[Path]:
+        made = [p for p in wait() if p is not None]
+        if made:
+            atomic_write(record, lambda f: f.write(json.dumps({"digest": digest, "plots": [p.name for p in made]}).encode()))
+        return made
+
+    return finish
 
 
-def _draw_plots(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
-                diversity: Sequence[tuple[str, float, float, float | None, float | None]]) -> list[Path]:
-    made = []
+Job = tuple[float, Callable[[], "Path | None"]]  # (a guess at its cost, in panels; draws one plot, returns its PNG)
+
+
+def _plot_jobs(rows: Sequence[ResultRow], lines, primary: str | None, out_dir: Path,
+               diversity: Sequence[tuple[str, float, float, float | None, float | None]]) -> list[Job]:
+    jobs: list[Job] = []
     if primary is not None:
-        made += [accuracy_vs_gmacs(rows, primary, out_dir), difference_heatmap(lines, primary, out_dir),
-                 gain_vs_diversity(diversity, primary, out_dir)]
+        jobs += [(len({r.dataset for r in rows}), functools.partial(accuracy_vs_gmacs, rows, primary, out_dir)),
+                 (1, functools.partial(difference_heatmap, lines, primary, out_dir)),
+                 (1, functools.partial(gain_vs_diversity, diversity, primary, out_dir))]
     present = {r.probe for r in rows}
-    made += [seed_curves(rows, p.name, p.setting_axis, out_dir) for p in PROBES
-             if p.presentation == "over-seeds" and p.name in present]
-    return [p for p in made if p is not None]
+    jobs += [(len({(r.family, r.dataset) for r in rows if r.probe == p.name}),
+              functools.partial(seed_curves, rows, p.name, p.setting_axis, out_dir))
+             for p in PROBES if p.presentation == "over-seeds" and p.name in present]
+    return jobs
+
+
+def plot_workers(jobs: int) -> int:
+    """Worker processes to draw ``jobs`` plots in besides this one: one per usable CPU but this process's (at most
+    one per plot but one), forked, so they start with everything this process has imported and read. None (every
+    plot drawn here) on one CPU, where fork is not the usual way to start a process (Linux only), or while other
+    threads run here (a forked child gets a copy of their locks, perhaps held)."""
+    import sys
+    import threading
+
+    from ..threads import usable_cpus
+
+    if jobs < 2 or not sys.platform.startswith("linux") or threading.active_count() > 1:
+        return 0
+    return max(0, min(jobs, usable_cpus()) - 1)
+
+
+# What this process has to do besides its share of the plots (the report's tables, about 0.5 s), in the jobs' unit
+# (a panel: about 0.12 s for its PNG and SVG).
+HERE_FIRST = 4.0
+
+
+def _run(jobs: list[Job]) -> Callable[[], list[Path | None]]:
+    """Start ``jobs`` in :func:`plot_workers` forked processes and this one, the costliest first, each process given
+    about the same cost (this one counting :data:`HERE_FIRST` for the tables it builds meanwhile); returns a function
+    that draws this process's share, waits for the workers and returns each job's result, in order. A job a worker
+    did not report (it failed, or the worker died) is run again here: its error, if any, is raised from this
+    process, as one clear line, like any other."""
+    workers = plot_workers(len(jobs))
+    if not workers:
+        return lambda: [job() for _, job in jobs]
+    import gc
+    import multiprocessing
+    import sys
+
+    import matplotlib.figure  # noqa: F401 - imported once, here: the workers inherit it
+
+    bins: list[list[int]] = [[] for _ in range(workers + 1)]  # bins[0]: this process's
+    load = [HERE_FIRST] + [0.0] * workers
+    for i in sorted(range(len(jobs)), key=lambda i: -jobs[i][0]):
+        w = load.index(min(load))
+        bins[w].append(i)
+        load[w] += jobs[i][0]
+    ctx = multiprocessing.get_context("fork")
+    for stream in (sys.stdout, sys.stderr):  # a child would write out what is buffered here a second time
+        stream.flush()
+    started = []
+    gc.freeze()  # the workers' garbage collector leaves what they inherit alone: no copy of every page it would touch
+    try:
+        for theirs in bins[1:]:
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=([(i, jobs[i][1]) for i in theirs], send), daemon=True)
+            proc.start()
+            send.close()
+            started.append((proc, receive))
+    finally:
+        gc.unfreeze()
+
+    def wait() -> list[Path | None]:
+        done: dict[int, Path | None] = {i: jobs[i][1]() for i in bins[0]}
+        for proc, receive in started:
+            try:
+                while True:
+                    i, path = receive.recv()
+                    done[i] = path
+            except (EOFError, OSError):
+                pass  # the worker is finished (or died): what it did not report is drawn below
+            receive.close()
+            proc.join()
+        return [done[i] if i in done else jobs[i][1]() for i in range(len(jobs))]
+
+    return wait
+
+
+def _worker(jobs: list[tuple[int, Callable[[], Path | None]]], send) -> None:
+    """In a forked worker: draw each job and report (index, PNG path); at the first error, stop silently (the parent
+    draws what was not reported, and raises the error there)."""
+    try:
+        for i, job in jobs:
+            send.send((i, job()))
+    except BaseException:  # noqa: BLE001, S110 - the parent redraws this job and raises its error itself
+        pass
+    finally:
+        send.close()

@@ -35,6 +35,7 @@ from .analysis import (
     comparison_lines,
     comparison_of,
     diversity_of,
+    diversity_records,
     every_row_frame,
     latest_rows,
     mixed_numerics_frame,
@@ -44,7 +45,7 @@ from .analysis import (
     revisions_frame,
     seeds_frame,
 )
-from .plots import write_plots
+from .plots import start_plots
 from .store import ResultRow, SimilarityRow
 
 if TYPE_CHECKING:
@@ -187,11 +188,13 @@ DIVERSITY_HEADER = ("family", "dataset", "ensemble − single (points)", "95% CI
                     "1 − mean member CKA", "mean CKA members–single")
 
 
-def diversity_points(frame: pd.DataFrame) -> list[tuple[str, float, float, float | None, float | None]]:
+def diversity_points(frame: pd.DataFrame | Sequence[dict[str, Any]]) -> list[tuple[str, float, float, float | None, float | None]]:
     """(family · dataset, 1 − mean member CKA, gain, interval) in points, for the diversity plot, from
-    :func:`analysis.diversity_frame`."""
+    :func:`analysis.diversity_frame` or its records (:func:`analysis.diversity_records`, no pandas)."""
+    records: list[dict[str, Any]] = [{k: None if isinstance(v, float) and v != v else v for k, v in d.items()}
+                                     for d in frame] if isinstance(frame, list | tuple) else _records(frame)
     return [(f"{d['family']} · {d['dataset']}", d["member_diversity"], d["difference_pts"], d["ci_low_pts"], d["ci_high_pts"])
-            for d in _records(frame) if d["member_cka"] is not None]
+            for d in records if d["member_cka"] is not None]
 
 
 def diversity_table(frame: pd.DataFrame) -> Table:
@@ -443,11 +446,13 @@ HEADLINE_TEXT = (
 )
 
 
-def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similarity: Sequence[SimilarityRow] = (),
-                 lines: Sequence[ComparisonLine] | None = None, margin: float | None = None) -> Document:
+def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] | Callable[[], Sequence[Path]] = (),
+                 similarity: Sequence[SimilarityRow] = (), lines: Sequence[ComparisonLine] | None = None,
+                 margin: float | None = None) -> Document:
     """The whole report as one document (every format renders this); ``lines``: :func:`comparison_lines` of
     ``rows`` when the caller has them (their paired intervals are the costly part); ``margin``: the equivalence
-    margin (a fraction; None: no equivalence test)."""
+    margin (a fraction; None: no equivalence test); ``plots``: the PNG files, or a function that returns them,
+    called when the tables before them are built (``write_report`` passes the plots being drawn meanwhile)."""
     if not rows:
         raise ZooSurveyError("the results store has no rows yet; run `zoo-survey run` first")
     lines = comparison_lines(rows) if lines is None else lines
@@ -479,6 +484,7 @@ def build_report(rows: Sequence[ResultRow], plots: Sequence[Path] = (), similari
             sections.append(Section(probe.title or probe.name, (
                 f"{_sentence(probe.summary)} Kendall's tau says how well the score ordered the models here.",),
                 (ranking_table(rows, probe),)))
+    plots = plots() if callable(plots) else plots
     if plots:
         sections.append(Section("Plots", figures=tuple(plots)))
     sections.append(Section("Revisions", ("The resolved commit (hub) or content digest of every input the results used.",),
@@ -511,10 +517,16 @@ def write_report(rows: Sequence[ResultRow], out_dir: Path, fmt: str = "md",
         text = table_to_csv(every_row_table(rows, raw=True))
     else:
         lines = comparison_lines(rows)
-        if fmt in ("md", "html"):
-            plots = write_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
-                                diversity_points(diversity_of(lines, similarity)))
-        doc = build_report(rows, plots, similarity, lines, margin)
+        drawn: Callable[[], list[Path]] = lambda: []  # noqa: E731
+        if fmt in ("md", "html"):  # drawn in worker processes while the tables are built here
+            drawn = start_plots(latest_rows(rows), lines, primary_probe(lines), out_dir / "plots",
+                                diversity_points(diversity_records(lines, similarity)))
+
+        def wait_for_plots() -> list[Path]:
+            plots.extend(drawn())
+            return plots
+
+        doc = build_report(rows, wait_for_plots, similarity, lines, margin)
         if fmt == "md":
             text = to_markdown(doc, base=out_dir)
         elif fmt == "html":

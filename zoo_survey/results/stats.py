@@ -13,6 +13,7 @@ that p (adjusted for multiple comparisons by the caller) is below 0.05; docs/sta
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -330,12 +331,40 @@ def crossed_difference(a_correct: np.ndarray, b_correct: np.ndarray, level: floa
         raise ZooSurveyError(f"a seeds x images difference needs two equal 2-D outcome arrays; got {A.shape} and {B.shape}")
     D = B - A
     s, n = D.shape
-    rng = np.random.default_rng(seed)
-    seed_w = rng.multinomial(s, np.full(s, 1.0 / s), size=n_resamples).astype(float)  # draws of each seed
+    if n_resamples * n <= _CROSSED_MEMO_CELLS:
+        seed_w, img_ws = _crossed_draws(s, n, n_resamples, seed)
+    else:
+        seed_w, img_ws = _crossed_draws.__wrapped__(s, n, n_resamples, seed)
+    # 0/1 outcomes (the report's): the image sums in integers by einsum, exact like the float product and on this
+    # thread; BLAS's own threads, on a machine busy with the report's plot workers, took seconds instead of 0.1 s
+    ints = D.astype(np.int16) if np.array_equal(D, np.rint(D)) and np.abs(D).max() <= 1 else None
     means = np.empty(n_resamples)
-    for start in range(0, n_resamples, 256):  # image draws in chunks: 256 x n at a time
-        stop = min(start + 256, n_resamples)
-        img_w = rng.multinomial(n, np.full(n, 1.0 / n), size=stop - start).astype(float)
-        means[start:stop] = (seed_w[start:stop] * (img_w @ D.T)).sum(axis=1) / (s * n)
+    for start, img_w in zip(range(0, n_resamples, _CROSSED_CHUNK), img_ws, strict=True):
+        stop = start + len(img_w)
+        sums = np.einsum("ij,kj->ik", img_w, ints) if ints is not None else img_w.astype(float) @ D.T
+        means[start:stop] = (seed_w[start:stop] * sums).sum(axis=1) / (s * n)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(D.mean()), float(low), float(high)
+
+
+_CROSSED_CHUNK = 256  # image draws per chunk: 256 x n at a time
+_CROSSED_MEMO_CELLS = 8_000_000  # resamples x images up to which the draws are kept (16 MB as uint16)
+
+
+@functools.lru_cache(maxsize=4)
+def _crossed_draws(s: int, n: int, n_resamples: int, seed: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The resampling weights of :func:`crossed_difference`: the draws of each seed (n_resamples x s) and, in chunks,
+    of each image (n x draws). They depend on the shape and the seed only, not on the outcomes, so the report's many
+    differences on the same test images (every setting of every family) draw them once: the multinomial draws are
+    most of the bootstrap's time. The counts are exact integers, so the means are the same numbers either way."""
+    rng = np.random.default_rng(seed)
+    seed_w = rng.multinomial(s, np.full(s, 1.0 / s), size=n_resamples).astype(float)  # draws of each seed
+    seed_w.flags.writeable = False
+    dtype = np.uint16 if n <= np.iinfo(np.uint16).max else np.int64
+    chunks = []
+    for start in range(0, n_resamples, _CROSSED_CHUNK):
+        stop = min(start + _CROSSED_CHUNK, n_resamples)
+        img_w = rng.multinomial(n, np.full(n, 1.0 / n), size=stop - start).astype(dtype)
+        img_w.flags.writeable = False
+        chunks.append(img_w)
+    return seed_w, tuple(chunks)
