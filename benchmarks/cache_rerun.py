@@ -27,11 +27,13 @@ import time
 from pathlib import Path
 
 NO_MODEL = ("torch", "timm", "sklearn", "pandas")
-# The CLI in a child interpreter that says, after the command, which of NO_MODEL it imported.
+# The CLI in a child interpreter that says, after the command, which of NO_MODEL it imported, then ends as the
+# zoo-survey script does (at once after a report that succeeded: cli.app.end_quickly).
 CHILD = ("import sys\nsys.argv = ['zoo-survey', *sys.argv[1:]]\nfrom zoo_survey.cli import main\n"
+         "from zoo_survey.cli.app import end_quickly\n"
          "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
          f"print('IMPORTED', ','.join(m for m in {NO_MODEL!r} if m in sys.modules), file=sys.stderr)\n"
-         "sys.exit(code)\n")
+         "if code == 0:\n    end_quickly()\nsys.exit(code)\n")
 
 
 def timed(args: list[str], env: dict[str, str]) -> tuple[float, str, list[str]]:

@@ -179,3 +179,37 @@ def test_a_second_report_on_the_same_rows_redraws_no_plot_and_new_rows_redraw(fi
     code, _, err = zoo(monkeypatch, capsys, "report", "--out", str(filled))
     assert code == 0, err
     assert (filled / "plots" / "difference_heatmap.svg").is_file()
+
+
+def test_the_script_ends_at_once_after_a_report_and_leaves_it_whole(filled, tmp_path):
+    """`python -m zoo_survey report` (the script's entry) skips the interpreter's teardown after a report that
+    succeeded: the output is flushed first, and report.md and every plot are complete. A failing report exits as usual,
+    with its message and code."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ZOO_SURVEY_CACHE": str(tmp_path / "cache")}
+
+    def script(out):  # the script's entry, with an exit handler that says whether the teardown ran
+        code = ("import atexit, sys\natexit.register(lambda: print('TEARDOWN'))\n"
+                f"sys.argv = ['zoo-survey', 'report', '--out', {str(out)!r}]\nfrom zoo_survey.cli import script\nscript()\n")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+    done = script(filled)
+    assert done.returncode == 0, done.stderr
+    assert "TEARDOWN" not in done.stdout  # ended at once
+    assert "report.md" in done.stdout  # the last lines of its output were flushed before the exit
+    assert (filled / "report.md").read_text().endswith("\n")
+    pngs = sorted((filled / "plots").glob("*.png"))
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") and p.read_bytes()[-8:-4] == b"IEND" for p in pngs)
+    assert (filled / "plots" / ".inputs.json").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ResultStore(empty / "results.sqlite")
+    failed = script(empty)
+    assert failed.returncode == 2 and "run `zoo-survey run` first" in failed.stderr
+    assert "TEARDOWN" in failed.stdout  # an error exits as usual
+    module = subprocess.run([sys.executable, "-m", "zoo_survey", "report", "--out", str(filled)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert module.returncode == 0 and "report.md" in module.stdout

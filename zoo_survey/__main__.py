@@ -1,5 +1,5 @@
 """``python -m zoo_survey``: the same command line as the ``zoo-survey`` script."""
 
-from .cli import main
+from .cli import script
 
-main()
+script()

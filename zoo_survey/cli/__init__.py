@@ -6,6 +6,6 @@ Each command module registers its commands on :data:`app`. Heavy third-party mod
 """
 
 from . import cache, pretrain, registry, report, run  # noqa: F401 - importing registers the commands
-from .app import app, main
+from .app import app, main, script
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "script"]

@@ -153,6 +153,29 @@ def main() -> None:
             signal.signal(s, handler)
 
 
+# Commands that leave nothing to clean up when they succeed (no child process alive, no temporary folder, every file
+# closed): the script ends at once after them, without the interpreter's teardown of pandas, matplotlib and scipy's
+# objects (about 0.2 s of the first report's 1.8 s).
+FAST_EXIT = frozenset({"report"})
+
+
+def script() -> None:
+    """The ``zoo-survey`` script: :func:`main`; after a command of :data:`FAST_EXIT` that succeeded, the output is
+    flushed and the process ends without its teardown. Errors and every other command exit as usual."""
+    main()
+    end_quickly()
+
+
+def end_quickly() -> None:
+    """End the process now, output flushed, if the command line's command is one of :data:`FAST_EXIT` (call it only
+    after the command succeeded)."""
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command in FAST_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def _main() -> None:
     try:
         rc = app(standalone_mode=False)  # click returns typer.Exit's code in this mode
