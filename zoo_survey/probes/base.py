@@ -234,10 +234,10 @@ class ClassifierProbe(ClassifierMixin, Probe):
         if data.combine == "average":  # output averaging: each member's own single-model fit, probabilities averaged
             fits = [cls._single_fit(data.member(i), config) for i in range(len(data.blocks["train"]))]
             return _outcome(data, np.mean([f.proba for f in fits], axis=0), fits[-1].classes,
-                            {"members": [f.hparams for f in fits]}, [w for f in fits for w in f.warnings])
+                            {"members": [dict(f.hparams) for f in fits]}, [w for f in fits for w in f.warnings])
         if data.combine == "single":
             f = cls._single_fit(data, config)
-            return _outcome(data, f.proba, f.classes, f.hparams, list(f.warnings))
+            return _outcome(data, f.proba, f.classes, dict(f.hparams), list(f.warnings))  # a copy: the fit is remembered
         X, est = probe_estimator(cls, data, config)
         est = _classifier(est).fit(X["train"], y["train"], X_val=X["val"], y_val=y["val"])
         return _outcome(data, est.predict_proba(validate_labelled(X["test"], y["test"])[0]), est.classes_,

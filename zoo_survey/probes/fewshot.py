@@ -201,7 +201,8 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         out = {}
         for st in settings:
             fits = [p[st] for p in per]
-            hp = {"members": [f.hparams for f in fits]} if data.combine == "average" else fits[0].hparams
+            # Copies: the fits are remembered, and a row's hyper-parameters are its own.
+            hp = {"members": [dict(f.hparams) for f in fits]} if data.combine == "average" else dict(fits[0].hparams)
             shots = fits[0].shots
             assert shots is not None
             o = _outcome(data.train_rows(shots), np.mean([f.proba for f in fits], axis=0), fits[-1].classes, hp,
