@@ -100,12 +100,16 @@ def test_a_plot_a_worker_failed_is_drawn_by_the_report_and_its_error_is_raised_t
 def test_no_workers_on_one_cpu_or_beside_other_threads(monkeypatch):
     import threading
 
+    # Alone in this process (a thread another test left behind would count: patched until the real thread below)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 1)
     assert plots.plot_workers(4) == 0
     monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 2)
     assert plots.plot_workers(4) == 1  # one worker beside this process
     monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 8)
     assert plots.plot_workers(4) == 3 and plots.plot_workers(1) == 0
+    monkeypatch.undo()
+    monkeypatch.setattr("zoo_survey.threads.usable_cpus", lambda: 8)
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()
