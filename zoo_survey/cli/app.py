@@ -171,8 +171,11 @@ def end_quickly() -> None:
     after the command succeeded)."""
     command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     if command in FAST_EXIT:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):  # the reader is gone (`| head -1`): quietly 1, as main() does
+            os._exit(1)
         os._exit(0)
 
 
