@@ -3,15 +3,15 @@
 A *problem* is one feature matrix (a :class:`Group`), one ``C`` and a start. Problems are laid out as
 ``(G, P)``: G matrices, each with up to P problems (its C values, or its paths). Every iteration costs
 two passes over each matrix, shared by all its problems: the search direction's logits
-``Z @ D`` (one ``(n, d) x (d, P*k)`` GEMM per matrix, ``bmm`` over matrices) and the gradient
-``Z^T G``. The line search needs no pass: along a direction the logits are ``L + t A``, so every trial
-step is elementwise.
+``D^T Z^T`` (one ``(P*k, d) x (d, n)`` GEMM per matrix, ``bmm`` over matrices; logits are class-major,
+``(G, P, k, n)``) and the gradient ``G Z``. The line search needs no pass: along a direction the logits
+are ``L + t A``, so every trial step is elementwise.
 
 Each problem keeps its own L-BFGS history (memory 20), its own step (backtracking Armijo from 1, the
 first step scaled to ``min(1, 1/|g|_1)`` as torch's LBFGS does) and its own stopping rule: max
 |gradient| <= its tol (scikit-learn's), ``max_iter``, or a step that no longer changes the objective.
-A problem that stops is frozen (its step is 0) and, once no problem of a slot needs it, dropped: the
-batch shrinks as problems converge.
+A problem that stops is frozen (its step is 0); once the live problems fill no more than three quarters
+of the batch, the stopped ones are dropped: the batch shrinks as problems converge.
 
 Padding, exact in exact arithmetic and in floats (no term changes): matrices of another size are padded
 with zero rows (row weight 0: no loss, no gradient) and zero columns (the weight on a zero column has
