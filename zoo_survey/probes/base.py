@@ -310,9 +310,14 @@ def remembered(key: tuple, compute: Callable[[], Any]) -> Any:
     return value
 
 
+def feature_arrays(data: MemberFeatures) -> list[np.ndarray]:
+    """A comparison's feature blocks and labels, every split, in a fixed order."""
+    return [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+
+
 def features_key(data: MemberFeatures) -> str:
     """A digest of a comparison's features and labels (shapes, dtypes and bytes) and its combination rule."""
-    arrays = [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
+    arrays = feature_arrays(data)
     shapes = ";".join(f"{a.dtype}{a.shape}" for a in arrays)
     return f"{data.combine}:{shapes}:{arrays_digest(*arrays, length=32)}"
 

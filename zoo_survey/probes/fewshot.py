@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..digests import arrays_digest
 from .base import (
     MemberFeatures,
     MemberFit,
@@ -38,6 +37,7 @@ from .base import (
     best_choice,
     check_fit,
     estimator_for,
+    feature_arrays,
     features_key,
     fit_threads,
     probe_estimator,
@@ -173,10 +173,10 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         settings = cls.settings(config)
         if setting not in settings:
             return cls._run_settings(data, [setting], config)[setting]
-        arrays = _arrays(data)
+        arrays = feature_arrays(data)
         same = _MEMO.get("arrays") is not None and len(_MEMO["arrays"]) == len(arrays) and all(
             a is b for a, b in zip(_MEMO["arrays"], arrays, strict=True))  # the same objects: no need to hash them
-        key = (cls, config, data.combine, _MEMO["key"][3] if same else _features_digest(arrays))
+        key = (cls, config, _MEMO["key"][2] if same else features_key(data))
         if _MEMO.get("key") != key:
             _MEMO.clear()
             _MEMO.update(key=key, outcomes=cls._run_settings(data, settings, config))
@@ -241,15 +241,6 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
 # The last comparison's few-shot outcomes, every setting (one per process: the rows of one comparison and dataset
 # come one after another). Keyed by the features' content, so features shipped anew to a worker still hit.
 _MEMO: dict[str, Any] = {}
-
-
-def _arrays(data: MemberFeatures) -> list[np.ndarray]:
-    return [a for s in sorted(data.blocks) for a in data.blocks[s]] + [data.labels[s] for s in sorted(data.labels)]
-
-
-def _features_digest(arrays: list[np.ndarray]) -> str:
-    shapes = ";".join(f"{a.dtype}{a.shape}" for a in arrays)
-    return f"{shapes}:{arrays_digest(*arrays, length=32)}"
 
 
 def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) -> None:
