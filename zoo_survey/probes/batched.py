@@ -37,13 +37,13 @@ ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
 REFRESH = 25  # recompute the logits Z @ W every this many iterations (the line search updates them incrementally)
 # Solve in the row space only when there are this many times more columns than rows: the decomposition (a float64
-# Gram matrix and its eigenvectors) costs about as many flops as the iterations it saves near d = 4 n. Measured on
-# lite0+1+2 Fashion-MNIST features (3,840 dims, one thread): 1,600 rows 2.2 s reduced against 1.1 s plain; 1,000
-# rows 0.96 s against 1.03 s; 700 rows 0.71 s against 0.93 s; 450 rows 0.30 s against 0.57 s.
+# Gram matrix and its eigenvectors) costs about as many flops as the iterations it saves between d = 2.4 n and 4 n
+# (benchmarks/solver_choices.py: at d = 2.4 n the row space took 1.58x the plain solve, at 3.8 n 0.78x, at 8.5 n 0.53x).
 REDUCE_ABOVE = 4.0
 # Groups of other shapes share a batch, padded, while that costs under PAD_RATIO times their own work, or under
 # SMALL_WORK multiply-adds a pass (an iteration's fixed cost). Padding every few-shot fold to the largest (k = 25)
-# was slower (2.2 s against 1.4 s a comparison); these merge the small ones only (1.39 s against 1.42 s).
+# was slower (2.2 s against 1.4 s a comparison; a one-off measurement of a variant no longer in the code); these
+# merge the small ones only.
 PAD_RATIO = 2.0
 SMALL_WORK = 4e6
 SHRINK_BELOW = 0.75  # the batch is rebuilt smaller once its live problems fill no more than this share of it
@@ -382,7 +382,7 @@ def _retire(s: _State, W_out, n_iter_out) -> None:
 def _logits(Z, theta, d: int, k: int):
     """(G, P, k, n): every problem's logits on its group's rows, class-major (one bmm per group: (P*k, d) x (d, n)).
     Class-major because the softmax over k then runs along rows of n contiguous values: torch's log_softmax over a
-    last dimension of 10 is ~15x slower on the CPU than over a leading one."""
+    last dimension of 10 is ~15-19x slower on the CPU than over a leading one (benchmarks/solver_choices.py)."""
     G, P, _ = theta.shape
     W = theta[..., : d * k].reshape(G, P * k, d)
     return (W @ Z.transpose(1, 2)).view(G, P, k, Z.shape[1]) + theta[..., d * k :][..., None]
