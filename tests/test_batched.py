@@ -226,3 +226,22 @@ def test_the_row_space_basis_projects_and_maps_back_exactly():
         # the logits are the same in either basis
         assert torch.allclose(g.Z @ W, torch.as_tensor(X) @ torch.as_tensor(Wf), atol=1e-3)
         assert not Group.build(X[:, :100], y, 3, "cpu").reduced  # 100 columns, 30 rows: under 4x
+
+
+def test_the_fewshot_memo_tells_a_single_model_from_a_one_member_ensemble_on_the_same_arrays():
+    """A single model and a pre-weighted one-block concatenation (a width-matched control, a one-member ensemble) can
+    share their very arrays; the second must not be served the first's remembered outcomes."""
+    from zoo_survey.probes import base, fewshot
+
+    single = _comparison("single")
+    block = MemberFeatures(single.blocks, single.labels, "concat")  # the same array objects
+    config = ProbeConfig(shots=(5,), seeds=1)
+    setting = FewShotProbe.settings(config)[0]
+    fewshot._MEMO.clear()
+    base._FITS.clear()
+    fresh = FewShotProbe.run(block, setting, config)
+    fewshot._MEMO.clear()
+    base._FITS.clear()
+    FewShotProbe.run(single, setting, config)
+    after = FewShotProbe.run(block, setting, config)
+    assert np.array_equal(after.predictions, fresh.predictions) and after.hparams == fresh.hparams

@@ -176,7 +176,8 @@ class FewShotProbe(LinearProbe, declared="fewshot"):
         arrays = feature_arrays(data)
         same = _MEMO.get("arrays") is not None and len(_MEMO["arrays"]) == len(arrays) and all(
             a is b for a, b in zip(_MEMO["arrays"], arrays, strict=True))  # the same objects: no need to hash them
-        key = (cls, config, _MEMO["key"][2] if same else features_key(data))
+        # The combination rule apart from the digest: a single model and a one-member ensemble share their arrays.
+        key = (cls, config, data.combine, _MEMO["key"][3] if same else features_key(data))
         if _MEMO.get("key") != key:
             _MEMO.clear()
             _MEMO.update(key=key, outcomes=cls._run_settings(data, settings, config))
