@@ -54,6 +54,16 @@ def test_import_is_light_and_help_imports_no_torch():
                    "try:\n    main()\nexcept SystemExit:\n    pass\n" + check)
     assert done.returncode == 0, done.stderr
     assert "Usage" in done.stdout and "HEAVY []" in done.stdout
+    # --help registers every command, though the script imports only the one it runs
+    assert all(c in done.stdout for c in ("run", "extract", "prefetch", "report", "pretrain", "registry", "cache"))
+
+
+def test_a_mistyped_command_is_named_with_the_closest_one():
+    """The script imports only the module of the command it runs; a name that is no command loads them all, so click
+    can say which one was meant."""
+    done = _python("import sys; sys.argv = ['zoo-survey', 'reprot']\nfrom zoo_survey.cli import main\nmain()\n")
+    assert done.returncode == 2
+    assert "No such command 'reprot'. Did you mean 'report'?" in done.stderr
 
 
 # What a step that needs no model, no forward and no fit must not import (issue 20): the report, the listings and a
@@ -61,11 +71,16 @@ def test_import_is_light_and_help_imports_no_torch():
 NO_MODEL = ("torch", "timm", "sklearn")
 
 
-def _cli_modules(*argv: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """Run the CLI with ``argv`` in a fresh interpreter; its output and the NO_MODEL modules it imported."""
+# What a report does not import either: the other commands' modules, the registry and its sources (pydantic
+# they still import: typer coerces option values with it).
+NOT_FOR_REPORT = ("zoo_survey.cli.run", "zoo_survey.cli.pretrain", "zoo_survey.zoo.registry", "zoo_survey.sources", "yaml")
+
+
+def _cli_modules(*argv: str, among: tuple[str, ...] = NO_MODEL) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the CLI with ``argv`` in a fresh interpreter; its output and the modules of ``among`` it imported."""
     code = (f"import sys; sys.argv = ['zoo-survey', *{list(argv)!r}]\nfrom zoo_survey.cli import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-            f"print('EXIT', code, 'IMPORTED', sorted(m for m in {NO_MODEL!r} if m in sys.modules))")
+            f"print('EXIT', code, 'IMPORTED', sorted(m for m in {among!r} if m in sys.modules))")
     done = _python(code)
     assert done.returncode == 0, done.stderr
     tail = done.stdout.rsplit("EXIT ", 1)[1]
@@ -91,6 +106,12 @@ def test_report_listings_and_a_cached_rerun_import_no_model_library(tmp_path, mo
         done, imported = _cli_modules(*argv)
         assert imported == [], argv
     assert (out_dir / "report.md").is_file()
+    # Only the command's own module is imported (cli.app.load_commands): a report parses no registry YAML.
+    done, imported = _cli_modules("report", "--out", str(out_dir), among=NOT_FOR_REPORT)
+    assert imported == []
+    for argv in (("cache", "ls"), ("registry", "list", "--registry", str(tiny_registry))):
+        done, imported = _cli_modules(*argv, among=NOT_FOR_REPORT)
+        assert "zoo_survey.zoo.registry" in imported and "zoo_survey.cli.run" not in imported, argv
     # --device auto on a machine without a GPU driver decides 'cpu' without torch as well
     done, imported = _cli_modules(*[a if a != "cpu" else "auto" for a in run])
     assert "7 already done" in done.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import os
 import re
 import signal
@@ -43,6 +44,22 @@ app.add_typer(cache_app, name="cache")
 
 console = Console()
 err_console = Console(stderr=True)
+
+# The module of ``zoo_survey.cli`` that registers each command on :data:`app`. The script imports only the one its
+# command line names (a report never loads what `run` needs: the extraction, the registry's models, pydantic); with
+# no command, ``--help``, or a name that is not a command, it imports them all (the help lists every command, and
+# click suggests the closest for a typo).
+COMMANDS = {"run": "run", "extract": "run", "prefetch": "run", "report": "report", "pretrain": "pretrain",
+            "registry": "registry", "cache": "cache"}
+
+
+def load_commands(argv: list[str] | None = None) -> typer.Typer:
+    """Register the commands that ``argv`` (the arguments after the program name) can run on :data:`app`, and return
+    it; ``None``: every command. Importing a command's module twice registers it once."""
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for name in sorted({COMMANDS[command]} if command in COMMANDS else set(COMMANDS.values())):
+        importlib.import_module(f"{__package__}.{name}")
+    return app
 
 
 # A library parameter whose flag is not ``--`` + its name with '-' for '_'.
@@ -146,6 +163,7 @@ def main() -> None:
     signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
     before = {s: signal.signal(s, _on_signal) for s in signals}
     _signalled.clear()
+    load_commands(sys.argv[1:])
     try:
         _main()
     finally:  # main() called in a process that goes on (a test): its own handlers again

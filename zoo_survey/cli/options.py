@@ -16,10 +16,12 @@ import typer
 
 from ..errors import NotCachedError
 from ..features.cache import DEFAULT_SHARD_ROWS
-from ..survey.options import DEFAULT_DATASETS as _DATASETS
-from ..survey.options import DEFAULT_FAMILY, offline_env  # noqa: F401 - the commands import them from here
-from ..survey.options import DEFAULT_OUT as _OUT
-from ..zoo.registry import Registry, load_registry, registry_folders
+from ..survey.defaults import DEFAULT_DATASETS as _DATASETS
+from ..survey.defaults import DEFAULT_FAMILY, offline_env  # noqa: F401 - the commands import them from here
+from ..survey.defaults import DEFAULT_OUT as _OUT
+
+if typing.TYPE_CHECKING:
+    from ..zoo.registry import Registry
 
 DEFAULT_DATASETS = ",".join(_DATASETS)
 DEFAULT_OUT = Path(_OUT)
@@ -136,6 +138,8 @@ def csv(value: str | None) -> list[str]:
 
 def open_registry(folders: list[Path] | None) -> Registry:
     """The shipped registry plus $ZOO_SURVEY_REGISTRY and the --registry folders."""
+    from ..zoo.registry import load_registry, registry_folders  # here: a report or `cache ls` never parses the registry
+
     return load_registry(registry_folders(folders or ()))
 
 

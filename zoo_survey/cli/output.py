@@ -8,7 +8,8 @@ natural width, so ``zoo-survey registry list | grep convnext`` finds every entry
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -17,6 +18,10 @@ from rich.text import Text
 from ..document import Table, table_records, table_to_tsv
 from ..errors import unknown
 from .app import console, err_console
+
+if TYPE_CHECKING:
+    from ..results.store import ResultRow
+    from ..survey.runner import NodeTally
 
 LIST_FORMATS = ("table", "tsv", "json")
 
@@ -72,3 +77,26 @@ def human(n: float) -> str:
 def say(text: str, fmt: str) -> None:
     """Totals and advice: on stdout beside a table, on stderr when stdout carries TSV or JSON for a program."""
     (console if fmt == "table" else err_console).print(text, soft_wrap=True)
+
+
+def where_table(where: Mapping[str, NodeTally]) -> Table:
+    """What ran on which node of a Ray cluster."""
+    from ..survey.ray_runner import node_label
+
+    return Table(("node", "host", "extraction units", "probe units", "retried", "failed"),
+                 [[node_label(n, t.host), t.host, str(t.extract), str(t.probe), str(t.retried), str(t.failed)]
+                  for n, t in sorted(where.items(), key=lambda kv: (kv[1].host, kv[0]))], title="where it ran")
+
+
+def print_summary(rows: list[ResultRow], fmt: str | None = None, where: Mapping[str, NodeTally] | None = None) -> None:
+    """The single-vs-ensemble table of ``rows`` (and on a Ray cluster, what ran where): whole, on a terminal or piped."""
+    from ..results.report import comparison_lines, headline_table  # here: `cache ls` and `registry list` need neither
+
+    table = headline_table(comparison_lines(rows))
+    cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "95% CI", "McNemar p",
+            "averaged top-1")
+    idx = [table.header.index(c) for c in cols]
+    emit([Table(cols, [[row[i] for i in idx] for row in table.rows],
+                title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs; "
+                "paired 95% intervals over the test images")]
+         + ([where_table(where)] if where else []), console, fmt, titled=True)

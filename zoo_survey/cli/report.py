@@ -12,8 +12,7 @@ from ..results.report import FILE_FORMATS, FORMATS, build_report, write_report
 from ..results.store import STORE_NAME, ResultStore
 from .app import app, console
 from .options import DEFAULT_OUT, OutOpt
-from .output import emit
-from .run import print_summary
+from .output import emit, print_summary
 
 
 @app.command()

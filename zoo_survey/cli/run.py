@@ -13,8 +13,6 @@ from ..document import Table
 from ..errors import ZooSurveyError
 from ..features.cache import FeatureCache, cache_root
 from ..probes import PROBES
-from ..results.report import comparison_lines, headline_table
-from ..results.store import ResultRow
 from ..survey.options import DEFAULT_PROBES, RunOptions, parse_list, resolve_options
 from ..survey.plan import STRATEGIES
 from ..survey.ray_runner import RayCluster, RayRunner, connect, node_label, ray_options
@@ -37,7 +35,7 @@ from .options import (
     open_registry,
     prefetch_hint,
 )
-from .output import emit, human
+from .output import emit, human, print_summary, where_table
 
 
 def _probes_help() -> str:
@@ -112,25 +110,6 @@ class RichHooks(Hooks):
             if node not in self._node_tasks:
                 self._node_tasks[node] = self.progress.add_task(text, total=None)
             self.progress.update(self._node_tasks[node], description=text)
-
-
-def where_table(where: Mapping[str, NodeTally]) -> Table:
-    """What ran on which node of a Ray cluster."""
-    return Table(("node", "host", "extraction units", "probe units", "retried", "failed"),
-                 [[node_label(n, t.host), t.host, str(t.extract), str(t.probe), str(t.retried), str(t.failed)]
-                  for n, t in sorted(where.items(), key=lambda kv: (kv[1].host, kv[0]))], title="where it ran")
-
-
-def print_summary(rows: list[ResultRow], fmt: str | None = None, where: Mapping[str, NodeTally] | None = None) -> None:
-    """The single-vs-ensemble table of ``rows`` (and on a Ray cluster, what ran where): whole, on a terminal or piped."""
-    table = headline_table(comparison_lines(rows))
-    cols = ("family", "dataset", "probe", "single top-1", "ensemble top-1", "difference (points)", "95% CI", "McNemar p",
-            "averaged top-1")
-    idx = [table.header.index(c) for c in cols]
-    emit([Table(cols, [[row[i] for i in idx] for row in table.rows],
-                title="single vs ensemble (test top-1, %): concatenated features, and averaged outputs; "
-                "paired 95% intervals over the test images")]
-         + ([where_table(where)] if where else []), console, fmt, titled=True)
 
 
 @app.command()

@@ -27,7 +27,7 @@ from ..errors import ZooSurveyError, unknown
 from ..files import atomic_write
 from ..probes import PROBES
 from ..probes.protocol import ProbeInfo
-from ..zoo.registry import within_budget
+from ..zoo.flops import within_budget
 from .analysis import (
     ComparisonLine,
     answer_of,

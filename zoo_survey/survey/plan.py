@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import ZooSurveyError, shown, unknown
-from ..zoo.registry import CheckpointSpec, FamilySpec, within_budget
+from ..zoo.flops import within_budget
+from ..zoo.registry import CheckpointSpec, FamilySpec
 
 DEFAULT_K = 2
 BUDGET_BY = ("params", "gmacs", "pretrain")

@@ -17,6 +17,18 @@ from filelock import FileLock, Timeout
 from ..digests import canonical_digest
 from ..files import WriteError, atomic_write
 
+BUDGET_RTOL = 1e-9
+
+
+def within_budget(cost: float, limit: float) -> bool:
+    """``cost <= limit`` up to rounding: k members of 1/k of a budget each sum to the whole in exact arithmetic,
+    but not always in floating point (``sum([0.1] * 10) > 1.0``).
+
+    >>> within_budget(sum([0.1] * 10), 1.0)
+    True
+    """
+    return cost <= limit * (1 + BUDGET_RTOL)
+
 
 def flop_counter():
     """torch's FlopCounterMode, also counting the CPU fused-attention kernel it misses.

@@ -200,19 +200,6 @@ class CheckpointSpec(_Frozen):
         return None if seen is None else seen * self.gmacs * 3 / 1e9
 
 
-BUDGET_RTOL = 1e-9
-
-
-def within_budget(cost: float, limit: float) -> bool:
-    """``cost <= limit`` up to rounding: k members of 1/k of a budget each sum to the whole in exact arithmetic,
-    but not always in floating point (``sum([0.1] * 10) > 1.0``).
-
-    >>> within_budget(sum([0.1] * 10), 1.0)
-    True
-    """
-    return cost <= limit * (1 + BUDGET_RTOL)
-
-
 class FamilySpec(_Frozen):
     """A family: checkpoints plus optional named ensembles and a default baseline.
 
