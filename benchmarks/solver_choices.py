@@ -1,10 +1,12 @@
-"""Two choices of the batched solver (probes/batched.py), each measured side by side in one run.
+"""Three choices of the batched solver (probes/batched.py), each measured side by side in one run.
 
 1. Row space or not (``REDUCE_ABOVE``): the linear probe on lite0+lite1+lite2 Fashion-MNIST features (3,840 dims,
    from the cache; extracted first if missing), on the first N train rows for several N, solved in the original
    columns and in the row space (Gram eigendecomposition). Prints both times, the ratio and the chosen C.
 2. Class-major logits: torch's ``log_softmax`` over 10 classes on a (25, 200, 1, 10) tensor (classes last, the
    earlier layout) against the same values laid out (25, 1, 10, 200) (classes before the rows, the current one).
+3. The logits pass: (k, d) weights times the (n, d) features viewed transposed (the earlier product) against times
+   a contiguous (d, n) copy (the current one), at k = 10 and a single model's and a concatenation's d, n = 1,600.
 
 Both with one fit thread, as the survey fits. Prints a final JSON line.
 
@@ -74,15 +76,41 @@ def layout(repeat: int = 300) -> dict[str, float]:
     return {"classes_last_ms": round(last, 4), "class_major_ms": round(major, 4), "ratio": round(last / major, 1)}
 
 
+def logits_pass(repeat: int = 40) -> list[dict[str, float]]:
+    import torch
+
+    def timed(fn) -> float:
+        fn()
+        t = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return (time.perf_counter() - t) / repeat * 1e3
+
+    out = []
+    with fit_threads():
+        for d in (1280, 3840):
+            Z, W = torch.randn(1, 1600, d), torch.randn(1, 10, d)
+            Zt = Z.transpose(1, 2).contiguous()
+            view = timed(lambda: W @ Z.transpose(1, 2))  # noqa: B023 - timed here, in this iteration
+            copy = timed(lambda: W @ Zt)  # noqa: B023 - timed here, in this iteration
+            assert torch.allclose(W @ Z.transpose(1, 2), W @ Zt, rtol=1e-4, atol=1e-3)
+            print(f"logits pass, k 10 x d {d} x n 1600: Z viewed transposed {view:.3f} ms, Z^T contiguous {copy:.3f} ms "
+                  f"({view / copy:.1f}x)")
+            out.append({"d": d, "n": 1600, "transposed_view_ms": round(view, 3), "contiguous_ms": round(copy, 3),
+                        "ratio": round(view / copy, 2)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1600,1000,700,450", help="train rows to fit on [1600,1000,700,450]")
     ap.add_argument("--cache-dir", type=Path, default=None, help="the features cache [default: zoo-survey's]")
     args = ap.parse_args()
     lay = layout()
+    passes = logits_pass()
     rs = row_space([int(n) for n in args.rows.split(",")], args.cache_dir)
     print(json.dumps({"benchmark": "solver_choices", "reduce_above": batched.REDUCE_ABOVE, "row_space": rs,
-                      "layout": lay}))
+                      "layout": lay, "logits_pass": passes}))
 
 
 if __name__ == "__main__":
