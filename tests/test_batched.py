@@ -115,6 +115,28 @@ def test_paths_warm_start_along_C():
         assert torch.allclose(Wp, Wc, atol=0.05 * float(Wc.abs().max()))
 
 
+def test_a_path_in_one_solve_equals_its_cs_solved_one_after_another():
+    """solve_paths moves each problem on to its next C when it meets its stopping rule, in one solve: the solution at
+    every C is the one a separate solve warm-started from the previous C's reaches, paths of other lengths and
+    groups sharing the batch; a repeated C is already solved (0 iterations)."""
+    (X1, y1), (X2, y2) = _problem(seed=7), _problem(n=200, seed=8)
+    paths = [SolvePath(0, [1e-3, 1e-2, 1e-2, 1.0, 100.0], 1e-4, 1000), SolvePath(1, [0.1, 10.0], 1e-5, 1000),
+             SolvePath(0, [1.0], 1e-4, 1000)]
+    with fit_threads():
+        groups = [Group.build(X1, y1, 4, "cpu"), Group.build(X2, y2, 4, "cpu")]
+        together = solve_paths(groups, paths)
+        for p, got in zip(paths, together, strict=True):
+            assert len(got) == len(p.Cs)
+            start = None
+            for C, (W, _, n_iter) in zip(p.Cs, got, strict=True):
+                (W1, b1, n1), = solve(groups, [(p.group, C, p.tol, p.max_iter, start)])
+                assert torch.allclose(W, W1, atol=1e-3 * float(W1.abs().max())), (p, C)
+                assert abs(n_iter - n1) <= 2
+                start = (W1, b1)
+    assert together[0][2][2] == 0  # the same C again: nothing to do
+    assert all(n > 0 for _, _, n in together[0][:2])
+
+
 def _shots(seed):
     (Xtr, ytr), (Xv, yv), _ = _splits(seed=seed, n=400, d=40)
     idx = np.concatenate([np.flatnonzero(ytr == c)[:6] for c in range(4)])

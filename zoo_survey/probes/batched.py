@@ -1,7 +1,10 @@
 """Batched multinomial L2 logistic regression: many problems, one L-BFGS each, solved together (issue 20).
 
-A *problem* is one feature matrix (a :class:`Group`), one ``C`` and a start. Problems are laid out as
-``(G, P)``: G matrices, each with up to P problems (its C values, or its paths). Every iteration costs
+A *problem* is one feature matrix (a :class:`Group`), a path of ``C`` values and a start. Problems are laid out
+as ``(G, P)``: G matrices, each with up to P problems (its C values, or its paths). A problem that has met its
+stopping rule at one C records that solution and goes on to its next C from where it stands, with a new history
+(the objectives differ only in the penalty, so no pass over the matrix is needed), while the others iterate:
+a regularization path is one solve, not one per C. Every iteration costs
 two passes over each matrix, shared by all its problems: the search direction's logits
 ``D^T Z^T`` (one ``(P*k, d) x (d, n)`` GEMM per matrix, ``bmm`` over matrices; logits are class-major,
 ``(G, P, k, n)``) and the gradient ``G Z``. The line search needs no pass: along a direction the logits
@@ -160,27 +163,31 @@ def batches(groups: Sequence[Group], problems: Sequence[int]) -> list[list[int]]
 
 
 def solve_paths(groups: Sequence[Group], paths: Sequence[Path]) -> list[list[Solution]]:
-    """Every path's solutions, in its order of C. Step j solves every path's j-th C in a few batches
-    (:func:`batches`: groups of other shapes padded together while padding costs less than the iterations it saves)."""
+    """Every path's solutions, in its order of C, in a few batches (:func:`batches`: groups of other shapes padded
+    together while padding costs less than the iterations it saves). Within a batch each path goes on to its next C as
+    soon as it has met its stopping rule at this one (from where it stands, with a new L-BFGS history), not when the
+    whole batch has: one solve per batch, not one per C, and no problem waits for the slowest."""
     out: list[list[Solution]] = [[] for _ in paths]
-    steps = max((len(p.Cs) for p in paths), default=0)
-    for j in range(steps):
-        live = [i for i, p in enumerate(paths) if len(p.Cs) > j]
-        of_group: dict[int, list[int]] = {}
-        for i in live:
-            of_group.setdefault(paths[i].group, []).append(i)
-        for batch in batches(groups, sorted(of_group)):
-            todo = [i for g in batch for i in of_group[g]]
-            starts = [out[i][-1][:2] if j else paths[i].start for i in todo]
-            sols = solve(groups, [(paths[i].group, paths[i].Cs[j], paths[i].tol, paths[i].max_iter, s)
-                                  for i, s in zip(todo, starts, strict=True)])
-            for i, s in zip(todo, sols, strict=True):
-                out[i].append(s)
+    of_group: dict[int, list[int]] = {}
+    for i, p in enumerate(paths):
+        if len(p.Cs):
+            of_group.setdefault(p.group, []).append(i)
+    for batch in batches(groups, sorted(of_group)):
+        todo = [i for g in batch for i in of_group[g]]
+        sols = _solve(groups, [(paths[i].group, tuple(paths[i].Cs), paths[i].tol, paths[i].max_iter, paths[i].start)
+                               for i in todo])
+        for i, s in zip(todo, sols, strict=True):
+            out[i] = s
     return out
 
 
 def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, int, Any]]) -> list[Solution]:
     """Solve ``(group, C, tol, max_iter, start)`` problems together; returns (W, b, n_iter) for each, in order."""
+    return [s for s, in _solve(groups, [(g, (C,), t, mi, start) for g, C, t, mi, start in problems])]
+
+
+def _solve(groups: Sequence[Group], problems: Sequence[tuple[int, tuple[float, ...], float, int, Any]]) -> list[list[Solution]]:
+    """Solve ``(group, Cs, tol, max_iter, start)`` paths together: (W, b, n_iter) at each C of each, in order."""
     import torch
 
     used = sorted({p[0] for p in problems})
@@ -189,6 +196,7 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
     for i, p in enumerate(problems):
         members[slot_of[p[0]]].append(i)
     G, P = len(used), max(len(m) for m in members)
+    steps = max(len(p[1]) for p in problems)
     gs = [groups[g] for g in used]
     dev = gs[0].Z.device
     n, d, k = (max(int(g.Z.shape[0]) for g in gs), max(int(g.Z.shape[1]) for g in gs), max(g.n_classes for g in gs))
@@ -209,14 +217,16 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
         rw[i, :m] = 1.0 / m
         cbias[i, g.n_classes:] = float("-inf")
     # Per-problem scalars as Python lists, one tensor each (not one small write per problem and field).
-    ids_l, lam_l, tol_l, it_l = ([[fill] * P for _ in range(G)] for fill in (-1, 0.0, 0.0, 0))
+    ids_l, tol_l, it_l, len_l = ([[fill] * P for _ in range(G)] for fill in (-1, 0.0, 0, 1))
+    lam_l = [[[0.0] * steps for _ in range(P)] for _ in range(G)]  # lam at each C of the path (the last repeated)
     theta = torch.zeros(G, P, d * k + k, device=dev)
     for gi, mem in enumerate(members):
         g = gs[gi]
         r, nc = int(g.Z.shape[1]), g.n_classes
         for pi, i in enumerate(mem):
-            _, C, t, mi, start = problems[i]
-            ids_l[gi][pi], lam_l[gi][pi], tol_l[gi][pi], it_l[gi][pi] = i, 1.0 / (C * g.Z.shape[0]), t, mi
+            _, Cs, t, mi, start = problems[i]
+            ids_l[gi][pi], tol_l[gi][pi], it_l[gi][pi], len_l[gi][pi] = i, t, mi, len(Cs)
+            lam_l[gi][pi] = [1.0 / (C * g.Z.shape[0]) for C in Cs] + [1.0 / (Cs[-1] * g.Z.shape[0])] * (steps - len(Cs))
             if start is not None:  # class-major: theta holds W^T (k, d), row after row
                 W0 = torch.as_tensor(start[0], device=dev).T
                 if (r, nc) == (d, k):
@@ -225,16 +235,18 @@ def solve(groups: Sequence[Group], problems: Sequence[tuple[int, float, float, i
                     theta[gi, pi, : d * k].view(k, d)[:nc, :r] = W0
                 theta[gi, pi, d * k : d * k + nc] = torch.as_tensor(start[1], device=dev)
     ids = torch.tensor(ids_l, dtype=torch.long)
-    lam, tol = torch.tensor(lam_l, device=dev), torch.tensor(tol_l, device=dev)
-    max_iter = torch.tensor(it_l, dtype=torch.long, device=dev)
-    W_out, n_iter_out = _lbfgs(Z, Zt, Y, rw, cbias, lam, tol, max_iter, theta, ids, len(problems), d, k)
-    sols: list[Solution] = []
+    lams, tol = torch.tensor(lam_l, device=dev), torch.tensor(tol_l, device=dev)
+    max_iter, n_steps = (torch.tensor(v, dtype=torch.long, device=dev) for v in (it_l, len_l))
+    W_out, n_iter_out = _lbfgs(Z, Zt, Y, rw, cbias, lams, n_steps, tol, max_iter, theta, ids, len(problems), d, k)
+    sols: list[list[Solution]] = []
     for i, p in enumerate(problems):
         g = groups[p[0]]
-        th = W_out[i]
-        W = th[: d * k].view(k, d)[: g.n_classes, : g.Z.shape[1]].T.contiguous()
-        b = th[d * k : d * k + g.n_classes].clone()
-        sols.append((W, b, int(n_iter_out[i])))
+        path = []
+        for j in range(len(p[1])):
+            th = W_out[i, j]
+            W = th[: d * k].view(k, d)[: g.n_classes, : g.Z.shape[1]].T.contiguous()
+            path.append((W, th[d * k : d * k + g.n_classes].clone(), int(n_iter_out[i, j])))
+        sols.append(path)
     return sols
 
 
@@ -249,6 +261,9 @@ class _State:
     ids: Any
     active: Any
     lam: Any
+    lams: Any
+    step: Any
+    n_steps: Any
     tol: Any
     max_iter: Any
     theta: Any
@@ -271,18 +286,22 @@ class _State:
         rows = torch.arange(len(gi), device=gi.device)[:, None]
         for name in ("Z", "Zt", "Y", "rw", "cbias"):
             setattr(self, name, getattr(self, name)[gi])
-        for name in ("ids", "active", "lam", "tol", "max_iter", "theta", "L", "g", "f", "S", "Yh", "rho", "gamma", "n_iter"):
+        for name in ("ids", "active", "lam", "lams", "step", "n_steps", "tol", "max_iter", "theta", "L", "g", "f", "S", "Yh", "rho",
+                     "gamma", "n_iter"):
             t = getattr(self, name)
             setattr(self, name, t[gi.to(t.device)][rows.to(t.device), order.to(t.device)])
 
 
-def _lbfgs(Z, Zt, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: int, k: int):
+def _lbfgs(Z, Zt, Y, rw, cbias, lams, n_steps, tol, max_iter, theta, ids, count: int, d: int, k: int):
+    """Every problem's path of ``lams`` (G, P, steps; its first ``n_steps``): (count, steps, D) solutions and
+    (count, steps) iteration counts, indexed by ``ids``."""
     import torch
 
     G, P, D = theta.shape
     dev = theta.device
     m = HISTORY
-    s = _State(Z=Z, Zt=Zt, Y=Y, rw=rw, cbias=cbias, ids=ids.to(dev), active=ids.to(dev) >= 0, lam=lam, tol=tol, max_iter=max_iter,
+    s = _State(Z=Z, Zt=Zt, Y=Y, rw=rw, cbias=cbias, ids=ids.to(dev), active=ids.to(dev) >= 0, lam=lams[..., 0], lams=lams,
+               step=torch.zeros(G, P, dtype=torch.long, device=dev), n_steps=n_steps, tol=tol, max_iter=max_iter,
                theta=theta)
     s.L = _logits(s.Zt, s.theta, d, k)
     s.f, s.g = _loss_grad(s, d, k)
@@ -291,22 +310,24 @@ def _lbfgs(Z, Zt, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: i
     s.rho = torch.zeros(G, P, m, device=dev)
     s.gamma = torch.zeros(G, P, device=dev)  # 0: no curvature pair yet (first step scaled instead)
     s.n_iter = torch.zeros(G, P, dtype=torch.long, device=dev)
-    W_out = torch.zeros(count, D, device=dev)
-    n_iter_out = torch.zeros(count, dtype=torch.long)
-    s.active &= s.g.abs().amax(-1) > s.tol  # already optimal: 0 iterations, as torch's LBFGS
+    W_out = torch.zeros(count, lams.shape[-1], D, device=dev)
+    n_iter_out = torch.zeros(count, lams.shape[-1], dtype=torch.long)
+    # already optimal: 0 iterations, as torch's LBFGS (and on to the next C)
+    _next_c(s, s.active & (s.g.abs().amax(-1) <= s.tol), W_out, n_iter_out, d, k)
     ptr, it, live = 0, 0, -1
     while True:
         was, live = live, int(s.active.sum())
         if live != was:  # a problem stopped (or this is the start): write it out, perhaps shrink the batch
-            _retire(s, W_out, n_iter_out)
+            _retire(s)
         if not live:
             break
         it += 1
         act = s.active
         # Two-loop recursion over the pairs written so far, newest first; a skipped pair has rho = 0 (no effect).
+        # Only the newest pairs any live problem has had since its C began (older slots are 0 for all of them).
         q = -s.g
         alphas = []
-        for j in range(min(it - 1, m)):
+        for j in range(min(int(torch.where(act, s.n_iter, 0).max()), m)):
             slot = (ptr - 1 - j) % m
             a = s.rho[..., slot] * (s.S[..., slot, :] * q).sum(-1)
             q = q - a[..., None] * s.Yh[..., slot, :]
@@ -365,19 +386,45 @@ def _lbfgs(Z, Zt, Y, rw, cbias, lam, tol, max_iter, theta, ids, count: int, d: i
         ptr = (ptr + 1) % m
         s.n_iter = s.n_iter + act.long()
         done = (s.g.abs().amax(-1) <= s.tol) | (s.n_iter >= s.max_iter) | failed | (act & (s.f == f_old) & (t > 0))
-        s.active = act & ~done
+        s.active = act
+        if bool((act & done).any()):
+            _next_c(s, act & done, W_out, n_iter_out, d, k)
     return W_out, n_iter_out
 
 
-def _retire(s: _State, W_out, n_iter_out) -> None:
-    """Write out the problems that stopped; shrink the batch to the groups and slots still needed once it is worth a
+def _next_c(s: _State, done, W_out, n_iter_out, d: int, k: int) -> None:
+    """Problems ``done`` at their current C: keep the solution; those with a C left go on to it from where they
+    stand (its objective's loss and gradient differ only in the penalty: no pass over Z), with no history and no
+    iteration counted yet, until one does not meet its stopping rule at once; the others stop."""
+    import torch
+
+    while bool(done.any()):
+        W_out[s.ids[done], s.step[done]] = s.theta[done]
+        n_iter_out[s.ids[done].cpu(), s.step[done].cpu()] = s.n_iter[done].cpu()
+        more = done & (s.step + 1 < s.n_steps)
+        s.active = s.active & (~done | more)
+        if not bool(more.any()):
+            return
+        s.step = s.step + more.long()
+        lam = s.lams.gather(-1, s.step[..., None])[..., 0]
+        dlam = torch.where(more, lam - s.lam, 0.0)
+        W = s.theta[..., : d * k]
+        s.f = s.f + 0.5 * dlam * (W * W).sum(-1)
+        s.g = torch.cat([s.g[..., : d * k] + dlam[..., None] * W, s.g[..., d * k :]], -1)
+        s.lam = torch.where(more, lam, s.lam)
+        s.rho = torch.where(more[..., None], 0.0, s.rho)  # a new objective: a new history
+        s.gamma = torch.where(more, 0.0, s.gamma)
+        s.n_iter = torch.where(more, 0, s.n_iter)
+        done = more & (s.g.abs().amax(-1) <= s.tol)
+
+
+def _retire(s: _State) -> None:
+    """Free the slots of the problems that stopped; shrink the batch to the groups and slots still needed once it is worth a
     copy of every state tensor (:data:`SHRINK_BELOW`)."""
     import torch
 
     stopped = (~s.active) & (s.ids >= 0)
-    if bool(stopped.any()):
-        W_out[s.ids[stopped]] = s.theta[stopped]
-        n_iter_out[s.ids[stopped].cpu()] = s.n_iter[stopped].cpu()
+    if bool(stopped.any()):  # their solutions are written (_next_c): only their slots are freed
         s.ids = torch.where(stopped, -1, s.ids)
     keep_g = s.active.any(1)
     if not bool(keep_g.any()):
