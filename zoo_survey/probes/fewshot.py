@@ -252,12 +252,19 @@ def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) 
     jobs: list[Job] = []
     finals: list[Job] = []
     cv: list[tuple[FewShotProbe, np.ndarray, np.ndarray, np.ndarray, list[Job]]] = []
+    checked: dict[tuple[int, int], tuple[int, ...]] = {}
     for e, (X, y, X_val, y_val) in zip(ests, data, strict=True):
         if e.select == "full":
             finals.append(Job(e, with_validation(X, y, X_val, y_val, e.validation_fraction), e._grid(), False))
             e.selection_, e.cv_ = "on the full validation split", False
             continue
-        X, y, _, _, classes = check_fit(X, y, X_val, y_val)
+        # The validation arguments are checked (bad input is named whatever the selection), once per array: a
+        # comparison's settings all pass the same split.
+        if X_val is not None and checked.get((id(X_val), id(y_val))) == np.shape(X)[1:]:
+            X, y, _, _, classes = check_fit(X, y)
+        else:
+            X, y, _, _, classes = check_fit(X, y, X_val, y_val)
+            checked[(id(X_val), id(y_val))] = X.shape[1:]
         per_class = int(np.bincount(np.searchsorted(classes, y)).min())
         folds: list[Job] = []
         if per_class >= 2:
@@ -270,7 +277,8 @@ def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) 
                 fold = LinearProbe(grid=tuple(grid), search="full", refit=False, device=e.device, max_iter=e.max_iter,
                                    tol=10 * e.tol, standardize=e.standardize, block_widths=e.block_widths)
                 # Rows of checked arrays: no second check (every class is in both parts: n_folds <= per_class).
-                folds.append(Job(fold, (X[~held], y[~held], X[held], y[held], classes), grid, False))
+                folds.append(Job(fold, (X[~held], y[~held], X[held], y[held], classes), grid, False, checked=True,
+                                 model=False))
             e.selection_ = f"{n_folds}-fold CV within the shots"
         else:
             e.selection_ = f"fixed C={ONE_SHOT_C:g} (one example per class: nothing to hold out)"

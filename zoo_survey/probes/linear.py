@@ -149,6 +149,8 @@ class Job:
     data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     grid: np.ndarray
     refit: bool
+    checked: bool = False  # its classes already checked against its validation rows (few-shot's folds)
+    model: bool = True  # False: only its validation counts are wanted (a fold), not coef_ and intercept_
     # filled by sweep_many
     group: Any = None
     Xv: Any = None
@@ -168,13 +170,14 @@ def sweep_many(jobs: Sequence[Job]) -> None:
     groups: list[Group] = []
     for job in jobs:
         est, (X, y, X_val, y_val, classes) = job.est, job.data
-        missing = np.setdiff1d(classes, np.unique(y_val))
+        none = np.empty(0, dtype=classes.dtype)
+        missing = none if job.checked else np.setdiff1d(classes, np.unique(y_val))
         if len(missing) and job.refit:
             raise ProbeInputError(
                 f"classes {missing[:10].tolist()} are missing from the validation split; use more train data (max_train) "
                 "or a larger val_fraction so every class is validated"
             )
-        unseen = np.setdiff1d(np.unique(y_val), classes)
+        unseen = none if job.checked else np.setdiff1d(np.unique(y_val), classes)
         if len(unseen):
             raise ProbeInputError(f"validation labels {unseen[:10].tolist()} never occur in train; the probe cannot predict them")
         if est.max_iter < 1:
@@ -247,6 +250,8 @@ def sweep_many(jobs: Sequence[Job]) -> None:
                 job.notes.append(f"refit at C={job.est.best_C_:.3g} did not converge in {job.est.max_iter} iterations")
     for i, job in enumerate(jobs):
         est, classes = job.est, job.data[4]
+        if not job.model:
+            continue
         if i in finals:
             final, (W, b, n_iter) = finals[i]
         else:
