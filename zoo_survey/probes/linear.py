@@ -219,10 +219,22 @@ def sweep_many(jobs: Sequence[Job]) -> None:
         if len(coarse(job)) == len(job.grid):
             continue
         best_i = int(np.flatnonzero(job.grid == best_choice(job.correct))[0])
-        for C in (float(c) for c in job.grid[max(0, best_i - 3) : best_i + 4] if c not in job.correct):
+        # The best coarse C's neighbours, small first, each warm-started from the nearest smaller C solved (or the
+        # smallest, when none is): a run of neighbours with no coarse C between them is one path, as the sequential
+        # sweep goes along it (below the best C, and from it upwards).
+        chain: list[float] = []
+        start: tuple[Any, Any] | None = None
+        for C in sorted(float(c) for c in job.grid[max(0, best_i - 3) : best_i + 4] if c not in job.correct):
+            if chain and not any(chain[-1] < c < C for c in job.solutions):
+                chain.append(C)
+                continue
+            if chain:
+                fine.append((i, Path(i, chain, sweep_tol(job), job.est.max_iter, start)))
             below = [c for c in job.solutions if c < C]
-            start = job.solutions[max(below) if below else min(job.solutions)]  # the nearest smaller C solved
-            fine.append((i, Path(i, [C], sweep_tol(job), job.est.max_iter, start)))
+            start = job.solutions[max(below) if below else min(job.solutions)]
+            chain = [C]
+        if chain:
+            fine.append((i, Path(i, chain, sweep_tol(job), job.est.max_iter, start)))
     evaluate(fine)
     for job in jobs:
         job.est.best_C_ = best_choice(job.correct)  # most validation images right; ties: the strongest regularization
