@@ -317,7 +317,7 @@ def _lbfgs(Z, Zt, Y, rw, cbias, lams, n_steps, tol, max_iter, theta, ids, count:
     ptr, it, live = 0, 0, -1
     while True:
         was, live = live, int(s.active.sum())
-        if live != was:  # a problem stopped (or this is the start): write it out, perhaps shrink the batch
+        if live != was:  # a problem stopped (or this is the start): free its slot, perhaps shrink the batch
             _retire(s)
         if not live:
             break
