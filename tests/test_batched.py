@@ -250,6 +250,47 @@ def test_the_row_space_basis_projects_and_maps_back_exactly():
         assert not Group.build(X[:, :100], y, 3, "cpu").reduced  # 100 columns, 30 rows: under 4x
 
 
+def test_centred_rows_get_the_cholesky_basis_and_the_same_fit_as_the_eigen_basis():
+    """Standardized rows (centred columns) are factored by Cholesky after the centring's dimension is taken out: n - 1
+    columns, Z Z^T = X X^T, projections and the weights mapped back exact; the fit equals the one in the eigen basis
+    (an orthogonal rotation of it) to rounding. Rows not centred, or with a duplicate, fall back to eigh."""
+    from zoo_survey.probes import batched
+
+    rng = np.random.default_rng(1)
+    X, y = _problem(n=40, d=400, k=4, seed=2)  # standardized: centred columns
+    with fit_threads():
+        X64 = torch.as_tensor(X, dtype=torch.float64)
+        K = X64 @ X64.T
+        Z, M = batched._centered_factor(K)
+        assert tuple(Z.shape) == (40, 39) and torch.allclose(Z @ Z.T, K, atol=1e-8 * float(K.abs().max()))
+        assert torch.allclose(K @ M, Z, atol=1e-8 * float(Z.abs().max()))
+        V = X64.T @ M
+        assert torch.allclose(V.T @ V, torch.eye(39, dtype=torch.float64), atol=1e-10)  # orthonormal columns
+        g = Group.build(X, y, 4, "cpu")
+        assert tuple(g.Z.shape) == (40, 39) and torch.allclose(g.project(X), g.Z, atol=1e-4)
+        W = torch.as_tensor(rng.normal(size=(39, 4)), dtype=torch.float32)
+        assert torch.allclose(g.from_features(torch.as_tensor(g.to_features(W))), W, atol=1e-4)
+        saved = batched._centered_factor
+        try:
+            batched._centered_factor = lambda K: None  # the eigen basis
+            e = Group.build(X, y, 4, "cpu")
+        finally:
+            batched._centered_factor = saved
+        assert tuple(e.Z.shape)[0] == 40
+        (Wc, bc, _), = solve([g], [(0, 1.0, 1e-6, 1000, None)])
+        (We, be, _), = solve([e], [(0, 1.0, 1e-6, 1000, None)])
+        Xt = torch.as_tensor(X)
+        lc, le = Xt @ torch.as_tensor(g.to_features(Wc)) + bc, Xt @ torch.as_tensor(e.to_features(We)) + be
+        assert torch.allclose(lc, le, atol=1e-3 * float(le.abs().max()))  # to the solver's tolerance
+        assert torch.equal(lc.argmax(1), le.argmax(1))
+        assert batched._centered_factor(K + 1.0) is None  # rows not centred
+        Xd = X.copy()
+        Xd[1] = Xd[0]
+        Xd -= Xd.mean(0)
+        Xd64 = torch.as_tensor(Xd, dtype=torch.float64)
+        assert batched._centered_factor(Xd64 @ Xd64.T) is None  # a duplicate row: singular beyond the centring
+
+
 def test_the_fewshot_memo_tells_a_single_model_from_a_one_member_ensemble_on_the_same_arrays():
     """A single model and a pre-weighted one-block concatenation (a width-matched control, a one-member ensemble) can
     share their very arrays; the second must not be served the first's remembered outcomes."""

@@ -74,7 +74,7 @@ class Group:
     y: Any  # (n,) int64 tensor: class indices
     n_classes: int
     X64: Any = None  # (n, d) float64: the training rows, when reduced
-    US: Any = None  # (n, r) float64: U / S, when reduced
+    US: Any = None  # (n, r) float64: M with V = X^T M (U / S, or Q L^-T: see _centered_factor), when reduced
     _Zt: Any = None
 
     @property
@@ -98,9 +98,14 @@ class Group:
         yt = torch.as_tensor(np.asarray(y), device=dev)
         if not (reduce and d > REDUCE_ABOVE * n):
             return cls(X, yt, n_classes)
-        # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840).
         X64 = X.double()
-        ev, U = torch.linalg.eigh(X64 @ X64.T)
+        K = X64 @ X64.T
+        factor = _centered_factor(K)
+        if factor is not None:
+            Z, M = factor
+            return cls(Z.float().contiguous(), yt, n_classes, X64, M)
+        # X X^T = U S^2 U^T (float64: 3x faster than an SVD of X at 1,600 x 3,840).
+        ev, U = torch.linalg.eigh(K)
         keep = ev > ev.max() * 1e-12
         S = ev[keep].sqrt()
         U = U[:, keep]
@@ -118,6 +123,38 @@ class Group:
     def from_features(self, W):
         """Weights (d, k) in the solver's basis (r, k): V^T W (exact for weights in the training rows' span)."""
         return W if not self.reduced else (self.US.T @ (self.X64 @ W.to(self.X64))).float()
+
+
+def _centered_factor(K):
+    """``(Z, M)`` with ``Z Z^T = K`` and ``Z = K M`` (so ``V = X^T M`` has orthonormal columns and ``Z = X V``), from a
+    Cholesky factor, for the Gram matrix ``K = X X^T`` of rows whose columns are centred (``K 1 = 0``, as the probes'
+    standardization leaves them); None when they are not, or when the rest is singular (duplicate rows): then the
+    caller decomposes K with ``eigh``. About 6x cheaper than ``eigh`` at n = 200 (0.4 against 2.3 ms).
+
+    The centring takes one dimension: the Householder reflection H that maps 1 / sqrt(n) to e_1 turns K into
+    ``[[0, 0], [0, K_r]]``; with ``K_r = L L^T``, ``Z = H[:, 1:] L`` and ``M = H[:, 1:] L^-T``. The solver works in a
+    rotation of the basis ``eigh`` gives (the same n - 1 dimensions), and L-BFGS is unchanged by a rotation: the same
+    iterates, up to rounding."""
+    import torch
+
+    n = K.shape[0]
+    top = K.diagonal().max()
+    if n < 2 or not bool(top > 0) or bool(K.sum(1).abs().max() > 1e-6 * top * n ** 0.5):
+        return None
+    w = torch.full((n,), n ** -0.5, dtype=K.dtype, device=K.device)
+    w[0] -= 1.0
+    w /= w.norm()
+    Kw = K @ w
+    Kr = (K - 2 * torch.outer(w, Kw) - 2 * torch.outer(Kw, w) + 4 * (w @ Kw) * torch.outer(w, w))[1:, 1:]
+    L, info = torch.linalg.cholesky_ex(Kr)
+    if int(info) or bool(L.diagonal().min() ** 2 <= 1e-12 * Kr.diagonal().max()):
+        return None
+    Linv_T = torch.linalg.solve_triangular(L, torch.eye(n - 1, dtype=K.dtype, device=K.device), upper=False).T
+
+    def reflect(B):  # H[:, 1:] @ B = [0; B] - 2 w (w[1:] . B)
+        return torch.cat([torch.zeros(1, B.shape[1], dtype=B.dtype, device=B.device), B]) - 2 * torch.outer(w, w[1:] @ B)
+
+    return reflect(L), reflect(Linv_T)
 
 
 @dataclass
