@@ -34,7 +34,6 @@ from _reference_probes import RefFewShotProbe, RefLinearProbe  # noqa: E402 - af
 
 from zoo_survey.api import prepare_survey  # noqa: E402 - after the sys.path insert above
 from zoo_survey.probes.base import fit_threads  # noqa: E402
-from zoo_survey.probes.protocol import MemberFeatures  # noqa: E402
 from zoo_survey.survey.run import extract_all  # noqa: E402
 from zoo_survey.survey.runner import RunReport  # noqa: E402
 from zoo_survey.survey.units import probe_units  # noqa: E402
@@ -42,17 +41,16 @@ from zoo_survey.survey.units import probe_units  # noqa: E402
 REFERENCE = {"linear": RefLinearProbe, "fewshot": RefFewShotProbe}
 
 
-def phase(units, ws, engine: str) -> tuple[float, dict[str, object], dict[str, float]]:
-    """Seconds for every unit's probe, each row's outcome, and the seconds per probe and combination rule."""
+def phase(units, feats, engine: str) -> tuple[float, dict[str, object], dict[str, float]]:
+    """Seconds for every unit's probe on its features (``feats``, by row key), each row's outcome, and the seconds
+    per probe and combination rule."""
     out, parts = {}, {}
     t = time.perf_counter()
     for u in units:
-        data = ws.comparison_features(u.comparison, u.dataset, u.fingerprint)
         probe = u.probe if engine == "batched" else REFERENCE[u.probe.name]
         t0 = time.perf_counter()
         with fit_threads():
-            out[u.row_key] = probe.run(MemberFeatures(data.blocks, data.labels, u.comparison.combine), u.setting,
-                                       u.options.probe_config)
+            out[u.row_key] = probe.run(feats[u.row_key], u.setting, u.options.probe_config)
         part = f"{u.probe.name}/{u.comparison.combine}"
         parts[part] = parts.get(part, 0.0) + time.perf_counter() - t0
     return time.perf_counter() - t, out, {k: round(v, 2) for k, v in sorted(parts.items())}
@@ -98,13 +96,14 @@ def main() -> None:
     runner = extract_all(checkpoints, job.datasets, job.cache, job.options, None, RunReport(), None)
     extract_s = time.perf_counter() - t
     units = probe_units(job.plans, runner.ws.prepared, runner.ws.resolved, job.options)
-    # Read every comparison's features once before timing, and warm both engines up on a tiny fit (importing torch and
-    # its first kernels cost ~1.5 s, which whichever engine ran first used to pay).
-    for u in units:
-        runner.ws.comparison_features(u.comparison, u.dataset, u.fingerprint)
+    # Every unit's features before timing, as the survey gives them to its probe (a width-matched control's projection
+    # included), and both engines warmed up on a tiny fit (importing torch and its first kernels cost ~1.5 s, which
+    # whichever engine ran first used to pay).
+    with fit_threads():
+        feats = {u.row_key: u.features(runner.ws) for u in units}
     warm(units, runner.ws)
-    new_s, new, new_parts = phase(units, runner.ws, "batched")
-    ref_s, ref, ref_parts = phase(units, runner.ws, "reference")
+    new_s, new, new_parts = phase(units, feats, "batched")
+    ref_s, ref, ref_parts = phase(units, feats, "reference")
     diffs = np.array([abs(new[k].top1 - ref[k].top1) * 100 for k in new])
     same_C = np.mean([chosen_C(new[k].hparams) == chosen_C(ref[k].hparams) for k in new])
     worst = max(new, key=lambda k: abs(new[k].top1 - ref[k].top1))

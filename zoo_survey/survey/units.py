@@ -187,16 +187,24 @@ class ProbeUnit:
         seed = f" seed {self.setting.seed}" if self.setting.seed is not None else ""
         return f"{self.probe_name}{label}{seed} probe · {self.comparison.name} · {self.dataset.id}"
 
+    def features(self, ws: Workspace) -> MemberFeatures:
+        """What the probe is given: the comparison's cached member features, and for a width-matched control their
+        projection (fitted here: call it under :func:`~zoo_survey.probes.base.fit_threads`, as :meth:`run` does)."""
+        comp = self.comparison
+        data = ws.comparison_features(comp, self.dataset, self.fingerprint)
+        feats = MemberFeatures(data.blocks, data.labels, comp.combine)
+        if comp.project:
+            ds = ws.dataset(self.dataset, self.fingerprint)
+            width = ws.source.get(ws.checkpoint(comp.width_of), ds, "train").features.shape[1]  # type: ignore[arg-type]
+            feats = control_features(comp, feats, int(width))
+        return feats
+
     def run(self, ws: Workspace) -> ResultRow:
         """Fit and score the probe on the cached member features; returns the row (the caller stores it)."""
         comp, ds = self.comparison, ws.dataset(self.dataset, self.fingerprint)
         data = ws.comparison_features(comp, self.dataset, self.fingerprint)
         with fit_threads():  # every probe, plugins too, with the same thread count on any runner (issue 22)
-            feats = MemberFeatures(data.blocks, data.labels, comp.combine)
-            if comp.project:  # a width-matched control: its projection is fitted under the same threads
-                width = ws.source.get(ws.checkpoint(comp.width_of), ds, "train").features.shape[1]  # type: ignore[arg-type]
-                feats = control_features(comp, feats, int(width))
-            out = self.probe.run(feats, self.setting, self.options.probe_config)
+            out = self.probe.run(self.features(ws), self.setting, self.options.probe_config)
         resolved = {m.id: ws.checkpoint(m) for m in comp.members}
         return ResultRow(
             row_key=self.row_key,
