@@ -29,6 +29,7 @@ from zoo_survey.probes.base import (
     with_validation,
 )
 from zoo_survey.probes.fewshot import sample_shots, shots_of, stratified_folds
+from zoo_survey.probes.linear import SWEEP_TOL_FACTOR
 from zoo_survey.probes.protocol import SELECTIONS
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
@@ -141,7 +142,7 @@ class RefLinearProbe(ClassifierProbe, declared="linear"):
         notes: list[str] = []
         y_idx = np.searchsorted(classes, y)
         mean, std = self._standardize(X)
-        sweep_tol = 10 * self.tol if self.sweep_tol is None else self.sweep_tol
+        sweep_tol = SWEEP_TOL_FACTOR * self.tol if self.sweep_tol is None else self.sweep_tol
         # Without a refit the sweep's fit is the model: solve it to tol then.
         solver = _Solver((X - mean) / std, y_idx, len(classes), self.max_iter, sweep_tol if refit else self.tol, self.device)
         Xv = solver.project((X_val - mean) / std)
@@ -365,7 +366,7 @@ class RefFewShotProbe(RefLinearProbe, declared="fewshot"):
                 held = folds == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 cv = RefLinearProbe(grid=tuple(grid), search="full", refit=False, device=self.device, max_iter=self.max_iter,
-                                 tol=10 * self.tol, standardize=self.standardize, block_widths=self.block_widths)._fit(
+                                 tol=SWEEP_TOL_FACTOR * self.tol, standardize=self.standardize, block_widths=self.block_widths)._fit(
                     *check_fit(X[~held], y[~held], X[held], y[held]), grid, refit=False)
                 for c, n in cv.val_correct_.items():
                     correct[c] += n

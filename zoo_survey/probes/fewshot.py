@@ -46,7 +46,7 @@ from .base import (
     with_validation,
 )
 from .combine import probe_inputs
-from .linear import Job, LinearProbe, sweep_many
+from .linear import SWEEP_TOL_FACTOR, Job, LinearProbe, sweep_many
 from .protocol import SELECTIONS
 
 FEWSHOT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 12))  # every 4th value of the 45-value grid
@@ -275,7 +275,7 @@ def _fit_shots(ests: list[FewShotProbe], data: list[tuple[Any, Any, Any, Any]]) 
                 held = fold_of == f
                 # A fold's fit only ranks C (like the linear probe's sweep): it stops at 10 x tol; the kept fit uses tol.
                 fold = LinearProbe(grid=tuple(grid), search="full", refit=False, device=e.device, max_iter=e.max_iter,
-                                   tol=10 * e.tol, standardize=e.standardize, block_widths=e.block_widths)
+                                   tol=SWEEP_TOL_FACTOR * e.tol, standardize=e.standardize, block_widths=e.block_widths)
                 # Rows of checked arrays: no second check (every class is in both parts: n_folds <= per_class).
                 folds.append(Job(fold, (X[~held], y[~held], X[held], y[held], classes), grid, False, checked=True,
                                  model=False))

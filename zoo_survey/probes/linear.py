@@ -29,6 +29,8 @@ from .base import ClassifierProbe, ProbeConfig, ProbeInputError, best_choice, fi
 from .batched import Group, Path, solve_paths
 
 DEFAULT_GRID = tuple(float(c) for c in np.logspace(-6, 5, 45))
+# The sweep's fits only rank C by validation accuracy: they stop at this many times the refit's tol.
+SWEEP_TOL_FACTOR = 10.0
 
 
 class LinearProbe(ClassifierProbe, declared="linear"):
@@ -192,7 +194,7 @@ def sweep_many(jobs: Sequence[Job]) -> None:
     def sweep_tol(job: Job) -> float:
         est = job.est
         # Without a refit the sweep's fit is the model: solve it to tol then.
-        return (10 * est.tol if est.sweep_tol is None else est.sweep_tol) if job.refit else est.tol
+        return (SWEEP_TOL_FACTOR * est.tol if est.sweep_tol is None else est.sweep_tol) if job.refit else est.tol
 
     def evaluate(paths: list[tuple[int, Path]]) -> None:
         for (i, path), sols in zip(paths, solve_paths(groups, [p for _, p in paths]), strict=True):
