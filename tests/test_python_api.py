@@ -58,6 +58,22 @@ def test_import_is_light_and_help_imports_no_torch():
     assert all(c in done.stdout for c in ("run", "extract", "prefetch", "report", "pretrain", "registry", "cache"))
 
 
+@pytest.mark.parametrize(("argv", "threads"), [(["report", "--out", "no-such-folder"], "1"),
+                                               (["registry", "list", "--format", "tsv"], None)])
+def test_a_report_keeps_its_blas_to_one_thread(argv, threads, monkeypatch):
+    """A report draws its plots in worker processes on the other CPUs: its own BLAS and OpenMP get one thread; other
+    commands every usable CPU (set before numpy loads; a count the user set wins)."""
+    from zoo_survey.threads import THREAD_VARS, usable_cpus
+
+    for v in THREAD_VARS:
+        monkeypatch.delenv(v, raising=False)
+    done = _python(f"import os, sys; sys.argv = ['zoo-survey', *{argv!r}]\nfrom zoo_survey.cli import main\n"
+                   "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                   f"print('THREADS', [os.environ.get(v) for v in {THREAD_VARS!r}])")
+    want = threads or str(usable_cpus())
+    assert f"THREADS {[want] * len(THREAD_VARS)!r}" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_mistyped_command_is_named_with_the_closest_one():
     """The script imports only the module of the command it runs; a name that is no command loads them all, so click
     can say which one was meant."""

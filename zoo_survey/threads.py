@@ -30,25 +30,25 @@ def usable_cpus() -> int:
     return max(1, int(cpu_count(only_physical_cores=False)))
 
 
-def thread_env(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """What :func:`configure` sets: the passive wait policy and, per library, :func:`usable_cpus` threads; a
-    variable already in ``environ`` is left out (the user's choice wins)."""
+def thread_env(environ: MutableMapping[str, str] | None = None, count: int | None = None) -> dict[str, str]:
+    """What :func:`configure` sets: the passive wait policy and, per library, ``count`` threads (default
+    :func:`usable_cpus`); a variable already in ``environ`` is left out (the user's choice wins)."""
     environ = os.environ if environ is None else environ
     want = {**WAIT_POLICY}
     if not all(v in environ for v in THREAD_VARS):
         # One user-set count (OMP_NUM_THREADS=1) holds for the other libraries too: MKL at another count would sum
         # torch's GEMMs in another order than the user asked for.
-        n = next((environ[v] for v in THREAD_VARS if v in environ), None) or str(usable_cpus())
+        n = next((environ[v] for v in THREAD_VARS if v in environ), None) or str(count or usable_cpus())
         want.update({v: n for v in THREAD_VARS})
     return {k: v for k, v in want.items() if k not in environ}
 
 
-def configure(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+def configure(environ: MutableMapping[str, str] | None = None, count: int | None = None) -> dict[str, str]:
     """Set :func:`thread_env` in ``environ`` (default ``os.environ``): read by OpenMP and BLAS when they load,
     so call it before torch or numpy's BLAS is imported. When torch is loaded already, its intra-op threads
     are lowered to :func:`usable_cpus` (never raised). Returns what it set."""
     environ = os.environ if environ is None else environ
-    added = thread_env(environ)
+    added = thread_env(environ, count)
     environ.update(added)
     import sys
 

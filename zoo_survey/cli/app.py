@@ -53,10 +53,15 @@ COMMANDS = {"run": "run", "extract": "run", "prefetch": "run", "report": "report
             "registry": "registry", "cache": "cache"}
 
 
+def command_of(argv: list[str]) -> str | None:
+    """The command a command line (the arguments after the program name) names: its first word that is no option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def load_commands(argv: list[str] | None = None) -> typer.Typer:
     """Register the commands that ``argv`` (the arguments after the program name) can run on :data:`app`, and return
     it; ``None``: every command. Importing a command's module twice registers it once."""
-    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    command = command_of(argv) if argv is not None else None
     for name in sorted({COMMANDS[command]} if command in COMMANDS else set(COMMANDS.values())):
         importlib.import_module(f"{__package__}.{name}")
     return app
@@ -159,7 +164,9 @@ def main() -> None:
     Thread counts follow the CPUs this process may use, and OpenMP waits passively (:mod:`zoo_survey.threads`).
     SIGTERM and SIGHUP stop it like Ctrl-C: finished shards and rows stay, and a rerun resumes.
     """
-    configure_threads()  # before torch loads: usable CPUs (affinity, cgroup quota), and OpenMP threads that do not spin
+    # Before torch and numpy load: usable CPUs (affinity, cgroup quota), and OpenMP threads that do not spin. A report
+    # draws its plots in worker processes on the other CPUs: its own BLAS keeps to one thread (2 fought the worker).
+    configure_threads(count=1 if command_of(sys.argv[1:]) in PLOT_WORKERS else None)
     signals = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
     before = {s: signal.signal(s, _on_signal) for s in signals}
     _signalled.clear()
@@ -175,6 +182,7 @@ def main() -> None:
 # closed): the script ends at once after them, without the interpreter's teardown of pandas, matplotlib and scipy's
 # objects (about 0.2 s of the first report's 1.8 s).
 FAST_EXIT = frozenset({"report"})
+PLOT_WORKERS = frozenset({"report"})  # commands that use the other CPUs through worker processes
 
 
 def script() -> None:
@@ -187,8 +195,7 @@ def script() -> None:
 def end_quickly() -> None:
     """End the process now, output flushed, if the command line's command is one of :data:`FAST_EXIT` (call it only
     after the command succeeded)."""
-    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    if command in FAST_EXIT:
+    if command_of(sys.argv[1:]) in FAST_EXIT:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
