@@ -45,8 +45,9 @@ def thread_env(environ: MutableMapping[str, str] | None = None, count: int | Non
 
 def configure(environ: MutableMapping[str, str] | None = None, count: int | None = None) -> dict[str, str]:
     """Set :func:`thread_env` in ``environ`` (default ``os.environ``): read by OpenMP and BLAS when they load,
-    so call it before torch or numpy's BLAS is imported. When torch is loaded already, its intra-op threads
-    are lowered to :func:`usable_cpus` (never raised). Returns what it set."""
+    so call it before torch or numpy's BLAS is imported; ``count``: threads per library instead of
+    :func:`usable_cpus` (the CLI passes 1 for a report, whose plot workers use the other CPUs). When torch is
+    loaded already, its intra-op threads are lowered to :func:`usable_cpus` (never raised). Returns what it set."""
     environ = os.environ if environ is None else environ
     added = thread_env(environ, count)
     environ.update(added)
