@@ -55,22 +55,24 @@ def row_space(rows: list[int], cache_dir: Path | None) -> list[dict[str, object]
     return out
 
 
+def timed(fn, repeat: int) -> float:
+    """Milliseconds per call of ``fn``, after one untimed call."""
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - t) / repeat * 1e3
+
+
 def layout(repeat: int = 300) -> dict[str, float]:
     import torch
 
     L = torch.randn(25, 200, 1, 10)
     Lc = L.permute(0, 2, 3, 1).contiguous()
 
-    def timed(fn) -> float:
-        fn()
-        t = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        return (time.perf_counter() - t) / repeat * 1e3
-
     with fit_threads():
-        last = timed(lambda: L.log_softmax(-1))
-        major = timed(lambda: Lc.log_softmax(2))
+        last = timed(lambda: L.log_softmax(-1), repeat)
+        major = timed(lambda: Lc.log_softmax(2), repeat)
         assert torch.allclose(L.log_softmax(-1).permute(0, 2, 3, 1), Lc.log_softmax(2), atol=1e-6)
     print(f"log_softmax over 10 classes: classes last {last:.3f} ms, class-major {major:.3f} ms ({last / major:.1f}x)")
     return {"classes_last_ms": round(last, 4), "class_major_ms": round(major, 4), "ratio": round(last / major, 1)}
@@ -79,20 +81,13 @@ def layout(repeat: int = 300) -> dict[str, float]:
 def logits_pass(repeat: int = 40) -> list[dict[str, float]]:
     import torch
 
-    def timed(fn) -> float:
-        fn()
-        t = time.perf_counter()
-        for _ in range(repeat):
-            fn()
-        return (time.perf_counter() - t) / repeat * 1e3
-
     out = []
     with fit_threads():
         for d in (1280, 3840):
             Z, W = torch.randn(1, 1600, d), torch.randn(1, 10, d)
             Zt = Z.transpose(1, 2).contiguous()
-            view = timed(lambda: W @ Z.transpose(1, 2))  # noqa: B023 - timed here, in this iteration
-            copy = timed(lambda: W @ Zt)  # noqa: B023 - timed here, in this iteration
+            view = timed(lambda: W @ Z.transpose(1, 2), repeat)  # noqa: B023 - timed here, in this iteration
+            copy = timed(lambda: W @ Zt, repeat)  # noqa: B023 - timed here, in this iteration
             assert torch.allclose(W @ Z.transpose(1, 2), W @ Zt, rtol=1e-4, atol=1e-3)
             print(f"logits pass, k 10 x d {d} x n 1600: Z viewed transposed {view:.3f} ms, Z^T contiguous {copy:.3f} ms "
                   f"({view / copy:.1f}x)")
