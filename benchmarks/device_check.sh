@@ -74,7 +74,7 @@ timeout 150 "$PY" jpeg_decode.py --device cuda --dtype bfloat16 --images 4000 2>
     || echo "step 6 failed or timed out"
 step "7. the probe battery on CUDA, then on the CPU, from the same cached features (--quick)"
 for dev in cuda cpu; do
-  timeout 120 "$PY" probe_battery.py --quick --device $dev --cache-dir /tmp/zoo-probe-cache 2>&1 | tail -3 \
+  timeout 120 "$PY" probe_battery.py --quick --floor-draws 0 --device $dev --cache-dir /tmp/zoo-probe-cache 2>&1 | tail -3 \
       | tee -a "$OUT/probe_battery.txt" || echo "step 7 ($dev) failed or timed out"
 done
 step "done"
