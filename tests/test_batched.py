@@ -308,3 +308,22 @@ def test_the_fewshot_memo_tells_a_single_model_from_a_one_member_ensemble_on_the
     FewShotProbe.run(single, setting, config)
     after = FewShotProbe.run(block, setting, config)
     assert np.array_equal(after.predictions, fresh.predictions) and after.hparams == fresh.hparams
+
+
+def test_the_battery_floor_perturbs_a_shared_matrix_alike_in_every_row_and_leaves_test_alone():
+    """probe_battery.py's floor: each train and validation matrix times (1 + 1e-6 noise), the same noise wherever the
+    same matrix appears (a member in its own row and in a concatenation), another draw other noise, test untouched."""
+    import probe_battery
+
+    rng = np.random.default_rng(0)
+    a, b, v, t = (rng.normal(size=(40, 6)).astype(np.float32) for _ in range(4))
+    labels = {s: np.arange(40) % 4 for s in ("train", "val", "test")}
+    rows = {"single": MemberFeatures({"train": [a], "val": [v], "test": [t]}, labels, "single"),
+            "concat": MemberFeatures({"train": [a.copy(), b], "val": [v.copy(), v], "test": [t, t]}, labels, "concat")}
+    one, other = probe_battery.perturbed(rows, 0), probe_battery.perturbed(rows, 1)
+    moved = one["single"].blocks["train"][0]
+    assert np.array_equal(moved, one["concat"].blocks["train"][0])  # a copy of the same matrix: the same noise
+    assert np.array_equal(one["single"].blocks["val"][0], one["concat"].blocks["val"][1])
+    assert 0 < np.abs(moved / a - 1).max() < 1e-5 and moved.dtype == a.dtype
+    assert not np.array_equal(moved, other["single"].blocks["train"][0])
+    assert one["concat"].blocks["test"][0] is t and one["single"].labels is labels
