@@ -17,10 +17,10 @@ or tie by McNemar's exact p on the same test images, unadjusted), and on how man
 The floor those differences are judged against: each engine run again on the same features with every train and
 validation matrix multiplied by (1 + 1e-6 N(0, 1)), about 8 float32 rounding steps, far less than another
 device's or library's extraction changes, and compared with its own rows (``--floor-draws`` draws of that noise,
-each engine). A difference between the engines that each engine shows against itself is the protocol's, not
+each engine; ``--floor-noise`` another size). A difference between the engines that each engine shows against itself is the protocol's, not
 the batched engine's.
 
-    python benchmarks/probe_battery.py [--quick] [--cache-dir DIR] [--device cpu] [--floor-draws 1]
+    python benchmarks/probe_battery.py [--quick] [--cache-dir DIR] [--device cpu] [--floor-draws 1] [--floor-noise 1e-6]
 
 ``--quick``: 300 train+val / 150 test images at 32 px, k = 1, 5, 10 with 3 seeds. The default: the survey's CPU
 limits (2,000 / 1,000 at 96 px), all shots and seeds.
@@ -50,7 +50,7 @@ from zoo_survey.survey.runner import RunReport  # noqa: E402
 from zoo_survey.survey.units import probe_units  # noqa: E402
 
 REFERENCE = {"linear": RefLinearProbe, "fewshot": RefFewShotProbe}
-FLOOR_NOISE = 1e-6  # relative noise on the features of the floor's runs
+FLOOR_NOISE = 1e-6  # relative noise on the features of the floor's runs (--floor-noise)
 
 
 def phase(units, feats, engine: str) -> tuple[float, dict[str, object], dict[str, float]]:
@@ -135,8 +135,8 @@ def compare(units, a: dict, b: dict, feats: dict) -> dict[str, object]:
             "verdicts": len(v_a), "verdicts_differ": {k: [v_a[k], v_b[k]] for k in sorted(v_a) if v_a[k] != v_b[k]}}
 
 
-def perturbed(feats: dict, draw: int) -> dict:
-    """Every row's features with each train and validation matrix multiplied by (1 + FLOOR_NOISE N(0, 1)). The noise
+def perturbed(feats: dict, draw: int, noise: float = FLOOR_NOISE) -> dict:
+    """Every row's features with each train and validation matrix multiplied by (1 + noise N(0, 1)). The noise
     is a function of the matrix's content and the draw, so rows that share a matrix (a member in its single row and
     in a concatenation, every few-shot setting of a comparison) share its perturbation, as they share the matrix."""
     done: dict[bytes, np.ndarray] = {}
@@ -145,7 +145,7 @@ def perturbed(feats: dict, draw: int) -> dict:
         key = hashlib.blake2b(np.ascontiguousarray(x).data, digest_size=16).digest()
         if key not in done:
             rng = np.random.default_rng([draw, int.from_bytes(key[:8], "little")])
-            done[key] = (x * (1 + FLOOR_NOISE * rng.standard_normal(x.shape, dtype=np.float32))).astype(x.dtype)
+            done[key] = (x * (1 + noise * rng.standard_normal(x.shape, dtype=np.float32))).astype(x.dtype)
         return done[key]
 
     return {k: replace(f, blocks={s: [x if s == "test" else noisy(x) for x in xs] for s, xs in f.blocks.items()})
@@ -168,7 +168,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None, help="the features cache [default: zoo-survey's]")
     ap.add_argument("--device", default="cpu", help="where the probes (and the extraction) run")
     ap.add_argument("--floor-draws", type=int, default=1, metavar="N",
-                    help="draws of 1e-6 relative feature noise each engine is compared with itself on (0: none)")
+                    help="draws of relative feature noise each engine is compared with itself on (0: none)")
+    ap.add_argument("--floor-noise", type=float, default=FLOOR_NOISE, metavar="EPS",
+                    help="the floor's noise: features times (1 + EPS N(0, 1)) [default: 1e-6]")
     args = ap.parse_args()
     sizes = dict(max_train=300, max_test=150, image_size=32, shots=(1, 5, 10), seeds=3) if args.quick else {}
     job = prepare_survey(offline=True, device=args.device, cache_dir=args.cache_dir, workers=0, **sizes)
@@ -188,7 +190,7 @@ def main() -> None:
     c = compare(units, new, ref, feats)
     floors: dict[str, list[dict]] = {"reference": [], "batched": []}
     for draw in range(args.floor_draws):
-        noisy = perturbed(feats, draw)
+        noisy = perturbed(feats, draw, args.floor_noise)
         for engine, rows in (("reference", ref), ("batched", new)):
             floors[engine].append(compare(units, rows, phase(units, noisy, engine)[1], feats))
     counts = ", ".join(f"{n}: {v['rows']}" for n, v in c["by_probe"].items())
@@ -199,14 +201,14 @@ def main() -> None:
     print(f"batched against the reference: {line(c)}")
     for engine, runs in floors.items():
         for i, f in enumerate(runs):
-            print(f"floor, {engine} against itself (noise draw {i}): {line(f)}")
+            print(f"floor, {engine} against itself (noise {args.floor_noise:g}, draw {i}): {line(f)}")
     print(json.dumps({
         "benchmark": "probe_battery", "quick": args.quick, "device": args.device, "rows": len(units),
         "batched_s": round(new_s, 2), "reference_s": round(ref_s, 2), "ratio": round(ref_s / new_s, 2),
         "max_top1_diff_points": c["max_diff_points"], "mean_abs_top1_diff_points": c["mean_abs_diff_points"],
         "same_C_share": c["same_C"], "answers_equal": not c["answers_differ"], "answers_differ": c["answers_differ"],
         "margins_differ": c["margins_differ"], "verdicts_differ": c["verdicts_differ"],
-        "by_probe": c["by_probe"], "floor_noise": FLOOR_NOISE, "floor": floors,
+        "by_probe": c["by_probe"], "floor_noise": args.floor_noise, "floor": floors,
         "extract_s": round(extract_s, 1), "batched_parts_s": new_parts, "reference_parts_s": ref_parts,
     }))
 
