@@ -51,6 +51,22 @@ def test_records_chosen_hparams_and_metrics():
     assert 12 <= res.hparams["grid_evaluated"] <= 19  # coarse-to-fine over the 45-value grid
 
 
+def test_a_validation_split_that_cannot_choose_c_is_noted_and_one_that_can_is_not():
+    # Two far-apart balanced classes: every C, down to the grid's 1e-6, gets every validation image right.
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 2
+    X = (np.where(y[:, None] == 1, 3.0, -3.0) + rng.normal(size=(200, 10))).astype(np.float32)
+    (Xtr, ytr), (Xv, yv), _ = _split(X, y)
+    tied = LinearProbe().fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    assert set(tied.val_correct_.values()) == {len(yv)} and tied.best_C_ == min(tied.val_correct_)
+    assert any(f"every C got the same {len(yv)} of {len(yv)} validation images right" in w for w in tied.warnings_)
+    X, y = _blobs(k=7)
+    (Xtr, ytr), (Xv, yv), _ = _split(X, y)
+    chosen = LinearProbe().fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    assert len(set(chosen.val_correct_.values())) > 1
+    assert not any("every C got the same" in w for w in chosen.warnings_)
+
+
 def test_top5_only_with_more_than_five_classes():
     X, y = _blobs(k=3)
     (Xtr, ytr), (Xv, yv), (Xte, yte) = _split(X, y)

@@ -242,6 +242,8 @@ def sweep_many(jobs: Sequence[Job]) -> None:
         job.est.best_C_ = best_choice(job.correct)  # most validation images right; ties: the strongest regularization
         job.est.val_correct_ = dict(sorted(job.correct.items()))
         job.est.val_scores_ = {c: n / max(len(job.yv), 1) for c, n in job.est.val_correct_.items()}
+        if job.refit and len(job.correct) > 1 and len(set(job.correct.values())) == 1:
+            job.notes.append(undecided(job.correct, len(job.yv)))
     # Refits on train+val, one batch: each starts from its sweep's solution in the refit's standardization.
     refits = [(i, job) for i, job in enumerate(jobs) if job.refit]
     finals: dict[int, tuple[Group, tuple[Any, Any, int]]] = {}
@@ -278,6 +280,14 @@ def sweep_many(jobs: Sequence[Job]) -> None:
         est.n_features_in_ = job.data[0].shape[1]
         est.n_iter_ = n_iter  # L-BFGS iterations of the kept fit (0 when its warm start already met tol)
         est.warnings_ = tuple(job.notes)
+
+
+def undecided(correct: dict[float, int], n_val: int) -> str:
+    """The note of a sweep whose validation split could not choose, every C having got the same images right (lfw-subset's
+    30 validation images at the CPU limits): the row's C is then the grid's smallest, the nearest-class-mean limit."""
+    return (f"every C got the same {next(iter(correct.values()))} of {n_val} validation images right, so C is the grid's "
+            f"smallest ({min(correct):.3g}) by the tie rule; a larger validation split (max_train, val_fraction) would let "
+            "the sweep choose")
 
 
 def _restandardize(job: Job, solution: tuple[Any, Any], new: Group) -> tuple[Any, Any]:
