@@ -17,8 +17,8 @@ or tie by McNemar's exact p on the same test images, unadjusted), and on how man
 The floor those differences are judged against: each engine run again on the same features with every train and
 validation matrix multiplied by (1 + 1e-6 N(0, 1)), about 8 float32 rounding steps, far less than another
 device's or library's extraction changes, and compared with its own rows (``--floor-draws`` draws of that noise,
-each engine; ``--floor-noise`` another size). A difference between the engines that each engine shows against itself is the protocol's, not
-the batched engine's.
+each engine; ``--floor-noise`` another size). A difference between the engines that each engine also shows
+against itself is the protocol's, not the batched engine's.
 
     python benchmarks/probe_battery.py [--quick] [--cache-dir DIR] [--device cpu] [--floor-draws 1] [--floor-noise 1e-6]
 
@@ -116,8 +116,8 @@ def verdicts(units, rows, feats) -> dict[str, str]:
 
 def compare(units, a: dict, b: dict, feats: dict) -> dict[str, object]:
     """Two sets of rows (by row key) side by side: the largest and the mean absolute top-1 difference (points), the
-    share of rows with the same chosen C, per probe, and the per-family answers that differ, with the two margins
-    (ensemble minus baseline, points) behind each."""
+    share of rows with the same chosen C, per probe, the per-family answers that differ, with the two margins
+    (ensemble minus baseline, points) behind each, and the ensemble rows whose paired-test verdicts differ."""
     def summary(keys: list) -> dict[str, object]:
         d = np.array([abs(a[k].top1 - b[k].top1) * 100 for k in keys])
         worst = keys[int(d.argmax())]
@@ -211,6 +211,7 @@ def main() -> None:
         "by_probe": c["by_probe"], "floor_noise": args.floor_noise, "floor": floors,
         "extract_s": round(extract_s, 1), "batched_parts_s": new_parts, "reference_parts_s": ref_parts,
     }))
+
 
 if __name__ == "__main__":
     main()
