@@ -284,7 +284,8 @@ def sweep_many(jobs: Sequence[Job]) -> None:
 
 def undecided(correct: dict[float, int], n_val: int) -> str:
     """The note of a sweep whose validation split could not choose, every C having got the same images right (lfw-subset's
-    30 validation images at the CPU limits): the row's C is then the grid's smallest, the nearest-class-mean limit."""
+    30 validation images at the CPU limits): the row's C is then the grid's smallest (the default grid's 1e-6 is near the
+    nearest-class-mean limit), by the tie rule, not a choice."""
     return (f"every C got the same {next(iter(correct.values()))} of {n_val} validation images right, so C is the grid's "
             f"smallest ({min(correct):.3g}) by the tie rule; a larger validation split (max_train, val_fraction) would let "
             "the sweep choose")
